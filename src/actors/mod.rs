@@ -1,0 +1,4 @@
+//! The actors of the hub. Actors turn failures into state or `ctx.stop()`, never panics:
+//! a panic inside a handler takes its arbiter down.
+
+pub mod persistence;

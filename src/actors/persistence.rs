@@ -1,0 +1,265 @@
+//! The persistence actor owns the database pool and runs every database future to
+//! completion on its own arbiter, whatever happens to the requester. That matters on
+//! SQLite: a `SyncConnectionWrapper` query future dropped half-way (a client that went
+//! away, a timeout) panics on a current-thread runtime. Requesters only ever await a
+//! reply channel, which is safe to drop.
+//!
+//! Notification inserts are group-committed: requests that arrive while a batch is
+//! being written wait and go together in the next transaction, so ingest is not one
+//! transaction per event.
+
+use crate::domain::{NewNotification, Notification};
+use crate::store::{repository, Db, StoreError};
+use actix::prelude::*;
+use futures_util::future::LocalBoxFuture;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::{oneshot, Notify};
+
+/// Most notifications written by one transaction.
+const MAX_BATCH: usize = 1024;
+
+type Job = Box<dyn FnOnce(Db) -> LocalBoxFuture<'static, ()> + Send>;
+
+/// Runs an arbitrary database job on the persistence arbiter.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Run(Job);
+
+/// Stores notifications (group commit); replies with them, sequence numbers assigned.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Store {
+    items: Vec<NewNotification>,
+    reply: oneshot::Sender<Result<Vec<Notification>, StoreError>>,
+}
+
+/// Replies once every queued and running job has finished.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Flush(oneshot::Sender<()>);
+
+struct Waiter {
+    count: usize,
+    reply: oneshot::Sender<Result<Vec<Notification>, StoreError>>,
+}
+
+/// The actor. Create it with [`StoreHandle::start`].
+pub struct Persistence {
+    db: Db,
+    queue: Vec<NewNotification>,
+    waiters: Vec<Waiter>,
+    writing: bool,
+    in_flight: Arc<AtomicUsize>,
+    idle: Arc<Notify>,
+    flushers: Vec<oneshot::Sender<()>>,
+}
+
+impl Actor for Persistence {
+    type Context = Context<Self>;
+}
+
+impl Persistence {
+    fn start_batch(&mut self, ctx: &mut Context<Self>) {
+        if self.writing || self.queue.is_empty() {
+            return;
+        }
+        // Take whole requests up to MAX_BATCH notifications (at least one request).
+        let mut take_items = 0;
+        let mut take_waiters = 0;
+        for w in &self.waiters {
+            if take_waiters > 0 && take_items + w.count > MAX_BATCH {
+                break;
+            }
+            take_items += w.count;
+            take_waiters += 1;
+        }
+        let items: Vec<NewNotification> = self.queue.drain(..take_items).collect();
+        let waiters: Vec<Waiter> = self.waiters.drain(..take_waiters).collect();
+        self.writing = true;
+        let db = self.db.clone();
+        let fut = async move { repository::store_batch(&db, items).await };
+        ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
+            act.writing = false;
+            match result {
+                Ok(stored) => {
+                    let mut rest = stored.into_iter();
+                    for w in waiters {
+                        let part: Vec<Notification> = rest.by_ref().take(w.count).collect();
+                        let _ = w.reply.send(Ok(part));
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    let unavailable = matches!(e, StoreError::Unavailable(_));
+                    for w in waiters {
+                        let err = if unavailable {
+                            StoreError::Unavailable(msg.clone())
+                        } else {
+                            StoreError::Corrupt(msg.clone())
+                        };
+                        let _ = w.reply.send(Err(err));
+                    }
+                }
+            }
+            act.start_batch(ctx);
+            act.notify_if_idle();
+        }));
+    }
+
+    fn notify_if_idle(&mut self) {
+        if !self.writing && self.queue.is_empty() && self.in_flight.load(Ordering::SeqCst) == 0 {
+            for f in self.flushers.drain(..) {
+                let _ = f.send(());
+            }
+        }
+    }
+}
+
+impl Handler<Run> for Persistence {
+    type Result = ();
+
+    fn handle(&mut self, msg: Run, _: &mut Context<Self>) {
+        let in_flight = self.in_flight.clone();
+        let idle = self.idle.clone();
+        in_flight.fetch_add(1, Ordering::SeqCst);
+        let fut = (msg.0)(self.db.clone());
+        // Spawned on this arbiter, not in the actor's context: the job runs to the end
+        // even if the requester is gone.
+        actix::spawn(async move {
+            fut.await;
+            if in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+                idle.notify_waiters();
+            }
+        });
+    }
+}
+
+impl Handler<Store> for Persistence {
+    type Result = ();
+
+    fn handle(&mut self, msg: Store, ctx: &mut Context<Self>) {
+        if msg.items.is_empty() {
+            let _ = msg.reply.send(Ok(Vec::new()));
+            return;
+        }
+        self.waiters.push(Waiter {
+            count: msg.items.len(),
+            reply: msg.reply,
+        });
+        self.queue.extend(msg.items);
+        self.start_batch(ctx);
+    }
+}
+
+impl Handler<Flush> for Persistence {
+    type Result = ();
+
+    fn handle(&mut self, msg: Flush, ctx: &mut Context<Self>) {
+        self.flushers.push(msg.0);
+        self.notify_if_idle();
+        if !self.flushers.is_empty() {
+            // Jobs finish outside the actor; poll their counter until it drains.
+            let idle = self.idle.clone();
+            let in_flight = self.in_flight.clone();
+            ctx.spawn(
+                async move {
+                    while in_flight.load(Ordering::SeqCst) > 0 {
+                        let notified = idle.notified();
+                        if in_flight.load(Ordering::SeqCst) == 0 {
+                            break;
+                        }
+                        notified.await;
+                    }
+                }
+                .into_actor(self)
+                .map(|_, act, _| act.notify_if_idle()),
+            );
+        }
+    }
+}
+
+/// A cheap, cloneable handle to the persistence actor.
+#[derive(Clone)]
+pub struct StoreHandle {
+    addr: Addr<Persistence>,
+    backend: &'static str,
+}
+
+impl StoreHandle {
+    /// Starts the actor on its own arbiter around a pool built there.
+    pub async fn start(url: crate::config::DatabaseUrl, pool_size: u32) -> Result<Self, StoreError> {
+        let arbiter = Arbiter::new();
+        let (tx, rx) = oneshot::channel();
+        let spawned = arbiter.spawn(async move {
+            let result = Db::connect(&url, pool_size).await.map(|db| {
+                let backend = db.backend_name();
+                let addr = Persistence {
+                    db,
+                    queue: Vec::new(),
+                    waiters: Vec::new(),
+                    writing: false,
+                    in_flight: Arc::new(AtomicUsize::new(0)),
+                    idle: Arc::new(Notify::new()),
+                    flushers: Vec::new(),
+                }
+                .start();
+                (addr, backend)
+            });
+            let _ = tx.send(result);
+        });
+        if !spawned {
+            return Err(StoreError::Unavailable("persistence arbiter is not running".into()));
+        }
+        let (addr, backend) = rx
+            .await
+            .map_err(|_| StoreError::Unavailable("persistence arbiter stopped".into()))??;
+        Ok(Self { addr, backend })
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// Runs `job` against the database on the persistence arbiter and returns its result.
+    pub async fn call<R, F, Fut>(&self, job: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(Db) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<R, StoreError>> + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let boxed: Job = Box::new(move |db| {
+            Box::pin(async move {
+                let _ = tx.send(job(db).await);
+            })
+        });
+        self.addr
+            .send(Run(boxed))
+            .await
+            .map_err(|_| StoreError::Unavailable("persistence actor stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("persistence job was dropped".into()))?
+    }
+
+    /// Stores notifications with group commit; returns them with sequence numbers.
+    pub async fn store_notifications(&self, items: Vec<NewNotification>) -> Result<Vec<Notification>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.addr
+            .send(Store { items, reply: tx })
+            .await
+            .map_err(|_| StoreError::Unavailable("persistence actor stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("persistence batch was dropped".into()))?
+    }
+
+    /// Waits until every queued write and running job has finished (graceful shutdown).
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.addr.send(Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! HTTP routes. Handlers parse and authorise at the edge, call the store through the
+//! persistence actor, and answer in the contract's JSON (errors included).
+
+pub mod admin;
+pub mod middleware;
+pub mod notifications;
+pub mod openapi;
+pub mod ops;
+pub mod preferences;
+
+use crate::error::ApiError;
+use actix_web::error::{JsonPayloadError, PathError, PayloadError, QueryPayloadError};
+use actix_web::{web, HttpRequest};
+use serde_json::json;
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Registers every route under `/api/v1` plus the ops endpoints.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(json_config())
+        .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+        .app_data(web::QueryConfig::default().error_handler(query_error))
+        .app_data(web::PathConfig::default().error_handler(path_error))
+        .service(ops::healthz)
+        .service(ops::readyz)
+        .service(ops::metrics)
+        .service(openapi::openapi_json)
+        .service(
+            web::scope("/api/v1")
+                .service(preferences::get_preferences)
+                .service(preferences::update_preferences)
+                .service(preferences::delete_preferences)
+                .service(notifications::list)
+                .service(notifications::mark_all_read)
+                .service(notifications::delete_all)
+                .service(notifications::mark_read)
+                .service(admin::get_user_preferences)
+                .service(admin::update_user_preferences),
+        );
+}
+
+/// JSON bodies: at most 64 KiB; malformed → 400, well-formed but wrong → 422.
+pub fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default().limit(MAX_BODY_BYTES).error_handler(json_error)
+}
+
+fn json_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    api_json_error(err).into()
+}
+
+/// Maps a JSON extractor failure to the contract's error.
+pub fn api_json_error(err: JsonPayloadError) -> ApiError {
+    match err {
+        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+            ApiError::payload_too_large(MAX_BODY_BYTES)
+        }
+        JsonPayloadError::Payload(PayloadError::Overflow) => ApiError::payload_too_large(MAX_BODY_BYTES),
+        JsonPayloadError::ContentType => ApiError::new(
+            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "send the body as application/json",
+        ),
+        JsonPayloadError::Deserialize(e) => serde_error(&e),
+        other => ApiError::bad_request(format!("cannot read the request body: {other}")),
+    }
+}
+
+/// Syntax errors are 400 (`INVALID_JSON`); type and field errors are 422 naming the field.
+pub fn serde_error(e: &serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Data => {
+            let text = e.to_string();
+            let field = text
+                .strip_prefix("unknown field `")
+                .and_then(|rest| rest.split('`').next())
+                .or_else(|| text.strip_prefix("missing field `").and_then(|rest| rest.split('`').next()))
+                .unwrap_or("body")
+                .to_string();
+            ApiError::validation(&field, text)
+        }
+        _ => ApiError::new(actix_web::http::StatusCode::BAD_REQUEST, "INVALID_JSON", format!("malformed JSON: {e}")),
+    }
+}
+
+fn query_error(err: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::bad_request(format!("invalid query parameters: {err}")).into()
+}
+
+fn path_error(err: PathError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::bad_request(format!("invalid path parameter: {err}"))
+        .with_details(json!({"reason": err.to_string()}))
+        .into()
+}
+
+/// Any route that does not exist.
+pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::not_found(format!("no route for {} {}", req.method(), req.path())))
+}

@@ -1,0 +1,87 @@
+//! My preferences: read (defaults when none stored), partial update, erase.
+
+use crate::auth::AuthUser;
+use crate::domain::pii::{mask_email, mask_phone};
+use crate::domain::{NotificationPreferences, PreferencesPatch};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::{preferences_doc, repository};
+use actix_web::{delete, get, post, web, HttpResponse};
+use serde_json::json;
+use uuid::Uuid;
+
+/// Loads a user's preferences, or the defaults when they never saved any.
+pub async fn load(state: &AppState, user: Uuid) -> Result<NotificationPreferences, ApiError> {
+    let doc = state
+        .store
+        .call(move |db| async move { repository::load_preferences(&db, user).await })
+        .await?;
+    match doc {
+        None => Ok(NotificationPreferences::defaults(user)),
+        Some(doc) => Ok(preferences_doc::decode(doc, &state.pii)?),
+    }
+}
+
+/// Applies a partial update for `user` and stores the result.
+pub async fn update(state: &AppState, user: Uuid, patch: PreferencesPatch) -> Result<NotificationPreferences, ApiError> {
+    let current = load(state, user).await?;
+    let next = current.apply(patch, chrono::Utc::now())?;
+    let doc = preferences_doc::encode(&next, &state.pii);
+    let at = next.updated_at.unwrap_or_else(chrono::Utc::now);
+    state
+        .store
+        .call(move |db| async move { repository::save_preferences(&db, user, doc, at).await })
+        .await?;
+    tracing::info!(
+        user_id = %user,
+        email = next.email_address.as_ref().map(|e| mask_email(e.as_str())).unwrap_or_default(),
+        phone = next.sms_phone_number.as_ref().map(|p| mask_phone(p.as_str())).unwrap_or_default(),
+        "preferences updated"
+    );
+    Ok(next)
+}
+
+/// Get my preferences.
+#[utoipa::path(
+    get, path = "/api/v1/notifications/preferences", tag = "preferences",
+    responses((status = 200, body = NotificationPreferences)),
+    security(("bearer" = []))
+)]
+#[get("/notifications/preferences")]
+pub async fn get_preferences(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(load(&state, user.user_id).await?))
+}
+
+/// Update my preferences (partial).
+#[utoipa::path(
+    post, path = "/api/v1/notifications/preferences", tag = "preferences",
+    request_body = PreferencesPatch,
+    responses((status = 200, description = "`{success, preferences}`"), (status = 400, description = "malformed JSON"),
+              (status = 422, description = "invalid field, named in details.field")),
+    security(("bearer" = []))
+)]
+#[post("/notifications/preferences")]
+pub async fn update_preferences(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    patch: web::Json<PreferencesPatch>,
+) -> Result<HttpResponse, ApiError> {
+    let prefs = update(&state, user.user_id, patch.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(json!({"success": true, "preferences": prefs})))
+}
+
+/// Erase my preferences (the defaults apply again).
+#[utoipa::path(
+    delete, path = "/api/v1/notifications/preferences", tag = "preferences",
+    responses((status = 200, description = "`{success, deleted}`")),
+    security(("bearer" = []))
+)]
+#[delete("/notifications/preferences")]
+pub async fn delete_preferences(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
+    let uid = user.user_id;
+    let n = state
+        .store
+        .call(move |db| async move { repository::delete_preferences(&db, uid).await })
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({"success": true, "deleted": n > 0})))
+}

@@ -1,0 +1,555 @@
+//! Settings from the environment (and an optional `notifyhub.toml`), validated once at
+//! start. A wrong value is reported as one line naming the variable; the binary exits
+//! with code 2. Secrets left unset for a first run are generated once and kept in the
+//! data dir with 0600 permissions.
+
+use crate::domain::validation::{E164Phone, EmailAddress};
+use base64::Engine;
+use rand::RngCore;
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// A configuration problem: which variable, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {message}")]
+pub struct ConfigError {
+    /// The variable (or file) at fault.
+    pub var: String,
+    /// What is wrong, and what is expected.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(var: &str, message: impl Into<String>) -> Self {
+        Self {
+            var: var.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Which database the hub runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// Embedded SQLite file (single node).
+    Sqlite(PathBuf),
+    /// PostgreSQL server (production, several nodes).
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    /// Parses `sqlite://PATH` or `postgres://…`/`postgresql://…`; anything else is refused
+    /// rather than guessed, so a typo never creates an empty database somewhere.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        if let Some(path) = raw.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err("sqlite:// needs a file path, e.g. sqlite://./data/notifyhub.db".into());
+            }
+            return Ok(Self::Sqlite(PathBuf::from(path)));
+        }
+        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            return Ok(Self::Postgres(raw.to_string()));
+        }
+        Err("must start with sqlite:// or postgres:// (e.g. sqlite://./data/notifyhub.db)".into())
+    }
+
+    /// A printable form without the password.
+    pub fn redacted(&self) -> String {
+        match self {
+            Self::Sqlite(p) => format!("sqlite://{}", p.display()),
+            Self::Postgres(url) => redact_password(url),
+        }
+    }
+}
+
+fn redact_password(url: &str) -> String {
+    // postgres://user:password@host/db → postgres://user:***@host/db
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((creds, host)) = rest.rsplit_once('@') {
+            if let Some((user, _)) = creds.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_string()
+}
+
+/// How SMTP connections are secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS (port 587).
+    StartTls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No TLS (local relays, tests).
+    None,
+}
+
+/// SMTP settings; absent means sandbox mode for email.
+#[derive(Debug, Clone)]
+pub struct SmtpSettings {
+    /// Server host.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// Login, when the server needs one.
+    pub user: Option<String>,
+    /// Password for `user`.
+    pub password: Option<String>,
+    /// Sender address.
+    pub from: EmailAddress,
+    /// Transport security.
+    pub tls: SmtpTls,
+}
+
+/// Twilio settings; absent means sandbox mode for SMS.
+#[derive(Debug, Clone)]
+pub struct TwilioSettings {
+    /// Account SID.
+    pub account_sid: String,
+    /// Auth token.
+    pub auth_token: String,
+    /// Sender number (E.164).
+    pub from_number: E164Phone,
+    /// API base URL (a stand-in in tests).
+    pub api_base: String,
+}
+
+/// Every setting the hub runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// HTTP worker threads.
+    pub workers: usize,
+    /// Database.
+    pub database_url: DatabaseUrl,
+    /// Connections in the pool.
+    pub db_pool_size: u32,
+    /// Where the SQLite file, generated secrets and the sandbox outbox live.
+    pub data_dir: PathBuf,
+    /// HS256 secret for user JWTs (raw UTF-8 bytes).
+    pub jwt_secret: String,
+    /// Bearer tokens accepted by the HTTP bridge.
+    pub service_tokens: Vec<String>,
+    /// AES-256-GCM key for contact fields at rest.
+    pub pii_key: [u8; 32],
+    /// SMTP, or sandbox when `None`.
+    pub smtp: Option<SmtpSettings>,
+    /// Twilio, or sandbox when `None`.
+    pub twilio: Option<TwilioSettings>,
+    /// VAPID private key (raw P-256 scalar, base64url).
+    pub vapid_private_key: String,
+    /// VAPID subject (`mailto:` or `https:`).
+    pub vapid_subject: String,
+    /// Hosts push endpoints may point at.
+    pub push_allowed_hosts: Vec<String>,
+}
+
+/// The push services of the browser vendors, contacted by default.
+pub const DEFAULT_PUSH_HOSTS: &[&str] = &[
+    "fcm.googleapis.com",
+    "updates.push.services.mozilla.com",
+    "*.push.services.mozilla.com",
+    "web.push.apple.com",
+    "*.push.apple.com",
+    "*.notify.windows.com",
+];
+
+/// Where setting values come from: the process environment first, then the file.
+pub struct Source {
+    env: HashMap<String, String>,
+    file: HashMap<String, String>,
+}
+
+impl Source {
+    /// Reads the real environment and `NOTIFYHUB_CONFIG` (default `./notifyhub.toml` when present).
+    pub fn from_process() -> Result<Self, ConfigError> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        Self::new(env)
+    }
+
+    /// Builds a source from explicit variables (tests), reading the file they point at.
+    pub fn new(env: HashMap<String, String>) -> Result<Self, ConfigError> {
+        let (path, explicit) = match env.get("NOTIFYHUB_CONFIG") {
+            Some(p) => (PathBuf::from(p), true),
+            None => (PathBuf::from("notifyhub.toml"), false),
+        };
+        let file = if path.exists() {
+            read_toml(&path)?
+        } else if explicit {
+            return Err(ConfigError::new("NOTIFYHUB_CONFIG", format!("{} does not exist", path.display())));
+        } else {
+            HashMap::new()
+        };
+        Ok(Self { env, file })
+    }
+
+    fn get(&self, var: &str) -> Option<String> {
+        let from_env = self.env.get(var).filter(|v| !v.trim().is_empty()).cloned();
+        from_env.or_else(|| self.file.get(&file_key(var)).cloned())
+    }
+}
+
+/// `NOTIFYHUB_BIND` → `bind`, `SMTP_HOST` → `smtp_host`.
+fn file_key(var: &str) -> String {
+    var.strip_prefix("NOTIFYHUB_").unwrap_or(var).to_ascii_lowercase()
+}
+
+fn read_toml(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
+    let var = "NOTIFYHUB_CONFIG";
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(var, format!("cannot read {}: {e}", path.display())))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::new(var, format!("{}: {}", path.display(), e.message())))?;
+    let mut out = HashMap::new();
+    for (k, v) in table {
+        let s = match v {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string()))
+                .collect::<Vec<_>>()
+                .join(","),
+            other => {
+                return Err(ConfigError::new(var, format!("{}: key '{k}' has unsupported value {other}", path.display())))
+            }
+        };
+        out.insert(k.to_ascii_lowercase(), s);
+    }
+    Ok(out)
+}
+
+impl Settings {
+    /// Loads and validates everything, generating first-run secrets in the data dir.
+    pub fn load(src: &Source) -> Result<Self, ConfigError> {
+        let bind_raw = src.get("NOTIFYHUB_BIND").unwrap_or_else(|| "127.0.0.1:8080".into());
+        let bind: SocketAddr = bind_raw.trim().parse().map_err(|_| {
+            ConfigError::new("NOTIFYHUB_BIND", format!("'{bind_raw}' is not an address like 127.0.0.1:8080"))
+        })?;
+        let workers = match src.get("NOTIFYHUB_WORKERS") {
+            None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            Some(raw) => parse_range("NOTIFYHUB_WORKERS", &raw, 1, 256)? as usize,
+        };
+        let data_dir = PathBuf::from(src.get("NOTIFYHUB_DATA_DIR").unwrap_or_else(|| "./data".into()));
+        std::fs::create_dir_all(&data_dir).map_err(|e| {
+            ConfigError::new("NOTIFYHUB_DATA_DIR", format!("cannot create {}: {e}", data_dir.display()))
+        })?;
+        let database_url = match src.get("DATABASE_URL") {
+            None => DatabaseUrl::Sqlite(data_dir.join("notifyhub.db")),
+            Some(raw) => DatabaseUrl::parse(&raw).map_err(|m| ConfigError::new("DATABASE_URL", m))?,
+        };
+        let default_pool = match database_url {
+            DatabaseUrl::Sqlite(_) => 4,
+            DatabaseUrl::Postgres(_) => 16,
+        };
+        let db_pool_size = match src.get("NOTIFYHUB_DB_POOL_SIZE") {
+            None => default_pool,
+            Some(raw) => parse_range("NOTIFYHUB_DB_POOL_SIZE", &raw, 1, 512)? as u32,
+        };
+
+        let jwt_secret = match src.get("NOTIFYHUB_JWT_SECRET") {
+            Some(s) if s.len() < 16 => {
+                return Err(ConfigError::new("NOTIFYHUB_JWT_SECRET", "must be at least 16 characters"))
+            }
+            Some(s) => s,
+            None => stored_secret(&data_dir, "jwt_secret", "NOTIFYHUB_JWT_SECRET", || {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<48>())
+            })?,
+        };
+        let service_tokens: Vec<String> = src
+            .get("NOTIFYHUB_SERVICE_TOKENS")
+            .map(|s| s.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect())
+            .unwrap_or_default();
+        if let Some(short) = service_tokens.iter().find(|t| t.len() < 16) {
+            return Err(ConfigError::new(
+                "NOTIFYHUB_SERVICE_TOKENS",
+                format!("every token must be at least 16 characters (one has {})", short.len()),
+            ));
+        }
+        let pii_raw = match src.get("NOTIFYHUB_PII_KEY") {
+            Some(s) => s,
+            None => stored_secret(&data_dir, "pii_key", "NOTIFYHUB_PII_KEY", || {
+                base64::engine::general_purpose::STANDARD.encode(random_bytes::<32>())
+            })?,
+        };
+        let pii_key = decode_key(&pii_raw).ok_or_else(|| {
+            ConfigError::new("NOTIFYHUB_PII_KEY", "must be 32 bytes in base64 (e.g. `openssl rand -base64 32`)")
+        })?;
+
+        let smtp = load_smtp(src)?;
+        let twilio = load_twilio(src)?;
+
+        let vapid_private_key = match src.get("VAPID_PRIVATE_KEY") {
+            Some(s) => s.trim().to_string(),
+            None => stored_secret(&data_dir, "vapid_private_key", "VAPID_PRIVATE_KEY", generate_vapid_private_key)?,
+        };
+        crate::vapid::public_key_from_private(&vapid_private_key).map_err(|e| {
+            ConfigError::new("VAPID_PRIVATE_KEY", format!("{e} (generate one with `notifyhub vapid-keys`)"))
+        })?;
+        let vapid_subject = src.get("VAPID_SUBJECT").unwrap_or_else(|| "mailto:admin@notifyhub.local".into());
+        if !(vapid_subject.starts_with("mailto:") || vapid_subject.starts_with("https://")) {
+            return Err(ConfigError::new("VAPID_SUBJECT", "must start with mailto: or https://"));
+        }
+        let push_allowed_hosts = match src.get("NOTIFYHUB_PUSH_ALLOWED_HOSTS") {
+            None => DEFAULT_PUSH_HOSTS.iter().map(|s| s.to_string()).collect(),
+            Some(raw) => {
+                let hosts: Vec<String> =
+                    raw.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect();
+                if let Some(bad) = hosts.iter().find(|h| h.contains('/') || h.contains(' ')) {
+                    return Err(ConfigError::new(
+                        "NOTIFYHUB_PUSH_ALLOWED_HOSTS",
+                        format!("'{bad}' is not a host name (write hosts, not URLs, comma-separated)"),
+                    ));
+                }
+                hosts
+            }
+        };
+
+        Ok(Self {
+            bind,
+            workers,
+            database_url,
+            db_pool_size,
+            data_dir,
+            jwt_secret,
+            service_tokens,
+            pii_key,
+            smtp,
+            twilio,
+            vapid_private_key,
+            vapid_subject,
+            push_allowed_hosts,
+        })
+    }
+}
+
+fn parse_range(var: &str, raw: &str, min: i64, max: i64) -> Result<i64, ConfigError> {
+    let n: i64 = raw
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError::new(var, format!("'{raw}' is not a whole number")))?;
+    if !(min..=max).contains(&n) {
+        return Err(ConfigError::new(var, format!("must be between {min} and {max} (got {n})")));
+    }
+    Ok(n)
+}
+
+fn load_smtp(src: &Source) -> Result<Option<SmtpSettings>, ConfigError> {
+    let Some(host) = src.get("SMTP_HOST") else {
+        return Ok(None);
+    };
+    let tls = match src.get("SMTP_TLS").as_deref().map(str::trim) {
+        None | Some("starttls") => SmtpTls::StartTls,
+        Some("tls") => SmtpTls::Tls,
+        Some("none") => SmtpTls::None,
+        Some(other) => {
+            return Err(ConfigError::new("SMTP_TLS", format!("'{other}' is not one of starttls, tls, none")))
+        }
+    };
+    let default_port = match tls {
+        SmtpTls::StartTls => 587,
+        SmtpTls::Tls => 465,
+        SmtpTls::None => 25,
+    };
+    let port = match src.get("SMTP_PORT") {
+        None => default_port,
+        Some(raw) => parse_range("SMTP_PORT", &raw, 1, 65535)? as u16,
+    };
+    let from_raw = src.get("SMTP_FROM_EMAIL").unwrap_or_else(|| "notifyhub@notifyhub.local".into());
+    let from = EmailAddress::parse(&from_raw).map_err(|m| ConfigError::new("SMTP_FROM_EMAIL", m))?;
+    let user = src.get("SMTP_USER");
+    let password = src.get("SMTP_PASSWORD");
+    if user.is_some() != password.is_some() {
+        let missing = if user.is_some() { "SMTP_PASSWORD" } else { "SMTP_USER" };
+        return Err(ConfigError::new(missing, "SMTP_USER and SMTP_PASSWORD must be set together"));
+    }
+    Ok(Some(SmtpSettings {
+        host: host.trim().to_string(),
+        port,
+        user,
+        password,
+        from,
+        tls,
+    }))
+}
+
+fn load_twilio(src: &Source) -> Result<Option<TwilioSettings>, ConfigError> {
+    let names = ["TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_PHONE_NUMBER"];
+    let values: Vec<Option<String>> = names.iter().map(|n| src.get(n)).collect();
+    if values.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    if let Some(i) = values.iter().position(Option::is_none) {
+        return Err(ConfigError::new(
+            names[i],
+            "is missing: TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_PHONE_NUMBER go together",
+        ));
+    }
+    let [sid, token, phone] = [values[0].clone(), values[1].clone(), values[2].clone()].map(Option::unwrap_or_default);
+    let from_number = E164Phone::parse(&phone).map_err(|m| ConfigError::new("TWILIO_PHONE_NUMBER", m))?;
+    let api_base = src
+        .get("TWILIO_API_BASE")
+        .unwrap_or_else(|| "https://api.twilio.com".into())
+        .trim_end_matches('/')
+        .to_string();
+    if !(api_base.starts_with("https://") || api_base.starts_with("http://")) {
+        return Err(ConfigError::new("TWILIO_API_BASE", "must be an http(s) URL"));
+    }
+    Ok(Some(TwilioSettings {
+        account_sid: sid.trim().to_string(),
+        auth_token: token.trim().to_string(),
+        from_number,
+        api_base,
+    }))
+}
+
+fn decode_key(raw: &str) -> Option<[u8; 32]> {
+    let raw = raw.trim();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(raw)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(raw))
+        .ok()?;
+    bytes.try_into().ok()
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b
+}
+
+/// A fresh VAPID private key (raw P-256 scalar, base64url without padding).
+pub fn generate_vapid_private_key() -> String {
+    let key = p256::SecretKey::random(&mut rand::rngs::OsRng);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.to_bytes())
+}
+
+/// Reads `data_dir/secrets/name`, creating it (0600) with `generate()` on first run.
+fn stored_secret(data_dir: &Path, name: &str, var: &str, generate: impl FnOnce() -> String) -> Result<String, ConfigError> {
+    let dir = data_dir.join("secrets");
+    let path = dir.join(name);
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ConfigError::new(var, format!("cannot read {}: {e}", path.display()))),
+    }
+    let value = generate();
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(&dir)?;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            opts.mode(0o600);
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        let mut f = opts.open(&path)?;
+        f.write_all(value.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()
+    };
+    write().map_err(|e| ConfigError::new(var, format!("unset, and cannot keep a generated one in {}: {e}", path.display())))?;
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(pairs: &[(&str, &str)], dir: &Path) -> Source {
+        let mut env: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        env.insert("NOTIFYHUB_DATA_DIR".into(), dir.display().to_string());
+        env.entry("NOTIFYHUB_CONFIG".into()).or_insert_with(|| dir.join("absent.toml").display().to_string());
+        Source { env, file: HashMap::new() }
+    }
+
+    #[test]
+    fn defaults_work_and_secrets_are_generated_once_with_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Settings::load(&src(&[], dir.path())).unwrap();
+        assert_eq!(s.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.database_url, DatabaseUrl::Sqlite(dir.path().join("notifyhub.db")));
+        assert!(s.smtp.is_none() && s.twilio.is_none());
+        let again = Settings::load(&src(&[], dir.path())).unwrap();
+        assert_eq!(s.jwt_secret, again.jwt_secret);
+        assert_eq!(s.pii_key, again.pii_key);
+        assert_eq!(s.vapid_private_key, again.vapid_private_key);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("secrets/jwt_secret")).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn each_bad_value_names_its_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases: &[(&str, &str)] = &[
+            ("NOTIFYHUB_BIND", "localhost"),
+            ("NOTIFYHUB_WORKERS", "0"),
+            ("NOTIFYHUB_WORKERS", "many"),
+            ("DATABASE_URL", "mysql://x"),
+            ("DATABASE_URL", "notifyhub.db"),
+            ("NOTIFYHUB_JWT_SECRET", "short"),
+            ("NOTIFYHUB_SERVICE_TOKENS", "tiny"),
+            ("NOTIFYHUB_PII_KEY", "not-base64!"),
+            ("VAPID_PRIVATE_KEY", "AAAA"),
+            ("VAPID_SUBJECT", "admin@example.com"),
+            ("NOTIFYHUB_PUSH_ALLOWED_HOSTS", "https://fcm.googleapis.com/x"),
+        ];
+        for (var, value) in cases {
+            let err = Settings::load(&src(&[(var, value)], dir.path())).unwrap_err();
+            assert_eq!(&err.var, var, "{value}: {err}");
+        }
+    }
+
+    #[test]
+    fn partial_twilio_and_smtp_settings_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Settings::load(&src(&[("TWILIO_ACCOUNT_SID", "AC1")], dir.path())).unwrap_err();
+        assert_eq!(err.var, "TWILIO_AUTH_TOKEN");
+        let err = Settings::load(&src(&[("SMTP_HOST", "h"), ("SMTP_TLS", "ssl")], dir.path())).unwrap_err();
+        assert_eq!(err.var, "SMTP_TLS");
+        let err = Settings::load(&src(&[("SMTP_HOST", "h"), ("SMTP_PORT", "70000")], dir.path())).unwrap_err();
+        assert_eq!(err.var, "SMTP_PORT");
+        let err = Settings::load(&src(&[("SMTP_HOST", "h"), ("SMTP_USER", "u")], dir.path())).unwrap_err();
+        assert_eq!(err.var, "SMTP_PASSWORD");
+        let ok = Settings::load(&src(&[("SMTP_HOST", "h"), ("SMTP_TLS", "none")], dir.path())).unwrap();
+        assert_eq!(ok.smtp.unwrap().port, 25);
+    }
+
+    #[test]
+    fn toml_file_is_read_and_env_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("notifyhub.toml");
+        std::fs::write(&file, "bind = \"127.0.0.1:9999\"\nworkers = 3\nservice_tokens = [\"aaaaaaaaaaaaaaaa\", \"bbbbbbbbbbbbbbbb\"]\n").unwrap();
+        let mut env = HashMap::new();
+        env.insert("NOTIFYHUB_CONFIG".to_string(), file.display().to_string());
+        env.insert("NOTIFYHUB_DATA_DIR".to_string(), dir.path().display().to_string());
+        env.insert("NOTIFYHUB_WORKERS".to_string(), "5".to_string());
+        let s = Settings::load(&Source::new(env).unwrap()).unwrap();
+        assert_eq!(s.bind.port(), 9999);
+        assert_eq!(s.workers, 5);
+        assert_eq!(s.service_tokens.len(), 2);
+    }
+
+    #[test]
+    fn database_urls() {
+        assert_eq!(DatabaseUrl::parse("sqlite://./x.db").unwrap(), DatabaseUrl::Sqlite("./x.db".into()));
+        assert_eq!(DatabaseUrl::parse("sqlite:///abs/x.db").unwrap(), DatabaseUrl::Sqlite("/abs/x.db".into()));
+        assert!(matches!(DatabaseUrl::parse("postgresql://u@h/d").unwrap(), DatabaseUrl::Postgres(_)));
+        assert!(DatabaseUrl::parse("sqlite://").is_err());
+        assert_eq!(DatabaseUrl::Postgres("postgres://u:pw@h/d".into()).redacted(), "postgres://u:***@h/d");
+    }
+}

@@ -1,0 +1,237 @@
+//! The notification model and the messages sent to dashboards, serialised exactly as
+//! the story's JSON (snake_case values, ISO-8601 times).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use ts_rs::TS;
+use uuid::Uuid;
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, TS, utoipa::ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The wire and database spelling.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        "unknown {} '{}' (expected one of: {})",
+                        stringify!($name),
+                        other,
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+string_enum! {
+    /// What happened: the four kinds of the story.
+    NotificationType {
+        /// A trading signal was generated and approved.
+        SignalGenerated => "signal_generated",
+        /// A risk figure is close to its limit.
+        RiskWarning => "risk_warning",
+        /// A campaign was force-closed.
+        EmergencyExit => "emergency_exit",
+        /// Something in the platform broke.
+        SystemError => "system_error",
+    }
+}
+
+string_enum! {
+    /// How urgent it is; decides the channels.
+    Priority {
+        /// Toast only by default.
+        Info => "info",
+        /// Toast and email by default.
+        Warning => "warning",
+        /// Every channel; overrides quiet hours.
+        Critical => "critical",
+    }
+}
+
+string_enum! {
+    /// Where a notification can be delivered.
+    Channel {
+        /// Live toast in open dashboard tabs (WebSocket).
+        Toast => "toast",
+        /// Email over SMTP.
+        Email => "email",
+        /// SMS through Twilio.
+        Sms => "sms",
+        /// Browser Web Push.
+        Push => "push",
+    }
+}
+
+/// A stored notification, exactly as the REST API and the WebSocket send it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS, utoipa::ToSchema)]
+pub struct Notification {
+    /// Unique id.
+    pub id: Uuid,
+    /// The owner.
+    pub user_id: Uuid,
+    /// Per-user sequence number: starts at 1, no gaps.
+    pub sequence_number: i64,
+    /// What happened.
+    pub notification_type: NotificationType,
+    /// How urgent.
+    pub priority: Priority,
+    /// Short headline, at most 200 characters.
+    pub title: String,
+    /// Body, at most 1000 characters.
+    pub message: String,
+    /// Type-specific details (signal, risk, exit or error context).
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
+    /// Whether the owner has read it.
+    pub read: bool,
+    /// When it was stored (UTC).
+    pub created_at: DateTime<Utc>,
+}
+
+/// A notification about to be stored: everything but the sequence number, which the
+/// store assigns in the same transaction as the insert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewNotification {
+    /// Unique id, chosen before storing so retries can be recognised.
+    pub id: Uuid,
+    /// The owner.
+    pub user_id: Uuid,
+    /// What happened.
+    pub notification_type: NotificationType,
+    /// How urgent.
+    pub priority: Priority,
+    /// Headline.
+    pub title: String,
+    /// Body.
+    pub message: String,
+    /// Details.
+    pub metadata: serde_json::Value,
+    /// Creation time (UTC).
+    pub created_at: DateTime<Utc>,
+}
+
+impl NewNotification {
+    /// The stored form once a sequence number is assigned.
+    pub fn into_stored(self, sequence_number: i64) -> Notification {
+        Notification {
+            id: self.id,
+            user_id: self.user_id,
+            sequence_number,
+            notification_type: self.notification_type,
+            priority: self.priority,
+            title: self.title,
+            message: self.message,
+            metadata: self.metadata,
+            read: false,
+            created_at: self.created_at,
+        }
+    }
+}
+
+/// The live toast pushed to every open tab of the owner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+pub struct NotificationToast {
+    /// The notification's per-user sequence number.
+    pub sequence_number: i64,
+    /// The stored notification, as the REST API returns it.
+    pub notification: Notification,
+    /// The owner's unread count including this notification.
+    pub unread_count: i64,
+    /// When the toast was sent.
+    pub timestamp: DateTime<Utc>,
+}
+
+/// Every message the server sends over the WebSocket, tagged by `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// A new (or replayed) notification.
+    NotificationToast(NotificationToast),
+    /// Registration and replay are done: live delivery has begun.
+    Ready {
+        /// Highest sequence number the user has (0 when none).
+        last_sequence_number: i64,
+    },
+    /// The unread count changed (mark read, read-all, erase).
+    UnreadCount {
+        /// The new unread count.
+        count: i64,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn enums_round_trip_in_snake_case() {
+        for t in NotificationType::ALL {
+            let v = serde_json::to_value(t).unwrap();
+            assert_eq!(v, json!(t.as_str()));
+            assert_eq!(t.as_str().parse::<NotificationType>().unwrap(), *t);
+        }
+        assert_eq!(serde_json::to_value(Priority::Critical).unwrap(), json!("critical"));
+        assert_eq!(serde_json::to_value(Channel::Sms).unwrap(), json!("sms"));
+        assert!("SMS".parse::<Channel>().is_err());
+        assert!("fax".parse::<Channel>().unwrap_err().contains("toast, email, sms, push"));
+    }
+
+    #[test]
+    fn notification_serialises_like_the_story() {
+        let created = DateTime::parse_from_rfc3339("2024-03-13T13:05:00Z").unwrap().with_timezone(&Utc);
+        let n = NewNotification {
+            id: Uuid::nil(),
+            user_id: Uuid::nil(),
+            notification_type: NotificationType::SignalGenerated,
+            priority: Priority::Warning,
+            title: "New Signal: AAPL Spring".into(),
+            message: "Spring pattern detected on AAPL with 87% confidence".into(),
+            metadata: json!({"symbol": "AAPL", "confidence": 87}),
+            created_at: created,
+        }
+        .into_stored(7);
+        let v = serde_json::to_value(&n).unwrap();
+        assert_eq!(v["notification_type"], "signal_generated");
+        assert_eq!(v["priority"], "warning");
+        assert_eq!(v["read"], false);
+        assert_eq!(v["sequence_number"], 7);
+        assert_eq!(v["created_at"], "2024-03-13T13:05:00Z");
+        let back: Notification = serde_json::from_value(v).unwrap();
+        assert_eq!(back, n);
+    }
+
+    #[test]
+    fn server_messages_are_tagged_by_type() {
+        let v = serde_json::to_value(ServerMessage::Ready { last_sequence_number: 4 }).unwrap();
+        assert_eq!(v, json!({"type": "ready", "last_sequence_number": 4}));
+        let v = serde_json::to_value(ServerMessage::UnreadCount { count: 2 }).unwrap();
+        assert_eq!(v, json!({"type": "unread_count", "count": 2}));
+    }
+}

@@ -1,0 +1,438 @@
+//! Parse, don't validate: newtypes whose only constructor checks the value, so a value
+//! of the type is valid by construction. Each refusal names the field it concerns.
+
+use chrono::NaiveTime;
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use uuid::Uuid;
+
+/// A validation failure tied to the input field that caused it (dotted path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Dotted path of the offending field, e.g. `quiet_hours.timezone`.
+    pub field: String,
+    /// Human-readable reason, safe to show to the client.
+    pub reason: String,
+}
+
+impl FieldError {
+    /// Builds a field error.
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for FieldError {}
+
+/// Upper bounds of the story, enforced at the edge.
+pub mod limits {
+    /// Longest accepted notification title, in characters.
+    pub const TITLE_MAX_CHARS: usize = 200;
+    /// Longest accepted notification message, in characters.
+    pub const MESSAGE_MAX_CHARS: usize = 1000;
+    /// Largest accepted metadata object, serialised, in bytes.
+    pub const METADATA_MAX_BYTES: usize = 16 * 1024;
+    /// Lowest allowed confidence threshold.
+    pub const THRESHOLD_MIN: i64 = 70;
+    /// Highest allowed confidence threshold.
+    pub const THRESHOLD_MAX: i64 = 95;
+    /// Default confidence threshold.
+    pub const THRESHOLD_DEFAULT: u8 = 85;
+}
+
+/// A user's id: any UUID. Users are not provisioned beforehand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserId(pub Uuid);
+
+impl UserId {
+    /// Parses a user id from its textual UUID form.
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        Uuid::parse_str(raw.trim())
+            .map(UserId)
+            .map_err(|_| FieldError::new("user_id", "must be a UUID"))
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A phone number in E.164 form: `+`, a non-zero country digit, 8 to 15 digits in all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct E164Phone(String);
+
+impl E164Phone {
+    /// Validates `raw` (surrounding spaces ignored) as an E.164 number.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let s = raw.trim();
+        let digits = s
+            .strip_prefix('+')
+            .ok_or_else(|| "must be in E.164 format, starting with + (e.g. +12345678901)".to_string())?;
+        if !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err("must contain only digits after + (E.164, e.g. +12345678901)".into());
+        }
+        if digits.starts_with('0') {
+            return Err("country code cannot start with 0 (E.164)".into());
+        }
+        if !(8..=15).contains(&digits.len()) {
+            return Err("must have 8 to 15 digits (E.164)".into());
+        }
+        Ok(Self(s.to_string()))
+    }
+
+    /// The number as text, `+` included.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for E164Phone {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<E164Phone> for String {
+    fn from(value: E164Phone) -> Self {
+        value.0
+    }
+}
+
+/// An email address with a plausible syntax: `local@domain.tld`, at most 254 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct EmailAddress(String);
+
+impl EmailAddress {
+    /// Validates `raw` (surrounding spaces ignored) as an email address.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let s = raw.trim();
+        if s.is_empty() {
+            return Err("must not be empty".into());
+        }
+        if s.len() > 254 {
+            return Err("must be at most 254 characters".into());
+        }
+        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("must not contain spaces".into());
+        }
+        let (local, domain) = s
+            .rsplit_once('@')
+            .ok_or_else(|| "must look like name@example.com".to_string())?;
+        if local.is_empty() || local.len() > 64 || local.contains('@') {
+            return Err("must look like name@example.com".into());
+        }
+        if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+            return Err("has a misplaced dot before the @".into());
+        }
+        let labels: Vec<&str> = domain.split('.').collect();
+        if labels.len() < 2
+            || labels.iter().any(|l| {
+                l.is_empty()
+                    || l.len() > 63
+                    || l.starts_with('-')
+                    || l.ends_with('-')
+                    || !l.chars().all(|c| c.is_alphanumeric() || c == '-')
+            })
+        {
+            return Err("has an invalid domain (expected e.g. example.com)".into());
+        }
+        Ok(Self(s.to_string()))
+    }
+
+    /// The address as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for EmailAddress {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<EmailAddress> for String {
+    fn from(value: EmailAddress) -> Self {
+        value.0
+    }
+}
+
+/// An IANA timezone name such as `America/New_York`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Timezone(pub Tz);
+
+impl Timezone {
+    /// Validates an IANA timezone name.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        Tz::from_str(raw.trim())
+            .map(Timezone)
+            .map_err(|_| format!("unknown IANA timezone '{}' (e.g. America/New_York)", raw.trim()))
+    }
+}
+
+impl TryFrom<String> for Timezone {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<Timezone> for String {
+    fn from(value: Timezone) -> Self {
+        value.0.name().to_string()
+    }
+}
+
+/// A wall-clock time of day; accepts `HH:MM` or `HH:MM:SS`, always written `HH:MM:SS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ClockTime(pub NaiveTime);
+
+impl ClockTime {
+    /// Parses `HH:MM` or `HH:MM:SS` (24-hour clock).
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let s = raw.trim();
+        let ok_shape = matches!(s.len(), 5 | 8)
+            && s.bytes().enumerate().all(|(i, b)| {
+                if i == 2 || i == 5 {
+                    b == b':'
+                } else {
+                    b.is_ascii_digit()
+                }
+            });
+        if !ok_shape {
+            return Err(format!("'{s}' is not a time (expected HH:MM or HH:MM:SS)"));
+        }
+        // chrono accepts a leap second (:60); a quiet-hours bound never needs one.
+        if s.len() == 8 && &s[6..8] > "59" {
+            return Err(format!("'{s}' is not a valid time of day (00:00 to 23:59:59)"));
+        }
+        let fmt = if s.len() == 5 { "%H:%M" } else { "%H:%M:%S" };
+        NaiveTime::parse_from_str(s, fmt)
+            .map(ClockTime)
+            .map_err(|_| format!("'{s}' is not a valid time of day (00:00 to 23:59:59)"))
+    }
+
+    /// Builds a time from hours and minutes known to be valid.
+    pub fn hm(hour: u32, minute: u32) -> Self {
+        ClockTime(NaiveTime::from_hms_opt(hour, minute, 0).unwrap_or(NaiveTime::MIN))
+    }
+}
+
+impl TryFrom<String> for ClockTime {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<ClockTime> for String {
+    fn from(value: ClockTime) -> Self {
+        value.0.format("%H:%M:%S").to_string()
+    }
+}
+
+/// Minimum signal confidence a user wants to hear about: 70 to 95 inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "u8")]
+pub struct ConfidenceThreshold(u8);
+
+impl ConfidenceThreshold {
+    /// Validates a threshold in 70..=95.
+    pub fn parse(raw: i64) -> Result<Self, String> {
+        if (limits::THRESHOLD_MIN..=limits::THRESHOLD_MAX).contains(&raw) {
+            Ok(Self(raw as u8))
+        } else {
+            Err(format!(
+                "must be between {} and {} (got {raw})",
+                limits::THRESHOLD_MIN,
+                limits::THRESHOLD_MAX
+            ))
+        }
+    }
+
+    /// The threshold in percent.
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+impl Default for ConfidenceThreshold {
+    fn default() -> Self {
+        Self(limits::THRESHOLD_DEFAULT)
+    }
+}
+
+impl TryFrom<i64> for ConfidenceThreshold {
+    type Error = String;
+    fn try_from(value: i64) -> Result<Self, Self::Error> {
+        Self::parse(value)
+    }
+}
+
+impl From<ConfidenceThreshold> for u8 {
+    fn from(value: ConfidenceThreshold) -> Self {
+        value.0
+    }
+}
+
+/// Checks a title: non-empty after trimming, at most 200 characters.
+pub fn validate_title(title: &str) -> Result<(), FieldError> {
+    if title.trim().is_empty() {
+        return Err(FieldError::new("title", "must not be empty"));
+    }
+    let n = title.chars().count();
+    if n > limits::TITLE_MAX_CHARS {
+        return Err(FieldError::new(
+            "title",
+            format!("must be at most {} characters (got {n})", limits::TITLE_MAX_CHARS),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a message: at most 1000 characters.
+pub fn validate_message(message: &str) -> Result<(), FieldError> {
+    let n = message.chars().count();
+    if n > limits::MESSAGE_MAX_CHARS {
+        return Err(FieldError::new(
+            "message",
+            format!("must be at most {} characters (got {n})", limits::MESSAGE_MAX_CHARS),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks metadata: a JSON object of at most 16 KiB once serialised.
+pub fn validate_metadata(metadata: &serde_json::Value) -> Result<(), FieldError> {
+    if !metadata.is_object() {
+        return Err(FieldError::new("metadata", "must be a JSON object"));
+    }
+    let size = serde_json::to_vec(metadata).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size > limits::METADATA_MAX_BYTES {
+        return Err(FieldError::new(
+            "metadata",
+            format!("must be at most {} bytes serialised (got {size})", limits::METADATA_MAX_BYTES),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn e164_accepts_valid_numbers() {
+        for ok in ["+12345678901", "+447911123456", "+4930123456", "+123456789012345", " +12345678 "] {
+            assert!(E164Phone::parse(ok).is_ok(), "{ok}");
+        }
+        assert_eq!(E164Phone::parse(" +12345678901 ").unwrap().as_str(), "+12345678901");
+    }
+
+    #[test]
+    fn e164_refuses_invalid_numbers() {
+        for bad in [
+            "", "12345678901", "+", "+0123456789", "+1234567", "+1234567890123456", "+1 234 567 8901",
+            "+1-234-567-8901", "+1234567890a", "++12345678901", "+١٢٣٤٥٦٧٨٩٠",
+        ] {
+            assert!(E164Phone::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn email_accepts_plausible_addresses() {
+        for ok in ["trader@example.com", "a.b+tag@sub.example.co.uk", "x@y-z.io", "用户@例子.广告"] {
+            assert!(EmailAddress::parse(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn email_refuses_malformed_addresses() {
+        let long_local = format!("{}@example.com", "a".repeat(65));
+        let too_long = format!("a@{}.com", "b".repeat(260));
+        for bad in [
+            "", "plain", "@example.com", "user@", "user@localhost", "user@@example.com",
+            "us er@example.com", "user@exa mple.com", ".user@example.com", "user.@example.com",
+            "u..ser@example.com", "user@-example.com", "user@example..com", "user@example.com.",
+            long_local.as_str(), too_long.as_str(), "user@exam_ple.com",
+        ] {
+            assert!(EmailAddress::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn timezone_accepts_iana_names_only() {
+        assert!(Timezone::parse("America/New_York").is_ok());
+        assert!(Timezone::parse("Europe/London").is_ok());
+        assert!(Timezone::parse("UTC").is_ok());
+        for bad in ["", "EST5", "Mars/Olympus", "america/new_york ", "GMT+25"] {
+            assert!(Timezone::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(String::from(Timezone::parse("Asia/Tokyo").unwrap()), "Asia/Tokyo");
+    }
+
+    #[test]
+    fn clock_time_accepts_hh_mm_and_hh_mm_ss_and_writes_seconds() {
+        assert_eq!(String::from(ClockTime::parse("22:00").unwrap()), "22:00:00");
+        assert_eq!(String::from(ClockTime::parse("08:30:15").unwrap()), "08:30:15");
+        assert_eq!(String::from(ClockTime::parse("00:00").unwrap()), "00:00:00");
+        assert_eq!(String::from(ClockTime::parse("23:59:59").unwrap()), "23:59:59");
+        for bad in ["24:00", "7:00", "07:60", "12:00:60", "noon", "", "12-00", "12:00:00.5", "1200"] {
+            assert!(ClockTime::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn threshold_bounds_are_inclusive() {
+        assert!(ConfidenceThreshold::parse(69).is_err());
+        assert_eq!(ConfidenceThreshold::parse(70).unwrap().get(), 70);
+        assert_eq!(ConfidenceThreshold::parse(95).unwrap().get(), 95);
+        assert!(ConfidenceThreshold::parse(96).is_err());
+        assert!(ConfidenceThreshold::parse(-1).is_err());
+        assert_eq!(ConfidenceThreshold::default().get(), 85);
+    }
+
+    #[test]
+    fn title_message_and_metadata_limits() {
+        assert!(validate_title(&"t".repeat(200)).is_ok());
+        assert_eq!(validate_title(&"t".repeat(201)).unwrap_err().field, "title");
+        assert!(validate_title("   ").is_err());
+        // Characters, not bytes: 200 multi-byte characters are fine.
+        assert!(validate_title(&"é".repeat(200)).is_ok());
+        assert!(validate_message(&"m".repeat(1000)).is_ok());
+        assert_eq!(validate_message(&"m".repeat(1001)).unwrap_err().field, "message");
+        assert!(validate_metadata(&serde_json::json!({"a": 1})).is_ok());
+        assert!(validate_metadata(&serde_json::json!([1])).is_err());
+        let big = serde_json::json!({ "k": "x".repeat(16 * 1024) });
+        assert_eq!(validate_metadata(&big).unwrap_err().field, "metadata");
+        let fits = serde_json::json!({ "k": "x".repeat(16 * 1024 - 8) });
+        assert!(validate_metadata(&fits).is_ok());
+    }
+
+    #[test]
+    fn user_id_must_be_uuid() {
+        assert!(UserId::parse("not-a-uuid").is_err());
+        let id = Uuid::new_v4();
+        assert_eq!(UserId::parse(&id.to_string()).unwrap().0, id);
+    }
+}

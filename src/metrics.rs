@@ -1,0 +1,138 @@
+//! Prometheus text metrics (`notifyhub_` prefix), kept in atomics: no registry crate,
+//! no locks on the request path beyond a sharded map lookup.
+
+use dashmap::DashMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the latency histogram, in seconds.
+const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        for (i, upper) in BUCKETS.iter().enumerate() {
+            if secs <= *upper {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// The hub's counters.
+#[derive(Default)]
+pub struct Metrics {
+    requests: DashMap<(String, String, u16), AtomicU64>,
+    latency: DashMap<String, Histogram>,
+    notifications_stored: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts one HTTP request.
+    pub fn observe_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        self.requests
+            .entry((method.to_string(), route.to_string(), status))
+            .or_default()
+            .fetch_add(1, Ordering::Relaxed);
+        self.latency.entry(route.to_string()).or_default().observe(elapsed);
+    }
+
+    /// Counts stored notifications.
+    pub fn add_notifications_stored(&self, n: u64) {
+        self.notifications_stored.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Renders the Prometheus text exposition format.
+    pub fn render(&self, backend: &str) -> String {
+        let mut out = String::with_capacity(4096);
+        let _ = writeln!(out, "# HELP notifyhub_info Build and backend information.");
+        let _ = writeln!(out, "# TYPE notifyhub_info gauge");
+        let _ = writeln!(
+            out,
+            "notifyhub_info{{version=\"{}\",backend=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            backend
+        );
+        let _ = writeln!(out, "# HELP notifyhub_http_requests_total HTTP requests by method, route and status.");
+        let _ = writeln!(out, "# TYPE notifyhub_http_requests_total counter");
+        let mut rows: Vec<_> = self
+            .requests
+            .iter()
+            .map(|e| (e.key().clone(), e.value().load(Ordering::Relaxed)))
+            .collect();
+        rows.sort();
+        for ((method, route, status), n) in rows {
+            let _ = writeln!(
+                out,
+                "notifyhub_http_requests_total{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {n}",
+                escape(&route)
+            );
+        }
+        let _ = writeln!(out, "# HELP notifyhub_http_request_duration_seconds HTTP request latency by route.");
+        let _ = writeln!(out, "# TYPE notifyhub_http_request_duration_seconds histogram");
+        let mut routes: Vec<String> = self.latency.iter().map(|e| e.key().clone()).collect();
+        routes.sort();
+        for route in routes {
+            if let Some(h) = self.latency.get(&route) {
+                let r = escape(&route);
+                for (i, upper) in BUCKETS.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "notifyhub_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"{upper}\"}} {}",
+                        h.buckets[i].load(Ordering::Relaxed)
+                    );
+                }
+                let count = h.count.load(Ordering::Relaxed);
+                let _ = writeln!(out, "notifyhub_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"+Inf\"}} {count}");
+                let _ = writeln!(
+                    out,
+                    "notifyhub_http_request_duration_seconds_sum{{route=\"{r}\"}} {}",
+                    h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+                );
+                let _ = writeln!(out, "notifyhub_http_request_duration_seconds_count{{route=\"{r}\"}} {count}");
+            }
+        }
+        let _ = writeln!(out, "# HELP notifyhub_notifications_stored_total Notifications stored by this node.");
+        let _ = writeln!(out, "# TYPE notifyhub_notifications_stored_total counter");
+        let _ = writeln!(
+            out,
+            "notifyhub_notifications_stored_total {}",
+            self.notifications_stored.load(Ordering::Relaxed)
+        );
+        out
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_cumulative_buckets() {
+        let m = Metrics::default();
+        m.observe_request("GET", "/api/v1/notifications", 200, Duration::from_micros(700));
+        m.observe_request("GET", "/api/v1/notifications", 200, Duration::from_millis(30));
+        m.add_notifications_stored(3);
+        let text = m.render("sqlite");
+        assert!(text.contains("notifyhub_http_requests_total{method=\"GET\",route=\"/api/v1/notifications\",status=\"200\"} 2"));
+        assert!(text.contains("le=\"0.001\"} 1"));
+        assert!(text.contains("le=\"0.05\"} 2"));
+        assert!(text.contains("le=\"+Inf\"} 2"));
+        assert!(text.contains("notifyhub_notifications_stored_total 3"));
+        assert!(text.contains("backend=\"sqlite\""));
+    }
+}

@@ -1,0 +1,128 @@
+//! Builds the application: migrations, the persistence actor, the HTTP server bound to
+//! its listener (port 0 gives a free port, which tests use).
+
+use crate::actors::persistence::StoreHandle;
+use crate::api;
+use crate::auth::JwtKeys;
+use crate::config::Settings;
+use crate::crypto::PiiCipher;
+use crate::metrics::Metrics;
+use crate::state::{AppState, KnownUsers};
+use crate::store::{self, StoreError};
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
+use std::net::TcpListener;
+use std::sync::Arc;
+
+/// Why the hub could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database could not be opened or migrated.
+    #[error("database {url}: {source}")]
+    Database {
+        /// Redacted URL.
+        url: String,
+        /// Cause.
+        source: StoreError,
+    },
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Bad settings discovered late (e.g. the VAPID key).
+    #[error("{0}")]
+    Config(String),
+}
+
+/// A built, listening hub.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: AppState,
+}
+
+impl Application {
+    /// Migrates the database, starts the actors and binds the listener.
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        let db_err = |source| StartError::Database {
+            url: settings.database_url.redacted(),
+            source,
+        };
+        let applied = store::run_migrations(&settings.database_url).await.map_err(db_err)?;
+        if !applied.is_empty() {
+            tracing::info!(versions = ?applied, "migrations applied");
+        }
+        let store = StoreHandle::start(settings.database_url.clone(), settings.db_pool_size)
+            .await
+            .map_err(db_err)?;
+        let vapid_public_key =
+            crate::vapid::public_key_from_private(&settings.vapid_private_key).map_err(StartError::Config)?;
+        let state = AppState {
+            jwt: JwtKeys::new(&settings.jwt_secret),
+            pii: PiiCipher::new(&settings.pii_key),
+            store,
+            users: Arc::new(KnownUsers::default()),
+            metrics: Arc::new(Metrics::default()),
+            vapid_public_key,
+            settings: Arc::new(settings),
+        };
+        let listener = TcpListener::bind(state.settings.bind).map_err(|source| StartError::Bind {
+            addr: state.settings.bind.to_string(),
+            source,
+        })?;
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let data = web::Data::new(state.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .wrap(from_fn(api::middleware::observe))
+                .configure(api::configure)
+                .configure(crate::ui::configure)
+                .default_service(web::to(api::not_found))
+        })
+        .workers(state.settings.workers)
+        .shutdown_timeout(10)
+        .listen(listener)
+        .map_err(|source| StartError::Bind {
+            addr: state.settings.bind.to_string(),
+            source,
+        })?
+        .run();
+        tracing::info!(
+            port,
+            database = %state.settings.database_url.redacted(),
+            workers = state.settings.workers,
+            "notifyhub listening"
+        );
+        Ok(Self { port, server, state })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Shared state (tests use it to reach the store).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// A handle to stop the server.
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until stopped (SIGTERM/SIGINT or [`ServerHandle::stop`]): stops accepting,
+    /// finishes in-flight requests, then flushes the persistence batch.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        self.state.store.flush().await;
+        tracing::info!("notifyhub stopped");
+        result
+    }
+}

@@ -1,0 +1,64 @@
+//! What every request handler shares: settings, keys, the store handle, the known-user
+//! registry and metrics.
+
+use crate::actors::persistence::StoreHandle;
+use crate::auth::{JwtKeys, Role};
+use crate::config::Settings;
+use crate::crypto::PiiCipher;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::store::repository;
+use dashmap::DashMap;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Shared application state (cheap to clone).
+#[derive(Clone)]
+pub struct AppState {
+    /// Validated settings.
+    pub settings: Arc<Settings>,
+    /// JWT keys.
+    pub jwt: JwtKeys,
+    /// Contact-field cipher.
+    pub pii: PiiCipher,
+    /// The persistence actor.
+    pub store: StoreHandle,
+    /// Users already recorded in the database, with their role.
+    pub users: Arc<KnownUsers>,
+    /// Prometheus counters.
+    pub metrics: Arc<Metrics>,
+    /// VAPID public key (base64url).
+    pub vapid_public_key: String,
+}
+
+/// Users recorded in the database, so a token seen again costs no write.
+#[derive(Default)]
+pub struct KnownUsers {
+    roles: DashMap<Uuid, Role>,
+}
+
+impl KnownUsers {
+    /// Records `user` with `role` unless already known with that role.
+    pub async fn ensure(&self, store: &StoreHandle, user: Uuid, role: Role) -> Result<(), ApiError> {
+        if self.roles.get(&user).is_some_and(|r| *r == role) {
+            return Ok(());
+        }
+        store
+            .call(move |db| async move { repository::upsert_user(&db, user, role.as_str()).await })
+            .await?;
+        self.roles.insert(user, role);
+        Ok(())
+    }
+
+    /// Records `user` (role `user`) unless the database already has them, whatever
+    /// their role.
+    pub async fn ensure_exists(&self, store: &StoreHandle, user: Uuid) -> Result<(), ApiError> {
+        if self.roles.contains_key(&user) {
+            return Ok(());
+        }
+        store
+            .call(move |db| async move { repository::insert_user_if_absent(&db, user).await })
+            .await?;
+        Ok(())
+    }
+}

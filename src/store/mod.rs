@@ -1,0 +1,247 @@
+//! Storage on SQLite (embedded default) or PostgreSQL (production, several nodes),
+//! chosen at run time from `DATABASE_URL`.
+//!
+//! diesel-async has no runtime multi-backend connection, so [`Db`] is a small enum over
+//! the two pools and [`with_conn!`](crate::with_conn) the one dispatch point: each query
+//! is written once and type-checked against both backends. Everything here returns
+//! [`StoreError`]; only the persistence actor runs these futures (see
+//! `actors::persistence` for why).
+
+pub mod json;
+pub mod preferences_doc;
+pub mod repository;
+pub mod schema;
+mod sqlite_batch;
+
+use crate::config::DatabaseUrl;
+use diesel::result::{ConnectionError, DatabaseErrorKind};
+use diesel::sqlite::SqliteConnection;
+use diesel::Connection;
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, PoolError, RecyclingMethod};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use std::time::Duration;
+
+/// SQLite migrations, embedded in the binary.
+pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+/// PostgreSQL migrations, embedded in the binary.
+pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// Per-connection SQLite settings: WAL so readers never wait for the writer, a busy
+/// timeout instead of instant `SQLITE_BUSY`, and enforced foreign keys.
+const SQLITE_PRAGMAS: &str =
+    "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
+
+/// A pooled async SQLite connection.
+pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+/// Pool of SQLite connections.
+pub type SqlitePool = bb8::Pool<AsyncDieselConnectionManager<SqliteConn>>;
+/// Pool of PostgreSQL connections.
+pub type PgPool = bb8::Pool<AsyncDieselConnectionManager<AsyncPgConnection>>;
+
+/// The database, whichever backend it is.
+#[derive(Clone)]
+pub enum Db {
+    /// Embedded SQLite.
+    Sqlite(SqlitePool),
+    /// PostgreSQL.
+    Postgres(PgPool),
+}
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached (retryable).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A query failed.
+    #[error("query failed: {0}")]
+    Query(diesel::result::Error),
+    /// A stored value cannot be decoded.
+    #[error("stored data cannot be read: {0}")]
+    Corrupt(String),
+}
+
+impl From<diesel::result::Error> for StoreError {
+    fn from(e: diesel::result::Error) -> Self {
+        use diesel::result::Error as E;
+        match &e {
+            E::DatabaseError(DatabaseErrorKind::ClosedConnection, _) | E::BrokenTransactionManager => {
+                StoreError::Unavailable(e.to_string())
+            }
+            E::DatabaseError(_, info) if is_transient(info.message()) => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Query(e),
+        }
+    }
+}
+
+fn is_transient(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("database is locked")
+        || m.contains("connection")
+        || m.contains("terminating")
+        || m.contains("shutting down")
+}
+
+impl From<bb8::RunError<PoolError>> for StoreError {
+    fn from(e: bb8::RunError<PoolError>) -> Self {
+        match e {
+            bb8::RunError::TimedOut => StoreError::Unavailable("timed out waiting for a connection".into()),
+            bb8::RunError::User(inner) => StoreError::Unavailable(inner.to_string()),
+        }
+    }
+}
+
+impl From<PoolError> for StoreError {
+    fn from(e: PoolError) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+impl From<ConnectionError> for StoreError {
+    fn from(e: ConnectionError) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+/// Runs `$body` with `$conn` bound to a pooled connection of whichever backend `$db` is.
+/// The body is compiled once per backend, so each query is written once.
+#[macro_export]
+macro_rules! with_conn {
+    ($db:expr, $conn:ident => $body:expr) => {
+        match $db {
+            $crate::store::Db::Sqlite(pool) => {
+                let mut pooled = pool.get().await.map_err($crate::store::StoreError::from)?;
+                let $conn = &mut *pooled;
+                $body
+            }
+            $crate::store::Db::Postgres(pool) => {
+                let mut pooled = pool.get().await.map_err($crate::store::StoreError::from)?;
+                let $conn = &mut *pooled;
+                $body
+            }
+        }
+    };
+}
+
+impl Db {
+    /// Builds the pool. Must run on the runtime that will use it: PostgreSQL connections
+    /// spawn their I/O task on the current runtime.
+    pub async fn connect(url: &DatabaseUrl, pool_size: u32) -> Result<Db, StoreError> {
+        match url {
+            DatabaseUrl::Sqlite(path) => {
+                ensure_parent_dir(path)?;
+                let mut cfg = ManagerConfig::<SqliteConn>::default();
+                cfg.recycling_method = RecyclingMethod::Fast;
+                cfg.custom_setup = Box::new(|url| {
+                    Box::pin(async move {
+                        let mut conn = SqliteConn::establish(url).await?;
+                        conn.batch_execute(SQLITE_PRAGMAS)
+                            .await
+                            .map_err(ConnectionError::CouldntSetupConfiguration)?;
+                        Ok(conn)
+                    })
+                });
+                let mgr = AsyncDieselConnectionManager::new_with_config(path.display().to_string(), cfg);
+                let pool = pool_builder(pool_size).build(mgr).await?;
+                Ok(Db::Sqlite(pool))
+            }
+            DatabaseUrl::Postgres(url) => {
+                let mut cfg = ManagerConfig::<AsyncPgConnection>::default();
+                cfg.recycling_method = RecyclingMethod::Fast;
+                cfg.custom_setup = Box::new(|url| {
+                    Box::pin(async move {
+                        let mut conn = AsyncPgConnection::establish(url).await?;
+                        conn.batch_execute("SET statement_timeout = '30s'; SET TIME ZONE 'UTC';")
+                            .await
+                            .map_err(ConnectionError::CouldntSetupConfiguration)?;
+                        Ok(conn)
+                    })
+                });
+                let mgr = AsyncDieselConnectionManager::new_with_config(url.clone(), cfg);
+                let pool = pool_builder(pool_size).build(mgr).await?;
+                Ok(Db::Postgres(pool))
+            }
+        }
+    }
+
+    /// Which backend, for logs and metrics.
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
+
+    /// A round trip to the database.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        with_conn!(self, conn => {
+            conn.batch_execute("SELECT 1").await.map_err(StoreError::from)
+        })
+    }
+}
+
+fn pool_builder<M: bb8::ManageConnection>(size: u32) -> bb8::Builder<M> {
+    bb8::Pool::builder()
+        .max_size(size)
+        .min_idle(Some(1))
+        .connection_timeout(Duration::from_secs(3))
+        // A checkout ping would double the round trips; a broken connection is
+        // detected by the query that uses it and dropped by the pool.
+        .test_on_check_out(false)
+}
+
+fn ensure_parent_dir(path: &std::path::Path) -> Result<(), StoreError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    Ok(())
+}
+
+/// Applies pending migrations; returns the versions applied. Blocking: call it from a
+/// plain thread (see [`run_migrations`]).
+pub fn run_migrations_blocking(url: &DatabaseUrl) -> Result<Vec<String>, StoreError> {
+    let applied = match url {
+        DatabaseUrl::Sqlite(path) => {
+            ensure_parent_dir(path)?;
+            let mut conn = SqliteConnection::establish(&path.display().to_string())?;
+            diesel::connection::SimpleConnection::batch_execute(&mut conn, SQLITE_PRAGMAS)?;
+            conn.run_pending_migrations(SQLITE_MIGRATIONS)
+                .map_err(|e| StoreError::Corrupt(format!("migration failed: {e}")))?
+                .into_iter()
+                .map(|v| v.to_string())
+                .collect()
+        }
+        DatabaseUrl::Postgres(url) => {
+            let mut conn: AsyncConnectionWrapper<AsyncPgConnection> = Connection::establish(url)?;
+            // Two nodes starting together must not both migrate.
+            diesel::connection::SimpleConnection::batch_execute(&mut conn, "SELECT pg_advisory_lock(727274)")?;
+            let result = conn
+                .run_pending_migrations(POSTGRES_MIGRATIONS)
+                .map(|v| v.into_iter().map(|v| v.to_string()).collect::<Vec<_>>())
+                .map_err(|e| StoreError::Corrupt(format!("migration failed: {e}")));
+            let _ = diesel::connection::SimpleConnection::batch_execute(&mut conn, "SELECT pg_advisory_unlock(727274)");
+            result?
+        }
+    };
+    Ok(applied)
+}
+
+/// Applies pending migrations from an async context. The blocking work runs on its own
+/// thread, outside any runtime: diesel's harness blocks, which actix's current-thread
+/// runtimes do not allow.
+pub async fn run_migrations(url: &DatabaseUrl) -> Result<Vec<String>, StoreError> {
+    let url = url.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("notifyhub-migrate".into())
+        .spawn(move || {
+            let _ = tx.send(run_migrations_blocking(&url));
+        })
+        .map_err(|e| StoreError::Unavailable(format!("cannot start migration thread: {e}")))?;
+    rx.await
+        .map_err(|_| StoreError::Corrupt("migration thread died".into()))?
+}

@@ -1,0 +1,399 @@
+//! Every query the hub runs, each written once for both backends (see [`with_conn!`]).
+//!
+//! [`with_conn!`]: crate::with_conn
+
+use super::json::Json;
+use super::schema::{notification_preferences, notifications, users};
+use super::{Db, StoreError};
+use crate::domain::{NewNotification, Notification};
+use crate::with_conn;
+use chrono::{DateTime, NaiveDateTime, Timelike, Utc};
+use diesel::prelude::*;
+use diesel::upsert::excluded;
+use diesel_async::{AsyncConnection, RunQueryDsl};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// Stored times have microsecond precision (PostgreSQL's); cut to that before storing
+/// so the toast sent from memory equals what the REST API later reads back.
+pub fn to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.with_nanosecond(t.nanosecond() / 1_000 * 1_000).unwrap_or(t)
+}
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = notifications)]
+pub(super) struct NotificationRow {
+    id: String,
+    user_id: String,
+    sequence_number: i64,
+    notification_type: String,
+    priority: String,
+    title: String,
+    message: String,
+    metadata: Json,
+    read: bool,
+    created_at: NaiveDateTime,
+}
+
+impl NotificationRow {
+    fn into_domain(self) -> Result<Notification, StoreError> {
+        let corrupt = |what: &str, e: String| StoreError::Corrupt(format!("notification {}: {what}: {e}", self.id));
+        Ok(Notification {
+            id: Uuid::parse_str(&self.id).map_err(|e| corrupt("id", e.to_string()))?,
+            user_id: Uuid::parse_str(&self.user_id).map_err(|e| corrupt("user_id", e.to_string()))?,
+            sequence_number: self.sequence_number,
+            notification_type: self.notification_type.parse().map_err(|e| corrupt("type", e))?,
+            priority: self.priority.parse().map_err(|e| corrupt("priority", e))?,
+            title: self.title.clone(),
+            message: self.message.clone(),
+            metadata: self.metadata.0.clone(),
+            read: self.read,
+            created_at: self.created_at.and_utc(),
+        })
+    }
+
+    fn from_new(n: &NewNotification, sequence_number: i64) -> Self {
+        Self {
+            id: n.id.to_string(),
+            user_id: n.user_id.to_string(),
+            sequence_number,
+            notification_type: n.notification_type.as_str().to_string(),
+            priority: n.priority.as_str().to_string(),
+            title: n.title.clone(),
+            message: n.message.clone(),
+            metadata: Json(n.metadata.clone()),
+            read: false,
+            created_at: n.created_at.naive_utc(),
+        }
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = users)]
+pub(super) struct UserRow<'a> {
+    id: String,
+    role: &'a str,
+    last_sequence_number: i64,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+/// Records a user (first sight) or updates their role.
+pub async fn upsert_user(db: &Db, user: Uuid, role: &str) -> Result<(), StoreError> {
+    let now = Utc::now().naive_utc();
+    let row = UserRow {
+        id: user.to_string(),
+        role,
+        last_sequence_number: 0,
+        created_at: now,
+        updated_at: now,
+    };
+    with_conn!(db, conn => {
+        diesel::insert_into(users::table)
+            .values(&row)
+            .on_conflict(users::id)
+            .do_update()
+            .set((users::role.eq(excluded(users::role)), users::updated_at.eq(excluded(users::updated_at))))
+            .execute(conn)
+            .await?;
+        Ok(())
+    })
+}
+
+/// Records a user with role `user` unless already present (their role is kept).
+pub async fn insert_user_if_absent(db: &Db, user: Uuid) -> Result<(), StoreError> {
+    let now = Utc::now().naive_utc();
+    let row = UserRow {
+        id: user.to_string(),
+        role: "user",
+        last_sequence_number: 0,
+        created_at: now,
+        updated_at: now,
+    };
+    with_conn!(db, conn => {
+        diesel::insert_into(users::table).values(&row).on_conflict_do_nothing().execute(conn).await?;
+        Ok(())
+    })
+}
+
+/// How many notifications each user gets in a batch, in first-seen order.
+fn count_per_user(batch: &[NewNotification]) -> Vec<(Uuid, i64)> {
+    let mut per_user: Vec<(Uuid, i64)> = Vec::new();
+    let mut index: HashMap<Uuid, usize> = HashMap::new();
+    for n in batch {
+        match index.get(&n.user_id) {
+            Some(&i) => per_user[i].1 += 1,
+            None => {
+                index.insert(n.user_id, per_user.len());
+                per_user.push((n.user_id, 1));
+            }
+        }
+    }
+    per_user
+}
+
+/// Numbers the batch in arrival order from each user's first new sequence number.
+fn number_rows(batch: &[NewNotification], mut next_seq: HashMap<Uuid, i64>) -> Result<Vec<NotificationRow>, StoreError> {
+    let mut rows = Vec::with_capacity(batch.len());
+    for n in batch {
+        let seq = next_seq
+            .get_mut(&n.user_id)
+            .ok_or_else(|| StoreError::Corrupt("sequence range missing for a user of the batch".into()))?;
+        rows.push(NotificationRow::from_new(n, *seq));
+        *seq += 1;
+    }
+    Ok(rows)
+}
+
+pub(super) fn new_user_row(user: Uuid, now: NaiveDateTime) -> UserRow<'static> {
+    UserRow {
+        id: user.to_string(),
+        role: "user",
+        last_sequence_number: 0,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// Stores a batch of notifications in one transaction (group commit), assigning each
+/// user's next sequence numbers in arrival order. The per-user counter is bumped by
+/// an `UPDATE … RETURNING` that locks the user's row, so concurrent writers (other
+/// batches, other nodes) can never take the same numbers, and a rolled-back batch
+/// leaves no gap.
+///
+/// This is the one query written per backend: diesel-async cannot send SQLite a
+/// multi-row insert, so on SQLite the whole batch runs as one blocking job on the
+/// connection (one thread hop instead of one per statement), in an `IMMEDIATE`
+/// transaction that takes the write lock up front.
+pub async fn store_batch(db: &Db, batch: Vec<NewNotification>) -> Result<Vec<Notification>, StoreError> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    let batch: Vec<NewNotification> = batch
+        .into_iter()
+        .map(|mut n| {
+            n.created_at = to_micros(n.created_at);
+            n
+        })
+        .collect();
+    let per_user = count_per_user(&batch);
+    let now = Utc::now().naive_utc();
+    let rows = match db {
+        Db::Sqlite(pool) => {
+            let mut conn = pool.get().await?;
+            conn.spawn_blocking(move |conn| {
+                super::sqlite_batch::store(conn, &per_user, now, |next| {
+                    number_rows(&batch, next).map_err(|e| diesel::result::Error::QueryBuilderError(e.to_string().into()))
+                })
+            })
+            .await?
+        }
+        Db::Postgres(pool) => {
+            let mut conn = pool.get().await?;
+            let batch = &batch;
+            conn.transaction::<_, StoreError, _>(async |conn| {
+                let mut next_seq: HashMap<Uuid, i64> = HashMap::with_capacity(per_user.len());
+                for (user, count) in &per_user {
+                    diesel::insert_into(users::table)
+                        .values(&new_user_row(*user, now))
+                        .on_conflict_do_nothing()
+                        .execute(conn)
+                        .await?;
+                    let last: i64 = diesel::update(users::table.find(user.to_string()))
+                        .set(users::last_sequence_number.eq(users::last_sequence_number + *count))
+                        .returning(users::last_sequence_number)
+                        .get_result(conn)
+                        .await?;
+                    next_seq.insert(*user, last - count + 1);
+                }
+                let rows = number_rows(batch, next_seq)?;
+                // Bound each statement's parameters (PostgreSQL allows 65535).
+                for chunk in rows.chunks(1000) {
+                    diesel::insert_into(notifications::table).values(chunk).execute(conn).await?;
+                }
+                Ok(rows)
+            })
+            .await?
+        }
+    };
+    rows.into_iter().map(NotificationRow::into_domain).collect()
+}
+
+/// Filters of the inbox list.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Only unread ones.
+    pub unread_only: bool,
+    /// Only this type.
+    pub notification_type: Option<String>,
+    /// Page size.
+    pub limit: i64,
+    /// Rows to skip.
+    pub offset: i64,
+}
+
+/// A page of a user's inbox, newest first, and the total matching the filters.
+pub async fn list_notifications(db: &Db, user: Uuid, q: &ListQuery) -> Result<(Vec<Notification>, i64), StoreError> {
+    let uid = user.to_string();
+    with_conn!(db, conn => {
+        let mut page = notifications::table
+            .filter(notifications::user_id.eq(&uid))
+            .select(NotificationRow::as_select())
+            .order(notifications::sequence_number.desc())
+            .limit(q.limit)
+            .offset(q.offset)
+            .into_boxed();
+        let mut count = notifications::table.filter(notifications::user_id.eq(&uid)).into_boxed();
+        if q.unread_only {
+            page = page.filter(notifications::read.eq(false));
+            count = count.filter(notifications::read.eq(false));
+        }
+        if let Some(t) = &q.notification_type {
+            page = page.filter(notifications::notification_type.eq(t.clone()));
+            count = count.filter(notifications::notification_type.eq(t.clone()));
+        }
+        let rows: Vec<NotificationRow> = page.load(conn).await?;
+        let total: i64 = count.count().get_result(conn).await?;
+        let items = rows.into_iter().map(NotificationRow::into_domain).collect::<Result<Vec<_>, _>>()?;
+        Ok((items, total))
+    })
+}
+
+/// Notifications with a sequence number above `after`, oldest first (replay).
+pub async fn notifications_after(db: &Db, user: Uuid, after: i64, limit: i64) -> Result<Vec<Notification>, StoreError> {
+    let uid = user.to_string();
+    with_conn!(db, conn => {
+        let rows: Vec<NotificationRow> = notifications::table
+            .filter(notifications::user_id.eq(&uid))
+            .filter(notifications::sequence_number.gt(after))
+            .order(notifications::sequence_number.asc())
+            .limit(limit)
+            .select(NotificationRow::as_select())
+            .load(conn)
+            .await?;
+        rows.into_iter().map(NotificationRow::into_domain).collect()
+    })
+}
+
+/// The user's unread count.
+pub async fn unread_count(db: &Db, user: Uuid) -> Result<i64, StoreError> {
+    let uid = user.to_string();
+    with_conn!(db, conn => {
+        let n: i64 = notifications::table
+            .filter(notifications::user_id.eq(&uid))
+            .filter(notifications::read.eq(false))
+            .count()
+            .get_result(conn)
+            .await?;
+        Ok(n)
+    })
+}
+
+/// The user's last assigned sequence number (0 when none).
+pub async fn last_sequence_number(db: &Db, user: Uuid) -> Result<i64, StoreError> {
+    let uid = user.to_string();
+    with_conn!(db, conn => {
+        let n: Option<i64> = users::table
+            .find(&uid)
+            .select(users::last_sequence_number)
+            .first(conn)
+            .await
+            .optional()?;
+        Ok(n.unwrap_or(0))
+    })
+}
+
+/// Marks one of the user's notifications read; `false` when it is not theirs or absent.
+pub async fn mark_read(db: &Db, user: Uuid, id: Uuid) -> Result<bool, StoreError> {
+    let (uid, nid) = (user.to_string(), id.to_string());
+    with_conn!(db, conn => {
+        let n = diesel::update(
+            notifications::table.filter(notifications::id.eq(&nid)).filter(notifications::user_id.eq(&uid)),
+        )
+        .set(notifications::read.eq(true))
+        .execute(conn)
+        .await?;
+        Ok(n > 0)
+    })
+}
+
+/// Marks all the user's unread notifications read in one statement; returns how many.
+pub async fn mark_all_read(db: &Db, user: Uuid) -> Result<usize, StoreError> {
+    let uid = user.to_string();
+    with_conn!(db, conn => {
+        let n = diesel::update(
+            notifications::table.filter(notifications::user_id.eq(&uid)).filter(notifications::read.eq(false)),
+        )
+        .set(notifications::read.eq(true))
+        .execute(conn)
+        .await?;
+        Ok(n)
+    })
+}
+
+/// Erases the user's notification history (deliveries go with it). Sequence numbers
+/// are not reused: the per-user counter stays.
+pub async fn delete_notifications(db: &Db, user: Uuid) -> Result<usize, StoreError> {
+    let uid = user.to_string();
+    with_conn!(db, conn => {
+        let n = diesel::delete(notifications::table.filter(notifications::user_id.eq(&uid)))
+            .execute(conn)
+            .await?;
+        Ok(n)
+    })
+}
+
+/// The stored preferences document, if the user ever saved one.
+pub async fn load_preferences(db: &Db, user: Uuid) -> Result<Option<serde_json::Value>, StoreError> {
+    let uid = user.to_string();
+    with_conn!(db, conn => {
+        let doc: Option<Json> = notification_preferences::table
+            .find(&uid)
+            .select(notification_preferences::preferences)
+            .first(conn)
+            .await
+            .optional()?;
+        Ok(doc.map(|d| d.0))
+    })
+}
+
+/// Saves (inserts or replaces) the preferences document.
+pub async fn save_preferences(db: &Db, user: Uuid, doc: serde_json::Value, at: DateTime<Utc>) -> Result<(), StoreError> {
+    let uid = user.to_string();
+    let now = at.naive_utc();
+    with_conn!(db, conn => {
+        diesel::insert_into(notification_preferences::table)
+            .values((
+                notification_preferences::user_id.eq(&uid),
+                notification_preferences::preferences.eq(Json(doc.clone())),
+                notification_preferences::updated_at.eq(now),
+            ))
+            .on_conflict(notification_preferences::user_id)
+            .do_update()
+            .set((
+                notification_preferences::preferences.eq(excluded(notification_preferences::preferences)),
+                notification_preferences::updated_at.eq(excluded(notification_preferences::updated_at)),
+            ))
+            .execute(conn)
+            .await?;
+        Ok(())
+    })
+}
+
+/// Deletes the preferences document (the defaults apply again).
+pub async fn delete_preferences(db: &Db, user: Uuid) -> Result<usize, StoreError> {
+    let uid = user.to_string();
+    with_conn!(db, conn => {
+        let n = diesel::delete(notification_preferences::table.find(&uid)).execute(conn).await?;
+        Ok(n)
+    })
+}
+
+/// Whether the user exists (seen by token or event).
+pub async fn user_exists(db: &Db, user: Uuid) -> Result<bool, StoreError> {
+    let uid = user.to_string();
+    with_conn!(db, conn => {
+        let n: i64 = users::table.filter(users::id.eq(&uid)).count().get_result(conn).await?;
+        Ok(n > 0)
+    })
+}
