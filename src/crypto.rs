@@ -52,7 +52,10 @@ impl PiiCipher {
         }
         let (nonce, ct) = raw.split_at(12);
         let nonce: [u8; 12] = nonce.try_into().map_err(|_| DecryptError)?;
-        let plain = self.cipher.decrypt(&Nonce::from(nonce), ct).map_err(|_| DecryptError)?;
+        let plain = self
+            .cipher
+            .decrypt(&Nonce::from(nonce), ct)
+            .map_err(|_| DecryptError)?;
         String::from_utf8(plain).map_err(|_| DecryptError)
     }
 }

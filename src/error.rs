@@ -16,7 +16,9 @@ tokio::task_local! {
 
 /// The current request's id, or `-` outside a request.
 pub fn current_request_id() -> String {
-    REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| "-".to_string())
+    REQUEST_ID
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| "-".to_string())
 }
 
 /// An error as the client sees it.
@@ -72,8 +74,12 @@ impl ApiError {
     /// 422 naming the offending field.
     pub fn validation(field: &str, reason: impl Into<String>) -> Self {
         let reason = reason.into();
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED", format!("{field}: {reason}"))
-            .with_details(json!({ "field": field, "reason": reason }))
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_FAILED",
+            format!("{field}: {reason}"),
+        )
+        .with_details(json!({ "field": field, "reason": reason }))
     }
 
     /// 413.
@@ -88,12 +94,20 @@ impl ApiError {
 
     /// 503: a dependency (the database) is unreachable; retry later.
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", message)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+            message,
+        )
     }
 
     /// 500: the cause is logged, not shown.
     pub fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "internal error; see the server log")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            "internal error; see the server log",
+        )
     }
 
     /// The JSON body.
@@ -112,7 +126,13 @@ impl ApiError {
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }
 

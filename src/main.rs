@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use uuid::Uuid;
 
 #[derive(Parser)]
-#[command(name = "notifyhub", version, about = "Real-time notification hub for trading dashboards")]
+#[command(
+    name = "notifyhub",
+    version,
+    about = "Real-time notification hub for trading dashboards"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -69,19 +73,27 @@ fn main() -> ExitCode {
             Err(e) => config_failure(e),
             Ok(settings) => {
                 let keys = notifyhub::auth::JwtKeys::new(&settings.jwt_secret);
-                println!("{}", keys.issue(user.unwrap_or_else(Uuid::new_v4), role, ttl));
+                println!(
+                    "{}",
+                    keys.issue(user.unwrap_or_else(Uuid::new_v4), role, ttl)
+                );
                 ExitCode::SUCCESS
             }
         },
         Command::Migrate => match load_settings() {
             Err(e) => config_failure(e),
-            Ok(settings) => match notifyhub::store::run_migrations_blocking(&settings.database_url) {
+            Ok(settings) => match notifyhub::store::run_migrations_blocking(&settings.database_url)
+            {
                 Ok(applied) => {
                     println!(
                         "{}: {} migration(s) applied{}",
                         settings.database_url.redacted(),
                         applied.len(),
-                        if applied.is_empty() { String::new() } else { format!(" ({})", applied.join(", ")) }
+                        if applied.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", applied.join(", "))
+                        }
                     );
                     ExitCode::SUCCESS
                 }
@@ -95,6 +107,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// SIGTERM or SIGINT: stop accepting, finish in-flight requests, then return from
+/// `run_until_stopped` (which flushes the persistence batch).
+fn stop_on_signals(handle: actix_web::dev::ServerHandle) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    actix_web::rt::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("shutdown signal: finishing in-flight requests");
+        handle.stop(true).await;
+    });
+    Ok(())
+}
+
 fn serve() -> ExitCode {
     let settings = match load_settings() {
         Ok(s) => s,
@@ -105,7 +134,13 @@ fn serve() -> ExitCode {
     let result = system.block_on(async move {
         let bind = settings.bind;
         let app = notifyhub::startup::Application::build(settings).await?;
-        eprintln!("notifyhub: listening on http://{}:{}/", bind.ip(), app.port());
+        stop_on_signals(app.handle())
+            .map_err(|e| notifyhub::startup::StartError::Config(format!("signals: {e}")))?;
+        eprintln!(
+            "notifyhub: listening on http://{}:{}/",
+            bind.ip(),
+            app.port()
+        );
         app.run_until_stopped()
             .await
             .map_err(|e| notifyhub::startup::StartError::Config(format!("server error: {e}")))

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Upper bounds of the latency histogram, in seconds.
-const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
 
 #[derive(Default)]
 struct Histogram {
@@ -25,7 +27,8 @@ impl Histogram {
             }
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
 }
 
@@ -44,7 +47,10 @@ impl Metrics {
             .entry((method.to_string(), route.to_string(), status))
             .or_default()
             .fetch_add(1, Ordering::Relaxed);
-        self.latency.entry(route.to_string()).or_default().observe(elapsed);
+        self.latency
+            .entry(route.to_string())
+            .or_default()
+            .observe(elapsed);
     }
 
     /// Counts stored notifications.
@@ -63,7 +69,10 @@ impl Metrics {
             env!("CARGO_PKG_VERSION"),
             backend
         );
-        let _ = writeln!(out, "# HELP notifyhub_http_requests_total HTTP requests by method, route and status.");
+        let _ = writeln!(
+            out,
+            "# HELP notifyhub_http_requests_total HTTP requests by method, route and status."
+        );
         let _ = writeln!(out, "# TYPE notifyhub_http_requests_total counter");
         let mut rows: Vec<_> = self
             .requests
@@ -78,8 +87,14 @@ impl Metrics {
                 escape(&route)
             );
         }
-        let _ = writeln!(out, "# HELP notifyhub_http_request_duration_seconds HTTP request latency by route.");
-        let _ = writeln!(out, "# TYPE notifyhub_http_request_duration_seconds histogram");
+        let _ = writeln!(
+            out,
+            "# HELP notifyhub_http_request_duration_seconds HTTP request latency by route."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE notifyhub_http_request_duration_seconds histogram"
+        );
         let mut routes: Vec<String> = self.latency.iter().map(|e| e.key().clone()).collect();
         routes.sort();
         for route in routes {
@@ -99,10 +114,16 @@ impl Metrics {
                     "notifyhub_http_request_duration_seconds_sum{{route=\"{r}\"}} {}",
                     h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
                 );
-                let _ = writeln!(out, "notifyhub_http_request_duration_seconds_count{{route=\"{r}\"}} {count}");
+                let _ = writeln!(
+                    out,
+                    "notifyhub_http_request_duration_seconds_count{{route=\"{r}\"}} {count}"
+                );
             }
         }
-        let _ = writeln!(out, "# HELP notifyhub_notifications_stored_total Notifications stored by this node.");
+        let _ = writeln!(
+            out,
+            "# HELP notifyhub_notifications_stored_total Notifications stored by this node."
+        );
         let _ = writeln!(out, "# TYPE notifyhub_notifications_stored_total counter");
         let _ = writeln!(
             out,
@@ -124,8 +145,18 @@ mod tests {
     #[test]
     fn renders_counters_and_cumulative_buckets() {
         let m = Metrics::default();
-        m.observe_request("GET", "/api/v1/notifications", 200, Duration::from_micros(700));
-        m.observe_request("GET", "/api/v1/notifications", 200, Duration::from_millis(30));
+        m.observe_request(
+            "GET",
+            "/api/v1/notifications",
+            200,
+            Duration::from_micros(700),
+        );
+        m.observe_request(
+            "GET",
+            "/api/v1/notifications",
+            200,
+            Duration::from_millis(30),
+        );
         m.add_notifications_stored(3);
         let text = m.render("sqlite");
         assert!(text.contains("notifyhub_http_requests_total{method=\"GET\",route=\"/api/v1/notifications\",status=\"200\"} 2"));

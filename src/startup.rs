@@ -53,28 +53,36 @@ impl Application {
             url: settings.database_url.redacted(),
             source,
         };
-        let applied = store::run_migrations(&settings.database_url).await.map_err(db_err)?;
+        let applied = store::run_migrations(&settings.database_url)
+            .await
+            .map_err(db_err)?;
         if !applied.is_empty() {
             tracing::info!(versions = ?applied, "migrations applied");
         }
-        let store = StoreHandle::start(settings.database_url.clone(), settings.db_pool_size)
-            .await
-            .map_err(db_err)?;
-        let vapid_public_key =
-            crate::vapid::public_key_from_private(&settings.vapid_private_key).map_err(StartError::Config)?;
+        let metrics = Arc::new(Metrics::default());
+        let store = StoreHandle::start(
+            settings.database_url.clone(),
+            settings.db_pool_size,
+            metrics.clone(),
+        )
+        .await
+        .map_err(db_err)?;
+        let vapid_public_key = crate::vapid::public_key_from_private(&settings.vapid_private_key)
+            .map_err(StartError::Config)?;
         let state = AppState {
             jwt: JwtKeys::new(&settings.jwt_secret),
             pii: PiiCipher::new(&settings.pii_key),
             store,
             users: Arc::new(KnownUsers::default()),
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             vapid_public_key,
             settings: Arc::new(settings),
         };
-        let listener = TcpListener::bind(state.settings.bind).map_err(|source| StartError::Bind {
-            addr: state.settings.bind.to_string(),
-            source,
-        })?;
+        let listener =
+            TcpListener::bind(state.settings.bind).map_err(|source| StartError::Bind {
+                addr: state.settings.bind.to_string(),
+                source,
+            })?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let data = web::Data::new(state.clone());
         let server = HttpServer::new(move || {
@@ -87,6 +95,9 @@ impl Application {
         })
         .workers(state.settings.workers)
         .shutdown_timeout(10)
+        // Signals are handled by the binary (see `main.rs`): its handlers are in place
+        // before it reports that it listens, so an early SIGTERM is never lost.
+        .disable_signals()
         .listen(listener)
         .map_err(|source| StartError::Bind {
             addr: state.settings.bind.to_string(),
@@ -99,7 +110,11 @@ impl Application {
             workers = state.settings.workers,
             "notifyhub listening"
         );
-        Ok(Self { port, server, state })
+        Ok(Self {
+            port,
+            server,
+            state,
+        })
     }
 
     /// The bound port.

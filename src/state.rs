@@ -39,7 +39,12 @@ pub struct KnownUsers {
 
 impl KnownUsers {
     /// Records `user` with `role` unless already known with that role.
-    pub async fn ensure(&self, store: &StoreHandle, user: Uuid, role: Role) -> Result<(), ApiError> {
+    pub async fn ensure(
+        &self,
+        store: &StoreHandle,
+        user: Uuid,
+        role: Role,
+    ) -> Result<(), ApiError> {
         if self.roles.get(&user).is_some_and(|r| *r == role) {
             return Ok(());
         }

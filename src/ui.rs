@@ -22,20 +22,32 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         cfg.service(
             actix_files::Files::new("/", dir)
                 .index_file("index.html")
-                .default_handler(web::to(move || {
+                .default_handler(web::to(move |req: actix_web::HttpRequest| {
                     let index = index.clone();
                     async move {
+                        if req.path().starts_with("/api/") || req.path() == "/ws" {
+                            return crate::api::not_found(req)
+                                .await
+                                .unwrap_or_else(|e| actix_web::ResponseError::error_response(&e));
+                        }
                         // Client-side routes (/preferences, /outbox…) get the app shell.
                         match std::fs::read_to_string(&index) {
-                            Ok(html) => HttpResponse::Ok().content_type("text/html; charset=utf-8").body(html),
+                            Ok(html) => HttpResponse::Ok()
+                                .content_type("text/html; charset=utf-8")
+                                .body(html),
                             Err(_) => HttpResponse::NotFound().finish(),
                         }
                     }
                 })),
         );
     } else {
-        cfg.route("/", web::get().to(|| async {
-            HttpResponse::Ok().content_type("text/html; charset=utf-8").body(FALLBACK_PAGE)
-        }));
+        cfg.route(
+            "/",
+            web::get().to(|| async {
+                HttpResponse::Ok()
+                    .content_type("text/html; charset=utf-8")
+                    .body(FALLBACK_PAGE)
+            }),
+        );
     }
 }

@@ -9,6 +9,7 @@
 //! transaction per event.
 
 use crate::domain::{NewNotification, Notification};
+use crate::metrics::Metrics;
 use crate::store::{repository, Db, StoreError};
 use actix::prelude::*;
 use futures_util::future::LocalBoxFuture;
@@ -54,6 +55,7 @@ pub struct Persistence {
     in_flight: Arc<AtomicUsize>,
     idle: Arc<Notify>,
     flushers: Vec<oneshot::Sender<()>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Actor for Persistence {
@@ -84,6 +86,7 @@ impl Persistence {
             act.writing = false;
             match result {
                 Ok(stored) => {
+                    act.metrics.add_notifications_stored(stored.len() as u64);
                     let mut rest = stored.into_iter();
                     for w in waiters {
                         let part: Vec<Notification> = rest.by_ref().take(w.count).collect();
@@ -189,7 +192,11 @@ pub struct StoreHandle {
 
 impl StoreHandle {
     /// Starts the actor on its own arbiter around a pool built there.
-    pub async fn start(url: crate::config::DatabaseUrl, pool_size: u32) -> Result<Self, StoreError> {
+    pub async fn start(
+        url: crate::config::DatabaseUrl,
+        pool_size: u32,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StoreError> {
         let arbiter = Arbiter::new();
         let (tx, rx) = oneshot::channel();
         let spawned = arbiter.spawn(async move {
@@ -203,6 +210,7 @@ impl StoreHandle {
                     in_flight: Arc::new(AtomicUsize::new(0)),
                     idle: Arc::new(Notify::new()),
                     flushers: Vec::new(),
+                    metrics,
                 }
                 .start();
                 (addr, backend)
@@ -210,7 +218,9 @@ impl StoreHandle {
             let _ = tx.send(result);
         });
         if !spawned {
-            return Err(StoreError::Unavailable("persistence arbiter is not running".into()));
+            return Err(StoreError::Unavailable(
+                "persistence arbiter is not running".into(),
+            ));
         }
         let (addr, backend) = rx
             .await
@@ -245,7 +255,10 @@ impl StoreHandle {
     }
 
     /// Stores notifications with group commit; returns them with sequence numbers.
-    pub async fn store_notifications(&self, items: Vec<NewNotification>) -> Result<Vec<Notification>, StoreError> {
+    pub async fn store_notifications(
+        &self,
+        items: Vec<NewNotification>,
+    ) -> Result<Vec<Notification>, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.addr
             .send(Store { items, reply: tx })

@@ -42,7 +42,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// JSON bodies: at most 64 KiB; malformed → 400, well-formed but wrong → 422.
 pub fn json_config() -> web::JsonConfig {
-    web::JsonConfig::default().limit(MAX_BODY_BYTES).error_handler(json_error)
+    web::JsonConfig::default()
+        .limit(MAX_BODY_BYTES)
+        .error_handler(json_error)
 }
 
 fn json_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
@@ -55,7 +57,9 @@ pub fn api_json_error(err: JsonPayloadError) -> ApiError {
         JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
             ApiError::payload_too_large(MAX_BODY_BYTES)
         }
-        JsonPayloadError::Payload(PayloadError::Overflow) => ApiError::payload_too_large(MAX_BODY_BYTES),
+        JsonPayloadError::Payload(PayloadError::Overflow) => {
+            ApiError::payload_too_large(MAX_BODY_BYTES)
+        }
         JsonPayloadError::ContentType => ApiError::new(
             actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UNSUPPORTED_MEDIA_TYPE",
@@ -75,12 +79,19 @@ pub fn serde_error(e: &serde_json::Error) -> ApiError {
             let field = text
                 .strip_prefix("unknown field `")
                 .and_then(|rest| rest.split('`').next())
-                .or_else(|| text.strip_prefix("missing field `").and_then(|rest| rest.split('`').next()))
+                .or_else(|| {
+                    text.strip_prefix("missing field `")
+                        .and_then(|rest| rest.split('`').next())
+                })
                 .unwrap_or("body")
                 .to_string();
             ApiError::validation(&field, text)
         }
-        _ => ApiError::new(actix_web::http::StatusCode::BAD_REQUEST, "INVALID_JSON", format!("malformed JSON: {e}")),
+        _ => ApiError::new(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            "INVALID_JSON",
+            format!("malformed JSON: {e}"),
+        ),
     }
 }
 
@@ -96,5 +107,9 @@ fn path_error(err: PathError, _: &HttpRequest) -> actix_web::Error {
 
 /// Any route that does not exist.
 pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::not_found(format!("no route for {} {}", req.method(), req.path())))
+    Err(ApiError::not_found(format!(
+        "no route for {} {}",
+        req.method(),
+        req.path()
+    )))
 }

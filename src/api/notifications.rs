@@ -49,7 +49,8 @@ pub struct NotificationPage {
 
 fn query_field(field: &str, reason: impl Into<String>) -> ApiError {
     let reason = reason.into();
-    ApiError::bad_request(format!("{field}: {reason}")).with_details(json!({"field": field, "reason": reason}))
+    ApiError::bad_request(format!("{field}: {reason}"))
+        .with_details(json!({"field": field, "reason": reason}))
 }
 
 impl ListParams {
@@ -57,7 +58,12 @@ impl ListParams {
         let unread_only = match self.unread_only.as_deref().map(str::trim) {
             None | Some("") | Some("false") | Some("0") => false,
             Some("true") | Some("1") => true,
-            Some(other) => return Err(query_field("unread_only", format!("'{other}' is not true or false"))),
+            Some(other) => {
+                return Err(query_field(
+                    "unread_only",
+                    format!("'{other}' is not true or false"),
+                ))
+            }
         };
         let notification_type = match self.notification_type.as_deref().map(str::trim) {
             None | Some("") => None,
@@ -72,14 +78,24 @@ impl ListParams {
             None => 50,
             Some(raw) => match raw.trim().parse::<i64>() {
                 Ok(n) if (1..=100).contains(&n) => n,
-                _ => return Err(query_field("limit", format!("must be a whole number from 1 to 100 (got '{raw}')"))),
+                _ => {
+                    return Err(query_field(
+                        "limit",
+                        format!("must be a whole number from 1 to 100 (got '{raw}')"),
+                    ))
+                }
             },
         };
         let offset = match self.offset.as_deref() {
             None => 0,
             Some(raw) => match raw.trim().parse::<i64>() {
                 Ok(n) if n >= 0 => n,
-                _ => return Err(query_field("offset", format!("must be a whole number, 0 or more (got '{raw}')"))),
+                _ => {
+                    return Err(query_field(
+                        "offset",
+                        format!("must be a whole number, 0 or more (got '{raw}')"),
+                    ))
+                }
             },
         };
         Ok(ListQuery {
@@ -159,7 +175,10 @@ pub async fn mark_read(
     security(("bearer" = []))
 )]
 #[post("/notifications/read-all")]
-pub async fn mark_all_read(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
+pub async fn mark_all_read(
+    state: web::Data<AppState>,
+    user: AuthUser,
+) -> Result<HttpResponse, ApiError> {
     let uid = user.user_id;
     let n = state
         .store
@@ -175,7 +194,10 @@ pub async fn mark_all_read(state: web::Data<AppState>, user: AuthUser) -> Result
     security(("bearer" = []))
 )]
 #[delete("/notifications")]
-pub async fn delete_all(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
+pub async fn delete_all(
+    state: web::Data<AppState>,
+    user: AuthUser,
+) -> Result<HttpResponse, ApiError> {
     let uid = user.user_id;
     let n = state
         .store

@@ -33,7 +33,9 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 fn not_ready(backend: &str, why: &str) -> HttpResponse {
     tracing::warn!(reason = why, "not ready");
     let mut err = crate::error::ApiError::unavailable("not ready: the database is unreachable")
-        .with_details(json!({"checks": {"database": {"status": "down", "backend": backend, "error": why}}}))
+        .with_details(
+            json!({"checks": {"database": {"status": "down", "backend": backend, "error": why}}}),
+        )
         .body();
     err["status"] = json!("not_ready");
     HttpResponse::ServiceUnavailable().json(err)

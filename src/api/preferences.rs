@@ -23,7 +23,11 @@ pub async fn load(state: &AppState, user: Uuid) -> Result<NotificationPreference
 }
 
 /// Applies a partial update for `user` and stores the result.
-pub async fn update(state: &AppState, user: Uuid, patch: PreferencesPatch) -> Result<NotificationPreferences, ApiError> {
+pub async fn update(
+    state: &AppState,
+    user: Uuid,
+    patch: PreferencesPatch,
+) -> Result<NotificationPreferences, ApiError> {
     let current = load(state, user).await?;
     let next = current.apply(patch, chrono::Utc::now())?;
     let doc = preferences_doc::encode(&next, &state.pii);
@@ -48,7 +52,10 @@ pub async fn update(state: &AppState, user: Uuid, patch: PreferencesPatch) -> Re
     security(("bearer" = []))
 )]
 #[get("/notifications/preferences")]
-pub async fn get_preferences(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
+pub async fn get_preferences(
+    state: web::Data<AppState>,
+    user: AuthUser,
+) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(load(&state, user.user_id).await?))
 }
 
@@ -77,7 +84,10 @@ pub async fn update_preferences(
     security(("bearer" = []))
 )]
 #[delete("/notifications/preferences")]
-pub async fn delete_preferences(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
+pub async fn delete_preferences(
+    state: web::Data<AppState>,
+    user: AuthUser,
+) -> Result<HttpResponse, ApiError> {
     let uid = user.user_id;
     let n = state
         .store

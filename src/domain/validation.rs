@@ -80,9 +80,9 @@ impl E164Phone {
     /// Validates `raw` (surrounding spaces ignored) as an E.164 number.
     pub fn parse(raw: &str) -> Result<Self, String> {
         let s = raw.trim();
-        let digits = s
-            .strip_prefix('+')
-            .ok_or_else(|| "must be in E.164 format, starting with + (e.g. +12345678901)".to_string())?;
+        let digits = s.strip_prefix('+').ok_or_else(|| {
+            "must be in E.164 format, starting with + (e.g. +12345678901)".to_string()
+        })?;
         if !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err("must contain only digits after + (E.164, e.g. +12345678901)".into());
         }
@@ -183,9 +183,12 @@ pub struct Timezone(pub Tz);
 impl Timezone {
     /// Validates an IANA timezone name.
     pub fn parse(raw: &str) -> Result<Self, String> {
-        Tz::from_str(raw.trim())
-            .map(Timezone)
-            .map_err(|_| format!("unknown IANA timezone '{}' (e.g. America/New_York)", raw.trim()))
+        Tz::from_str(raw.trim()).map(Timezone).map_err(|_| {
+            format!(
+                "unknown IANA timezone '{}' (e.g. America/New_York)",
+                raw.trim()
+            )
+        })
     }
 }
 
@@ -224,7 +227,9 @@ impl ClockTime {
         }
         // chrono accepts a leap second (:60); a quiet-hours bound never needs one.
         if s.len() == 8 && &s[6..8] > "59" {
-            return Err(format!("'{s}' is not a valid time of day (00:00 to 23:59:59)"));
+            return Err(format!(
+                "'{s}' is not a valid time of day (00:00 to 23:59:59)"
+            ));
         }
         let fmt = if s.len() == 5 { "%H:%M" } else { "%H:%M:%S" };
         NaiveTime::parse_from_str(s, fmt)
@@ -304,7 +309,10 @@ pub fn validate_title(title: &str) -> Result<(), FieldError> {
     if n > limits::TITLE_MAX_CHARS {
         return Err(FieldError::new(
             "title",
-            format!("must be at most {} characters (got {n})", limits::TITLE_MAX_CHARS),
+            format!(
+                "must be at most {} characters (got {n})",
+                limits::TITLE_MAX_CHARS
+            ),
         ));
     }
     Ok(())
@@ -316,7 +324,10 @@ pub fn validate_message(message: &str) -> Result<(), FieldError> {
     if n > limits::MESSAGE_MAX_CHARS {
         return Err(FieldError::new(
             "message",
-            format!("must be at most {} characters (got {n})", limits::MESSAGE_MAX_CHARS),
+            format!(
+                "must be at most {} characters (got {n})",
+                limits::MESSAGE_MAX_CHARS
+            ),
         ));
     }
     Ok(())
@@ -327,11 +338,16 @@ pub fn validate_metadata(metadata: &serde_json::Value) -> Result<(), FieldError>
     if !metadata.is_object() {
         return Err(FieldError::new("metadata", "must be a JSON object"));
     }
-    let size = serde_json::to_vec(metadata).map(|v| v.len()).unwrap_or(usize::MAX);
+    let size = serde_json::to_vec(metadata)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
     if size > limits::METADATA_MAX_BYTES {
         return Err(FieldError::new(
             "metadata",
-            format!("must be at most {} bytes serialised (got {size})", limits::METADATA_MAX_BYTES),
+            format!(
+                "must be at most {} bytes serialised (got {size})",
+                limits::METADATA_MAX_BYTES
+            ),
         ));
     }
     Ok(())
@@ -343,17 +359,35 @@ mod tests {
 
     #[test]
     fn e164_accepts_valid_numbers() {
-        for ok in ["+12345678901", "+447911123456", "+4930123456", "+123456789012345", " +12345678 "] {
+        for ok in [
+            "+12345678901",
+            "+447911123456",
+            "+4930123456",
+            "+123456789012345",
+            " +12345678 ",
+        ] {
             assert!(E164Phone::parse(ok).is_ok(), "{ok}");
         }
-        assert_eq!(E164Phone::parse(" +12345678901 ").unwrap().as_str(), "+12345678901");
+        assert_eq!(
+            E164Phone::parse(" +12345678901 ").unwrap().as_str(),
+            "+12345678901"
+        );
     }
 
     #[test]
     fn e164_refuses_invalid_numbers() {
         for bad in [
-            "", "12345678901", "+", "+0123456789", "+1234567", "+1234567890123456", "+1 234 567 8901",
-            "+1-234-567-8901", "+1234567890a", "++12345678901", "+١٢٣٤٥٦٧٨٩٠",
+            "",
+            "12345678901",
+            "+",
+            "+0123456789",
+            "+1234567",
+            "+1234567890123456",
+            "+1 234 567 8901",
+            "+1-234-567-8901",
+            "+1234567890a",
+            "++12345678901",
+            "+١٢٣٤٥٦٧٨٩٠",
         ] {
             assert!(E164Phone::parse(bad).is_err(), "{bad:?} should be refused");
         }
@@ -361,7 +395,12 @@ mod tests {
 
     #[test]
     fn email_accepts_plausible_addresses() {
-        for ok in ["trader@example.com", "a.b+tag@sub.example.co.uk", "x@y-z.io", "用户@例子.广告"] {
+        for ok in [
+            "trader@example.com",
+            "a.b+tag@sub.example.co.uk",
+            "x@y-z.io",
+            "用户@例子.广告",
+        ] {
             assert!(EmailAddress::parse(ok).is_ok(), "{ok}");
         }
     }
@@ -371,12 +410,28 @@ mod tests {
         let long_local = format!("{}@example.com", "a".repeat(65));
         let too_long = format!("a@{}.com", "b".repeat(260));
         for bad in [
-            "", "plain", "@example.com", "user@", "user@localhost", "user@@example.com",
-            "us er@example.com", "user@exa mple.com", ".user@example.com", "user.@example.com",
-            "u..ser@example.com", "user@-example.com", "user@example..com", "user@example.com.",
-            long_local.as_str(), too_long.as_str(), "user@exam_ple.com",
+            "",
+            "plain",
+            "@example.com",
+            "user@",
+            "user@localhost",
+            "user@@example.com",
+            "us er@example.com",
+            "user@exa mple.com",
+            ".user@example.com",
+            "user.@example.com",
+            "u..ser@example.com",
+            "user@-example.com",
+            "user@example..com",
+            "user@example.com.",
+            long_local.as_str(),
+            too_long.as_str(),
+            "user@exam_ple.com",
         ] {
-            assert!(EmailAddress::parse(bad).is_err(), "{bad:?} should be refused");
+            assert!(
+                EmailAddress::parse(bad).is_err(),
+                "{bad:?} should be refused"
+            );
         }
     }
 
@@ -388,16 +443,35 @@ mod tests {
         for bad in ["", "EST5", "Mars/Olympus", "america/new_york ", "GMT+25"] {
             assert!(Timezone::parse(bad).is_err(), "{bad:?}");
         }
-        assert_eq!(String::from(Timezone::parse("Asia/Tokyo").unwrap()), "Asia/Tokyo");
+        assert_eq!(
+            String::from(Timezone::parse("Asia/Tokyo").unwrap()),
+            "Asia/Tokyo"
+        );
     }
 
     #[test]
     fn clock_time_accepts_hh_mm_and_hh_mm_ss_and_writes_seconds() {
         assert_eq!(String::from(ClockTime::parse("22:00").unwrap()), "22:00:00");
-        assert_eq!(String::from(ClockTime::parse("08:30:15").unwrap()), "08:30:15");
+        assert_eq!(
+            String::from(ClockTime::parse("08:30:15").unwrap()),
+            "08:30:15"
+        );
         assert_eq!(String::from(ClockTime::parse("00:00").unwrap()), "00:00:00");
-        assert_eq!(String::from(ClockTime::parse("23:59:59").unwrap()), "23:59:59");
-        for bad in ["24:00", "7:00", "07:60", "12:00:60", "noon", "", "12-00", "12:00:00.5", "1200"] {
+        assert_eq!(
+            String::from(ClockTime::parse("23:59:59").unwrap()),
+            "23:59:59"
+        );
+        for bad in [
+            "24:00",
+            "7:00",
+            "07:60",
+            "12:00:60",
+            "noon",
+            "",
+            "12-00",
+            "12:00:00.5",
+            "1200",
+        ] {
             assert!(ClockTime::parse(bad).is_err(), "{bad:?}");
         }
     }
@@ -420,7 +494,10 @@ mod tests {
         // Characters, not bytes: 200 multi-byte characters are fine.
         assert!(validate_title(&"é".repeat(200)).is_ok());
         assert!(validate_message(&"m".repeat(1000)).is_ok());
-        assert_eq!(validate_message(&"m".repeat(1001)).unwrap_err().field, "message");
+        assert_eq!(
+            validate_message(&"m".repeat(1001)).unwrap_err().field,
+            "message"
+        );
         assert!(validate_metadata(&serde_json::json!({"a": 1})).is_ok());
         assert!(validate_metadata(&serde_json::json!([1])).is_err());
         let big = serde_json::json!({ "k": "x".repeat(16 * 1024) });

@@ -1,14 +1,14 @@
 //! A JSON column type that is `JSONB` on PostgreSQL and `TEXT` on SQLite, so one
 //! schema serves both backends and PostgreSQL still gets a real, indexable JSONB.
 
+use diesel::deserialize::FromSqlRow;
 use diesel::deserialize::{self, FromSql};
+use diesel::expression::AsExpression;
 use diesel::pg::{Pg, PgValue};
 use diesel::serialize::{self, IsNull, Output, ToSql};
+use diesel::sql_types::SqlType;
 use diesel::sql_types::Text;
 use diesel::sqlite::{Sqlite, SqliteValue};
-use diesel::deserialize::FromSqlRow;
-use diesel::expression::AsExpression;
-use diesel::sql_types::SqlType;
 use std::io::Write;
 
 /// The SQL type: `jsonb` (oid 3802) on PostgreSQL, text on SQLite.

@@ -18,7 +18,9 @@ use diesel::result::{ConnectionError, DatabaseErrorKind};
 use diesel::sqlite::SqliteConnection;
 use diesel::Connection;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, PoolError, RecyclingMethod};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, PoolError, RecyclingMethod,
+};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
@@ -32,7 +34,7 @@ pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migration
 /// Per-connection SQLite settings: WAL so readers never wait for the writer, a busy
 /// timeout instead of instant `SQLITE_BUSY`, and enforced foreign keys.
 const SQLITE_PRAGMAS: &str =
-    "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
+    "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
 
 /// A pooled async SQLite connection.
 pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
@@ -68,10 +70,11 @@ impl From<diesel::result::Error> for StoreError {
     fn from(e: diesel::result::Error) -> Self {
         use diesel::result::Error as E;
         match &e {
-            E::DatabaseError(DatabaseErrorKind::ClosedConnection, _) | E::BrokenTransactionManager => {
+            E::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
+            | E::BrokenTransactionManager => StoreError::Unavailable(e.to_string()),
+            E::DatabaseError(_, info) if is_transient(info.message()) => {
                 StoreError::Unavailable(e.to_string())
             }
-            E::DatabaseError(_, info) if is_transient(info.message()) => StoreError::Unavailable(e.to_string()),
             _ => StoreError::Query(e),
         }
     }
@@ -88,7 +91,9 @@ fn is_transient(message: &str) -> bool {
 impl From<bb8::RunError<PoolError>> for StoreError {
     fn from(e: bb8::RunError<PoolError>) -> Self {
         match e {
-            bb8::RunError::TimedOut => StoreError::Unavailable("timed out waiting for a connection".into()),
+            bb8::RunError::TimedOut => {
+                StoreError::Unavailable("timed out waiting for a connection".into())
+            }
             bb8::RunError::User(inner) => StoreError::Unavailable(inner.to_string()),
         }
     }
@@ -144,7 +149,8 @@ impl Db {
                         Ok(conn)
                     })
                 });
-                let mgr = AsyncDieselConnectionManager::new_with_config(path.display().to_string(), cfg);
+                let mgr =
+                    AsyncDieselConnectionManager::new_with_config(path.display().to_string(), cfg);
                 let pool = pool_builder(pool_size).build(mgr).await?;
                 Ok(Db::Sqlite(pool))
             }
@@ -195,8 +201,9 @@ fn pool_builder<M: bb8::ManageConnection>(size: u32) -> bb8::Builder<M> {
 
 fn ensure_parent_dir(path: &std::path::Path) -> Result<(), StoreError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", parent.display())))?;
+        std::fs::create_dir_all(parent).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
+        })?;
     }
     Ok(())
 }
@@ -218,12 +225,18 @@ pub fn run_migrations_blocking(url: &DatabaseUrl) -> Result<Vec<String>, StoreEr
         DatabaseUrl::Postgres(url) => {
             let mut conn: AsyncConnectionWrapper<AsyncPgConnection> = Connection::establish(url)?;
             // Two nodes starting together must not both migrate.
-            diesel::connection::SimpleConnection::batch_execute(&mut conn, "SELECT pg_advisory_lock(727274)")?;
+            diesel::connection::SimpleConnection::batch_execute(
+                &mut conn,
+                "SELECT pg_advisory_lock(727274)",
+            )?;
             let result = conn
                 .run_pending_migrations(POSTGRES_MIGRATIONS)
                 .map(|v| v.into_iter().map(|v| v.to_string()).collect::<Vec<_>>())
                 .map_err(|e| StoreError::Corrupt(format!("migration failed: {e}")));
-            let _ = diesel::connection::SimpleConnection::batch_execute(&mut conn, "SELECT pg_advisory_unlock(727274)");
+            let _ = diesel::connection::SimpleConnection::batch_execute(
+                &mut conn,
+                "SELECT pg_advisory_unlock(727274)",
+            );
             result?
         }
     };

@@ -17,7 +17,8 @@ use uuid::Uuid;
 /// Stored times have microsecond precision (PostgreSQL's); cut to that before storing
 /// so the toast sent from memory equals what the REST API later reads back.
 pub fn to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
-    t.with_nanosecond(t.nanosecond() / 1_000 * 1_000).unwrap_or(t)
+    t.with_nanosecond(t.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(t)
 }
 
 #[derive(Queryable, Selectable, Insertable)]
@@ -37,12 +38,18 @@ pub(super) struct NotificationRow {
 
 impl NotificationRow {
     fn into_domain(self) -> Result<Notification, StoreError> {
-        let corrupt = |what: &str, e: String| StoreError::Corrupt(format!("notification {}: {what}: {e}", self.id));
+        let corrupt = |what: &str, e: String| {
+            StoreError::Corrupt(format!("notification {}: {what}: {e}", self.id))
+        };
         Ok(Notification {
             id: Uuid::parse_str(&self.id).map_err(|e| corrupt("id", e.to_string()))?,
-            user_id: Uuid::parse_str(&self.user_id).map_err(|e| corrupt("user_id", e.to_string()))?,
+            user_id: Uuid::parse_str(&self.user_id)
+                .map_err(|e| corrupt("user_id", e.to_string()))?,
             sequence_number: self.sequence_number,
-            notification_type: self.notification_type.parse().map_err(|e| corrupt("type", e))?,
+            notification_type: self
+                .notification_type
+                .parse()
+                .map_err(|e| corrupt("type", e))?,
             priority: self.priority.parse().map_err(|e| corrupt("priority", e))?,
             title: self.title.clone(),
             message: self.message.clone(),
@@ -133,12 +140,15 @@ fn count_per_user(batch: &[NewNotification]) -> Vec<(Uuid, i64)> {
 }
 
 /// Numbers the batch in arrival order from each user's first new sequence number.
-fn number_rows(batch: &[NewNotification], mut next_seq: HashMap<Uuid, i64>) -> Result<Vec<NotificationRow>, StoreError> {
+fn number_rows(
+    batch: &[NewNotification],
+    mut next_seq: HashMap<Uuid, i64>,
+) -> Result<Vec<NotificationRow>, StoreError> {
     let mut rows = Vec::with_capacity(batch.len());
     for n in batch {
-        let seq = next_seq
-            .get_mut(&n.user_id)
-            .ok_or_else(|| StoreError::Corrupt("sequence range missing for a user of the batch".into()))?;
+        let seq = next_seq.get_mut(&n.user_id).ok_or_else(|| {
+            StoreError::Corrupt("sequence range missing for a user of the batch".into())
+        })?;
         rows.push(NotificationRow::from_new(n, *seq));
         *seq += 1;
     }
@@ -165,7 +175,10 @@ pub(super) fn new_user_row(user: Uuid, now: NaiveDateTime) -> UserRow<'static> {
 /// multi-row insert, so on SQLite the whole batch runs as one blocking job on the
 /// connection (one thread hop instead of one per statement), in an `IMMEDIATE`
 /// transaction that takes the write lock up front.
-pub async fn store_batch(db: &Db, batch: Vec<NewNotification>) -> Result<Vec<Notification>, StoreError> {
+pub async fn store_batch(
+    db: &Db,
+    batch: Vec<NewNotification>,
+) -> Result<Vec<Notification>, StoreError> {
     if batch.is_empty() {
         return Ok(Vec::new());
     }
@@ -183,7 +196,8 @@ pub async fn store_batch(db: &Db, batch: Vec<NewNotification>) -> Result<Vec<Not
             let mut conn = pool.get().await?;
             conn.spawn_blocking(move |conn| {
                 super::sqlite_batch::store(conn, &per_user, now, |next| {
-                    number_rows(&batch, next).map_err(|e| diesel::result::Error::QueryBuilderError(e.to_string().into()))
+                    number_rows(&batch, next)
+                        .map_err(|e| diesel::result::Error::QueryBuilderError(e.to_string().into()))
                 })
             })
             .await?
@@ -209,7 +223,10 @@ pub async fn store_batch(db: &Db, batch: Vec<NewNotification>) -> Result<Vec<Not
                 let rows = number_rows(batch, next_seq)?;
                 // Bound each statement's parameters (PostgreSQL allows 65535).
                 for chunk in rows.chunks(1000) {
-                    diesel::insert_into(notifications::table).values(chunk).execute(conn).await?;
+                    diesel::insert_into(notifications::table)
+                        .values(chunk)
+                        .execute(conn)
+                        .await?;
                 }
                 Ok(rows)
             })
@@ -233,7 +250,11 @@ pub struct ListQuery {
 }
 
 /// A page of a user's inbox, newest first, and the total matching the filters.
-pub async fn list_notifications(db: &Db, user: Uuid, q: &ListQuery) -> Result<(Vec<Notification>, i64), StoreError> {
+pub async fn list_notifications(
+    db: &Db,
+    user: Uuid,
+    q: &ListQuery,
+) -> Result<(Vec<Notification>, i64), StoreError> {
     let uid = user.to_string();
     with_conn!(db, conn => {
         let mut page = notifications::table
@@ -260,7 +281,12 @@ pub async fn list_notifications(db: &Db, user: Uuid, q: &ListQuery) -> Result<(V
 }
 
 /// Notifications with a sequence number above `after`, oldest first (replay).
-pub async fn notifications_after(db: &Db, user: Uuid, after: i64, limit: i64) -> Result<Vec<Notification>, StoreError> {
+pub async fn notifications_after(
+    db: &Db,
+    user: Uuid,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Notification>, StoreError> {
     let uid = user.to_string();
     with_conn!(db, conn => {
         let rows: Vec<NotificationRow> = notifications::table
@@ -344,7 +370,10 @@ pub async fn delete_notifications(db: &Db, user: Uuid) -> Result<usize, StoreErr
 }
 
 /// The stored preferences document, if the user ever saved one.
-pub async fn load_preferences(db: &Db, user: Uuid) -> Result<Option<serde_json::Value>, StoreError> {
+pub async fn load_preferences(
+    db: &Db,
+    user: Uuid,
+) -> Result<Option<serde_json::Value>, StoreError> {
     let uid = user.to_string();
     with_conn!(db, conn => {
         let doc: Option<Json> = notification_preferences::table
@@ -358,7 +387,12 @@ pub async fn load_preferences(db: &Db, user: Uuid) -> Result<Option<serde_json::
 }
 
 /// Saves (inserts or replaces) the preferences document.
-pub async fn save_preferences(db: &Db, user: Uuid, doc: serde_json::Value, at: DateTime<Utc>) -> Result<(), StoreError> {
+pub async fn save_preferences(
+    db: &Db,
+    user: Uuid,
+    doc: serde_json::Value,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
     let uid = user.to_string();
     let now = at.naive_utc();
     with_conn!(db, conn => {

@@ -88,4 +88,11 @@ diesel::table! {
 }
 
 diesel::joinable!(notifications -> users (user_id));
-diesel::allow_tables_to_appear_in_same_query!(users, notifications, notification_preferences, push_subscriptions, deliveries, idempotency_keys);
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    notifications,
+    notification_preferences,
+    push_subscriptions,
+    deliveries,
+    idempotency_keys
+);

@@ -33,7 +33,9 @@ pub(super) fn store(
         let rows = number(next_seq)?;
         // SQLite binds at most 32766 parameters per statement: 10 columns × 1000 rows.
         for chunk in rows.chunks(1000) {
-            diesel::insert_into(notifications::table).values(chunk).execute(conn)?;
+            diesel::insert_into(notifications::table)
+                .values(chunk)
+                .execute(conn)?;
         }
         Ok(rows)
     })

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs the hub on the embedded SQLite default (data in ./data), serving the web UI at /,
+# and prints a ready login link for a demo user. Every NOTIFYHUB_* / DATABASE_URL /
+# SMTP_* / TWILIO_* variable of the README is honoured.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+
+echo "==> building notifyhub (release; the first build takes several minutes)"
+cargo build --release --locked --bin notifyhub
+bin="${CARGO_TARGET_DIR:-target}/release/notifyhub"
+
+bind="${NOTIFYHUB_BIND:-127.0.0.1:8080}"
+demo_user="${NOTIFYHUB_DEMO_USER:-00000000-0000-4000-8000-000000000001}"
+token="$("$bin" token --user "$demo_user" --role user --ttl 12h)"
+host="${bind%:*}"
+[ "$host" != "0.0.0.0" ] || host=127.0.0.1
+cat <<MSG
+
+  notifyhub is starting on http://${bind}/
+  Log in as the demo trader (link valid 12 h):
+    http://${host}:${bind##*:}/#token=${token}
+  Post a test event as a service:  see "Sending events" in README.md
+  Stop with Ctrl-C.
+
+MSG
+exec "$bin" serve

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every test: formatting and lints, unit tests, and the integration tests on
+# SQLite and on a private PostgreSQL server started here (installed when missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh --with-postgres
+
+echo "==> starting a private PostgreSQL on loopback"
+NOTIFYHUB_TEST_PG_URL="$(scripts/pg-test-server.sh start)"
+export NOTIFYHUB_TEST_PG_URL
+# The PostgreSQL tests fail instead of skipping when the server is missing.
+export NOTIFYHUB_TEST_REQUIRE_PG=1
+trap 'scripts/pg-test-server.sh stop' EXIT
+echo "    $NOTIFYHUB_TEST_PG_URL"
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "==> cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+
+echo "==> cargo test (SQLite and PostgreSQL)"
+cargo test --all-targets --locked

@@ -1,0 +1,182 @@
+//! The binary: configuration refusals (exit 2, one line naming the variable), `token`,
+//! `migrate`, `vapid-keys`, and a graceful stop on SIGTERM.
+
+use notifyhub::auth::{JwtKeys, Role};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_notifyhub"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("NOTIFYHUB_")
+            || k == "DATABASE_URL"
+            || k.starts_with("SMTP_")
+            || k.starts_with("TWILIO_")
+            || k.starts_with("VAPID_")
+        {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+#[test]
+fn invalid_settings_stop_with_one_line_and_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    for (var, value) in [
+        ("NOTIFYHUB_BIND", "not-an-address"),
+        ("DATABASE_URL", "mysql://localhost/x"),
+        ("NOTIFYHUB_PII_KEY", "short"),
+        ("SMTP_TLS", "maybe"),
+        ("NOTIFYHUB_WORKERS", "-3"),
+    ] {
+        let mut cmd = bin();
+        cmd.current_dir(dir.path())
+            .env("NOTIFYHUB_DATA_DIR", dir.path())
+            .env(var, value);
+        if var == "SMTP_TLS" {
+            cmd.env("SMTP_HOST", "localhost");
+        }
+        let out = cmd.arg("serve").output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{var}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(var), "{stderr}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("backtrace"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn token_prints_a_jwt_signed_with_the_configured_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = uuid::Uuid::new_v4();
+    let out = bin()
+        .current_dir(dir.path())
+        .env("NOTIFYHUB_DATA_DIR", dir.path())
+        .env("NOTIFYHUB_JWT_SECRET", "cli-secret-0123456789abcdef")
+        .args([
+            "token",
+            "--user",
+            &user.to_string(),
+            "--role",
+            "admin",
+            "--ttl",
+            "2h",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let keys = JwtKeys::new("cli-secret-0123456789abcdef");
+    assert_eq!(keys.verify(token.trim()).unwrap(), (user, Role::Admin));
+
+    // Without a configured secret the generated one (kept in the data dir) is used,
+    // and stays the same between runs.
+    let t1 = bin()
+        .current_dir(dir.path())
+        .env("NOTIFYHUB_DATA_DIR", dir.path())
+        .args(["token", "--user", &user.to_string()])
+        .output()
+        .unwrap();
+    let secret = std::fs::read_to_string(dir.path().join("secrets/jwt_secret")).unwrap();
+    let keys = JwtKeys::new(secret.trim());
+    assert_eq!(
+        keys.verify(String::from_utf8(t1.stdout).unwrap().trim())
+            .unwrap(),
+        (user, Role::User)
+    );
+
+    let bad = bin()
+        .current_dir(dir.path())
+        .env("NOTIFYHUB_DATA_DIR", dir.path())
+        .args(["token", "--role", "root"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn migrate_and_vapid_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .current_dir(dir.path())
+        .env("NOTIFYHUB_DATA_DIR", dir.path())
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 migration(s) applied"));
+    let again = bin()
+        .current_dir(dir.path())
+        .env("NOTIFYHUB_DATA_DIR", dir.path())
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&again.stdout).contains("0 migration(s) applied"));
+    assert!(dir.path().join("notifyhub.db").exists());
+
+    let out = bin().arg("vapid-keys").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let private = text
+        .lines()
+        .find_map(|l| l.strip_prefix("VAPID_PRIVATE_KEY="))
+        .unwrap();
+    assert!(notifyhub::vapid::public_key_from_private(private).is_ok());
+}
+
+#[test]
+fn sigterm_stops_the_hub_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = bin()
+        .current_dir(dir.path())
+        .env("NOTIFYHUB_DATA_DIR", dir.path())
+        .env("NOTIFYHUB_BIND", "127.0.0.1:0")
+        .env("NOTIFYHUB_WORKERS", "1")
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut port = None;
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("notifyhub: listening on http://127.0.0.1:") {
+            port = rest.trim_end_matches('/').parse::<u16>().ok();
+            break;
+        }
+    }
+    let port = port.expect("the hub prints where it listens");
+    let health = std::net::TcpStream::connect(("127.0.0.1", port));
+    assert!(health.is_ok());
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let exit = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("hub stops within 20 s of SIGTERM")
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut out).unwrap();
+    assert!(out.contains("notifyhub stopped"), "{out}");
+}

@@ -1,0 +1,279 @@
+//! Spawns the real hub on a random port, on SQLite or on PostgreSQL, with a fresh
+//! database per test.
+
+use notifyhub::auth::{JwtKeys, Role};
+use notifyhub::config::{Settings, Source};
+use notifyhub::domain::{NewNotification, Notification, NotificationType, Priority};
+use notifyhub::startup::Application;
+use notifyhub::state::AppState;
+use std::collections::HashMap;
+use std::sync::Once;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The JWT secret every test hub uses.
+pub const JWT_SECRET: &str = "integration-test-secret-0123456789";
+/// A bridge token every test hub accepts.
+pub const SERVICE_TOKEN: &str = "service-token-for-tests-0001";
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite in a temp dir.
+    Sqlite,
+    /// A fresh database on the private PostgreSQL server started by `scripts/test.sh`.
+    Postgres,
+}
+
+/// A running hub and what a test needs to talk to it.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub address: String,
+    /// HTTP client.
+    pub client: reqwest::Client,
+    /// Keys to mint tokens.
+    pub jwt: JwtKeys,
+    /// The hub's shared state (store access).
+    pub state: AppState,
+    /// Settings it runs with (to restart on the same database).
+    pub env: HashMap<String, String>,
+    /// The data dir (kept alive for the test's duration).
+    pub data_dir: std::sync::Arc<tempfile::TempDir>,
+    /// Which backend.
+    pub backend: Backend,
+    handle: actix_web::dev::ServerHandle,
+}
+
+fn init_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var("TEST_LOG").is_ok() {
+            notifyhub::telemetry::init("debug", std::io::stdout);
+        } else {
+            notifyhub::telemetry::init("info", std::io::sink);
+        }
+    });
+}
+
+/// The admin URL of the test PostgreSQL server, or `None` to skip (only allowed when
+/// `NOTIFYHUB_TEST_REQUIRE_PG` is not set: the test script sets it, so CI cannot skip).
+pub fn pg_admin_url() -> Option<String> {
+    match std::env::var("NOTIFYHUB_TEST_PG_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("NOTIFYHUB_TEST_REQUIRE_PG").is_err(),
+                "NOTIFYHUB_TEST_REQUIRE_PG is set but NOTIFYHUB_TEST_PG_URL is not: start PostgreSQL with scripts/test.sh"
+            );
+            eprintln!(
+                "SKIPPED: PostgreSQL test (set NOTIFYHUB_TEST_PG_URL or run scripts/test.sh)"
+            );
+            None
+        }
+    }
+}
+
+/// Creates an empty database on the test server; returns its URL.
+pub async fn fresh_pg_database() -> Option<String> {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+    let admin = pg_admin_url()?;
+    let name = format!("nh_test_{}", Uuid::new_v4().simple());
+    let mut conn = AsyncPgConnection::establish(&admin)
+        .await
+        .expect("connect to test PostgreSQL");
+    conn.batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create test database");
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+    Some(format!("{base}/{name}"))
+}
+
+/// Environment for a test hub on `backend` (None when PostgreSQL is skipped).
+pub async fn test_env(
+    backend: Backend,
+    data_dir: &std::path::Path,
+) -> Option<HashMap<String, String>> {
+    let mut env = HashMap::new();
+    env.insert("NOTIFYHUB_BIND".into(), "127.0.0.1:0".into());
+    env.insert("NOTIFYHUB_WORKERS".into(), "2".into());
+    env.insert("NOTIFYHUB_DATA_DIR".into(), data_dir.display().to_string());
+    env.insert("NOTIFYHUB_JWT_SECRET".into(), JWT_SECRET.into());
+    env.insert("NOTIFYHUB_SERVICE_TOKENS".into(), SERVICE_TOKEN.into());
+    if backend == Backend::Postgres {
+        env.insert("DATABASE_URL".into(), fresh_pg_database().await?);
+    }
+    Some(env)
+}
+
+/// Starts a hub; `None` when the backend is PostgreSQL and it is skipped.
+pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    let dir = std::sync::Arc::new(tempfile::tempdir().expect("temp dir"));
+    let env = test_env(backend, dir.path()).await?;
+    Some(spawn_with_env(backend, env, dir).await)
+}
+
+/// Starts a hub with explicit settings (restarts reuse a previous app's).
+pub async fn spawn_with_env(
+    backend: Backend,
+    env: HashMap<String, String>,
+    data_dir: std::sync::Arc<tempfile::TempDir>,
+) -> TestApp {
+    init_logs();
+    let settings = Settings::load(&Source::new(env.clone()).expect("source")).expect("settings");
+    let app = Application::build(settings).await.expect("hub starts");
+    let port = app.port();
+    let state = app.state().clone();
+    let handle = app.handle();
+    actix_web::rt::spawn(app.run_until_stopped());
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("client"),
+        jwt: JwtKeys::new(JWT_SECRET),
+        state,
+        env,
+        data_dir,
+        backend,
+        handle,
+    }
+}
+
+impl TestApp {
+    /// A token for `user` with `role`.
+    pub fn token(&self, user: Uuid, role: Role) -> String {
+        self.jwt.issue(user, role, Duration::from_secs(3600))
+    }
+
+    /// GET with a bearer token.
+    pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("GET")
+    }
+
+    /// POST JSON with a bearer token.
+    pub async fn post(
+        &self,
+        path: &str,
+        token: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.address))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    /// PATCH with a bearer token.
+    pub async fn patch(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client
+            .patch(format!("{}{path}", self.address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("PATCH")
+    }
+
+    /// DELETE with a bearer token.
+    pub async fn delete(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client
+            .delete(format!("{}{path}", self.address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("DELETE")
+    }
+
+    /// Stores notifications directly through the persistence actor.
+    pub async fn store(&self, items: Vec<NewNotification>) -> Vec<Notification> {
+        self.state
+            .store
+            .store_notifications(items)
+            .await
+            .expect("store")
+    }
+
+    /// Stops the server and waits until the persistence actor flushed.
+    pub async fn stop(self) -> (HashMap<String, String>, std::sync::Arc<tempfile::TempDir>) {
+        self.handle.stop(true).await;
+        self.state.store.flush().await;
+        (self.env, self.data_dir)
+    }
+}
+
+/// A notification for `user`.
+pub fn new_notification(user: Uuid, kind: NotificationType, title: &str) -> NewNotification {
+    NewNotification {
+        id: Uuid::new_v4(),
+        user_id: user,
+        notification_type: kind,
+        priority: Priority::Info,
+        title: title.to_string(),
+        message: format!("{title} message"),
+        metadata: serde_json::json!({"source": "test"}),
+        created_at: chrono::Utc::now(),
+    }
+}
+
+/// Asserts the contract's error shape and returns the body.
+pub async fn assert_error(res: reqwest::Response, status: u16, code: &str) -> serde_json::Value {
+    assert_eq!(res.status().as_u16(), status, "unexpected status");
+    let header_id = res
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .expect("X-Request-Id header");
+    let body: serde_json::Value = res.json().await.expect("JSON error body");
+    let err = &body["error"];
+    assert_eq!(err["code"], code, "{body}");
+    assert!(
+        err["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(err["details"].is_object(), "{body}");
+    assert!(err["timestamp"].as_str().is_some(), "{body}");
+    assert_eq!(
+        err["request_id"],
+        header_id.as_str(),
+        "request_id must match the header: {body}"
+    );
+    body
+}
+
+/// Generates one test per backend: `mod sqlite { … }` and `mod postgres { … }`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($(async fn $name:ident($app:ident) $body:block)*) => {
+        mod sqlite {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[actix_web::test]
+                async fn $name() {
+                    let $app = $crate::helpers::spawn_app($crate::helpers::Backend::Sqlite).await.expect("sqlite app");
+                    $body
+                }
+            )*
+        }
+        mod postgres {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[actix_web::test]
+                async fn $name() {
+                    let Some($app) = $crate::helpers::spawn_app($crate::helpers::Backend::Postgres).await else { return };
+                    $body
+                }
+            )*
+        }
+    };
+}

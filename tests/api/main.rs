@@ -1,0 +1,11 @@
+//! Integration tests: the real hub on a random port, driven over HTTP, on SQLite and
+//! on PostgreSQL.
+
+mod helpers;
+
+mod auth;
+mod cli;
+mod notifications;
+mod ops;
+mod preferences;
+mod storage;

@@ -1,0 +1,94 @@
+//! Sequence numbers under concurrent writers, group commit, and data surviving a restart.
+
+use crate::helpers::{new_notification, spawn_with_env, Backend, TestApp};
+use notifyhub::actors::persistence::StoreHandle;
+use notifyhub::auth::Role;
+use notifyhub::config::{Settings, Source};
+use notifyhub::domain::NotificationType;
+use std::collections::BTreeSet;
+use uuid::Uuid;
+
+/// A second, independent writer on the same database (as a second node would be).
+async fn second_writer(app: &TestApp) -> StoreHandle {
+    let settings = Settings::load(&Source::new(app.env.clone()).unwrap()).unwrap();
+    StoreHandle::start(settings.database_url, 4, Default::default())
+        .await
+        .unwrap()
+}
+
+crate::on_both_backends! {
+    async fn sequence_numbers_have_no_gaps_or_duplicates_under_concurrent_writers(app) {
+        let user = Uuid::new_v4();
+        let other_node = second_writer(&app).await;
+        let mut tasks = Vec::new();
+        for w in 0..16 {
+            let store = if w % 2 == 0 { app.state.store.clone() } else { other_node.clone() };
+            tasks.push(actix_web::rt::spawn(async move {
+                let mut seqs = Vec::new();
+                for i in 0..10 {
+                    // Mix single events and small bursts, to and from several users.
+                    let mut batch = vec![new_notification(user, NotificationType::SignalGenerated, &format!("w{w}-{i}"))];
+                    if i % 3 == 0 {
+                        batch.push(new_notification(user, NotificationType::RiskWarning, &format!("w{w}-{i}b")));
+                        batch.push(new_notification(Uuid::new_v4(), NotificationType::RiskWarning, "someone else"));
+                    }
+                    let stored = store.store_notifications(batch).await.expect("store");
+                    seqs.extend(stored.iter().filter(|n| n.user_id == user).map(|n| n.sequence_number));
+                }
+                seqs
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        let expected = 16 * (10 + 4);
+        assert_eq!(all.len(), expected);
+        let distinct: BTreeSet<i64> = all.iter().copied().collect();
+        assert_eq!(distinct.len(), expected, "duplicates");
+        assert_eq!(distinct.iter().copied().collect::<Vec<_>>(), (1..=expected as i64).collect::<Vec<_>>(), "gaps");
+
+        // What the API lists agrees with what the writers were told.
+        let res = app.get("/api/v1/notifications?limit=1", &app.token(user, Role::User)).await;
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["pagination"]["total_count"], expected);
+        assert_eq!(body["data"][0]["sequence_number"], expected);
+    }
+
+    async fn a_batch_keeps_arrival_order_per_user(app) {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let batch = vec![
+            new_notification(a, NotificationType::SignalGenerated, "a1"),
+            new_notification(b, NotificationType::SignalGenerated, "b1"),
+            new_notification(a, NotificationType::SignalGenerated, "a2"),
+            new_notification(a, NotificationType::SignalGenerated, "a3"),
+            new_notification(b, NotificationType::SignalGenerated, "b2"),
+        ];
+        let stored = app.store(batch).await;
+        let got: Vec<(String, i64)> = stored.iter().map(|n| (n.title.clone(), n.sequence_number)).collect();
+        assert_eq!(got, vec![("a1".into(), 1), ("b1".into(), 1), ("a2".into(), 2), ("a3".into(), 3), ("b2".into(), 2)]);
+    }
+
+    async fn data_survives_a_restart(app) {
+        let user = Uuid::new_v4();
+        let token = app.token(user, Role::User);
+        app.store(vec![
+            new_notification(user, NotificationType::EmergencyExit, "before-1"),
+            new_notification(user, NotificationType::EmergencyExit, "before-2"),
+        ]).await;
+        app.post("/api/v1/notifications/preferences", &token, &serde_json::json!({"email_address": "keep@example.com"})).await;
+        let backend = app.backend;
+        let (env, dir) = app.stop().await;
+
+        let again = spawn_with_env(backend, env, dir).await;
+        let res = again.get("/api/v1/notifications", &token).await;
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["pagination"]["total_count"], 2);
+        assert_eq!(body["data"][0]["title"], "before-2");
+        let p: serde_json::Value = again.get("/api/v1/notifications/preferences", &token).await.json().await.unwrap();
+        assert_eq!(p["email_address"], "keep@example.com");
+        let next = again.store(vec![new_notification(user, NotificationType::EmergencyExit, "after")]).await;
+        assert_eq!(next[0].sequence_number, 3);
+        let _ = Backend::Sqlite;
+    }
+}
