@@ -41,9 +41,7 @@ impl FromStr for Role {
             "user" => Ok(Role::User),
             "admin" => Ok(Role::Admin),
             "service" => Ok(Role::Service),
-            other => Err(format!(
-                "unknown role '{other}' (expected user, admin or service)"
-            )),
+            other => Err(format!("unknown role '{other}' (expected user, admin or service)")),
         }
     }
 }
@@ -77,9 +75,7 @@ impl From<TokenError> for ApiError {
     fn from(e: TokenError) -> Self {
         match e {
             TokenError::Missing => ApiError::unauthorized("UNAUTHORIZED", "missing bearer token"),
-            TokenError::Expired => {
-                ApiError::unauthorized("TOKEN_EXPIRED", "the token has expired; sign in again")
-            }
+            TokenError::Expired => ApiError::unauthorized("TOKEN_EXPIRED", "the token has expired; sign in again"),
             TokenError::Invalid => ApiError::unauthorized("UNAUTHORIZED", "invalid token"),
         }
     }
@@ -109,21 +105,15 @@ impl JwtKeys {
     /// Issues a token for `user` valid for `ttl`.
     pub fn issue(&self, user: Uuid, role: Role, ttl: std::time::Duration) -> String {
         let now = chrono::Utc::now().timestamp();
-        let claims = Claims {
-            sub: user.to_string(),
-            role,
-            exp: now + ttl.as_secs() as i64,
-            iat: now,
-        };
+        let claims = Claims { sub: user.to_string(), role, exp: now + ttl.as_secs() as i64, iat: now };
         // Encoding HS256 with a byte secret does not fail.
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .unwrap_or_default()
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).unwrap_or_default()
     }
 
     /// Verifies signature and expiry; returns the user and role.
     pub fn verify(&self, token: &str) -> Result<(Uuid, Role), TokenError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid,
             })?;
@@ -142,16 +132,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// The bearer token of a request.
 pub fn bearer(req: &HttpRequest) -> Option<&str> {
-    let value = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
+    let value = req.headers().get(actix_web::http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 /// A signed-in user or admin (never a service).
@@ -164,10 +147,7 @@ pub struct AuthUser {
 }
 
 /// Verifies a user token and records the user (first sight → default preferences).
-pub async fn authenticate_user(
-    state: &AppState,
-    token: Option<&str>,
-) -> Result<AuthUser, ApiError> {
+pub async fn authenticate_user(state: &AppState, token: Option<&str>) -> Result<AuthUser, ApiError> {
     let token = token.ok_or(TokenError::Missing)?;
     let (user_id, role) = state.jwt.verify(token)?;
     if role == Role::Service {
@@ -229,29 +209,17 @@ impl FromRequest for ServiceCaller {
 }
 
 fn service_caller(req: &HttpRequest) -> Result<ServiceCaller, ApiError> {
-    let state = req
-        .app_data::<web::Data<AppState>>()
-        .ok_or_else(ApiError::internal)?;
+    let state = req.app_data::<web::Data<AppState>>().ok_or_else(ApiError::internal)?;
     let token = bearer(req).ok_or(TokenError::Missing)?;
-    if let Some(i) = state
-        .settings
-        .service_tokens
-        .iter()
-        .position(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
+    if let Some(i) = state.settings.service_tokens.iter().position(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
     {
-        return Ok(ServiceCaller {
-            name: format!("token-{i}"),
-        });
+        return Ok(ServiceCaller { name: format!("token-{i}") });
     }
     let (sub, role) = state.jwt.verify(token)?;
     if role != Role::Service {
-        return Err(ApiError::forbidden(
-            "the event bridge needs a service token",
-        ));
+        return Err(ApiError::forbidden("the event bridge needs a service token"));
     }
-    Ok(ServiceCaller {
-        name: format!("jwt-{sub}"),
-    })
+    Ok(ServiceCaller { name: format!("jwt-{sub}") })
 }
 
 #[cfg(test)]
@@ -279,22 +247,15 @@ mod tests {
             exp: chrono::Utc::now().timestamp() - 120,
             iat: 0,
         };
-        let t =
-            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding).unwrap();
+        let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding).unwrap();
         assert_eq!(keys.verify(&t).unwrap_err(), TokenError::Expired);
     }
 
     #[test]
     fn sub_must_be_a_uuid() {
         let keys = JwtKeys::new("a-secret-of-decent-length");
-        let claims = Claims {
-            sub: "bob".into(),
-            role: Role::User,
-            exp: chrono::Utc::now().timestamp() + 60,
-            iat: 0,
-        };
-        let t =
-            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding).unwrap();
+        let claims = Claims { sub: "bob".into(), role: Role::User, exp: chrono::Utc::now().timestamp() + 60, iat: 0 };
+        let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding).unwrap();
         assert_eq!(keys.verify(&t).unwrap_err(), TokenError::Invalid);
     }
 

@@ -23,10 +23,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(var: &str, message: impl Into<String>) -> Self {
-        Self {
-            var: var.to_string(),
-            message: message.into(),
-        }
+        Self { var: var.to_string(), message: message.into() }
     }
 }
 
@@ -46,9 +43,7 @@ impl DatabaseUrl {
         let raw = raw.trim();
         if let Some(path) = raw.strip_prefix("sqlite://") {
             if path.is_empty() {
-                return Err(
-                    "sqlite:// needs a file path, e.g. sqlite://./data/notifyhub.db".into(),
-                );
+                return Err("sqlite:// needs a file path, e.g. sqlite://./data/notifyhub.db".into());
             }
             return Ok(Self::Sqlite(PathBuf::from(path)));
         }
@@ -149,6 +144,10 @@ pub struct Settings {
     pub vapid_subject: String,
     /// Hosts push endpoints may point at.
     pub push_allowed_hosts: Vec<String>,
+    /// WebSocket ping interval.
+    pub ws_heartbeat: std::time::Duration,
+    /// WebSocket silence after which a socket is closed.
+    pub ws_timeout: std::time::Duration,
 }
 
 /// The push services of the browser vendors, contacted by default.
@@ -183,10 +182,7 @@ impl Source {
         let file = if path.exists() {
             read_toml(&path)?
         } else if explicit {
-            return Err(ConfigError::new(
-                "NOTIFYHUB_CONFIG",
-                format!("{} does not exist", path.display()),
-            ));
+            return Err(ConfigError::new("NOTIFYHUB_CONFIG", format!("{} does not exist", path.display())));
         } else {
             HashMap::new()
         };
@@ -201,18 +197,16 @@ impl Source {
 
 /// `NOTIFYHUB_BIND` → `bind`, `SMTP_HOST` → `smtp_host`.
 fn file_key(var: &str) -> String {
-    var.strip_prefix("NOTIFYHUB_")
-        .unwrap_or(var)
-        .to_ascii_lowercase()
+    var.strip_prefix("NOTIFYHUB_").unwrap_or(var).to_ascii_lowercase()
 }
 
 fn read_toml(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
     let var = "NOTIFYHUB_CONFIG";
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new(var, format!("cannot read {}: {e}", path.display())))?;
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        ConfigError::new(var, format!("{}: {}", path.display(), e.message()))
-    })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::new(var, format!("{}: {}", path.display(), e.message())))?;
     let mut out = HashMap::new();
     for (k, v) in table {
         let s = match v {
@@ -221,20 +215,13 @@ fn read_toml(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
             toml::Value::Boolean(b) => b.to_string(),
             toml::Value::Array(items) => items
                 .iter()
-                .map(|i| {
-                    i.as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| i.to_string())
-                })
+                .map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string()))
                 .collect::<Vec<_>>()
                 .join(","),
             other => {
                 return Err(ConfigError::new(
                     var,
-                    format!(
-                        "{}: key '{k}' has unsupported value {other}",
-                        path.display()
-                    ),
+                    format!("{}: key '{k}' has unsupported value {other}", path.display()),
                 ))
             }
         };
@@ -246,36 +233,21 @@ fn read_toml(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
 impl Settings {
     /// Loads and validates everything, generating first-run secrets in the data dir.
     pub fn load(src: &Source) -> Result<Self, ConfigError> {
-        let bind_raw = src
-            .get("NOTIFYHUB_BIND")
-            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let bind_raw = src.get("NOTIFYHUB_BIND").unwrap_or_else(|| "127.0.0.1:8080".into());
         let bind: SocketAddr = bind_raw.trim().parse().map_err(|_| {
-            ConfigError::new(
-                "NOTIFYHUB_BIND",
-                format!("'{bind_raw}' is not an address like 127.0.0.1:8080"),
-            )
+            ConfigError::new("NOTIFYHUB_BIND", format!("'{bind_raw}' is not an address like 127.0.0.1:8080"))
         })?;
         let workers = match src.get("NOTIFYHUB_WORKERS") {
-            None => std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
+            None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             Some(raw) => parse_range("NOTIFYHUB_WORKERS", &raw, 1, 256)? as usize,
         };
-        let data_dir = PathBuf::from(
-            src.get("NOTIFYHUB_DATA_DIR")
-                .unwrap_or_else(|| "./data".into()),
-        );
+        let data_dir = PathBuf::from(src.get("NOTIFYHUB_DATA_DIR").unwrap_or_else(|| "./data".into()));
         std::fs::create_dir_all(&data_dir).map_err(|e| {
-            ConfigError::new(
-                "NOTIFYHUB_DATA_DIR",
-                format!("cannot create {}: {e}", data_dir.display()),
-            )
+            ConfigError::new("NOTIFYHUB_DATA_DIR", format!("cannot create {}: {e}", data_dir.display()))
         })?;
         let database_url = match src.get("DATABASE_URL") {
             None => DatabaseUrl::Sqlite(data_dir.join("notifyhub.db")),
-            Some(raw) => {
-                DatabaseUrl::parse(&raw).map_err(|m| ConfigError::new("DATABASE_URL", m))?
-            }
+            Some(raw) => DatabaseUrl::parse(&raw).map_err(|m| ConfigError::new("DATABASE_URL", m))?,
         };
         let default_pool = match database_url {
             DatabaseUrl::Sqlite(_) => 4,
@@ -288,10 +260,7 @@ impl Settings {
 
         let jwt_secret = match src.get("NOTIFYHUB_JWT_SECRET") {
             Some(s) if s.len() < 16 => {
-                return Err(ConfigError::new(
-                    "NOTIFYHUB_JWT_SECRET",
-                    "must be at least 16 characters",
-                ))
+                return Err(ConfigError::new("NOTIFYHUB_JWT_SECRET", "must be at least 16 characters"))
             }
             Some(s) => s,
             None => stored_secret(&data_dir, "jwt_secret", "NOTIFYHUB_JWT_SECRET", || {
@@ -300,20 +269,12 @@ impl Settings {
         };
         let service_tokens: Vec<String> = src
             .get("NOTIFYHUB_SERVICE_TOKENS")
-            .map(|s| {
-                s.split(',')
-                    .map(|t| t.trim().to_string())
-                    .filter(|t| !t.is_empty())
-                    .collect()
-            })
+            .map(|s| s.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect())
             .unwrap_or_default();
         if let Some(short) = service_tokens.iter().find(|t| t.len() < 16) {
             return Err(ConfigError::new(
                 "NOTIFYHUB_SERVICE_TOKENS",
-                format!(
-                    "every token must be at least 16 characters (one has {})",
-                    short.len()
-                ),
+                format!("every token must be at least 16 characters (one has {})", short.len()),
             ));
         }
         let pii_raw = match src.get("NOTIFYHUB_PII_KEY") {
@@ -323,10 +284,7 @@ impl Settings {
             })?,
         };
         let pii_key = decode_key(&pii_raw).ok_or_else(|| {
-            ConfigError::new(
-                "NOTIFYHUB_PII_KEY",
-                "must be 32 bytes in base64 (e.g. `openssl rand -base64 32`)",
-            )
+            ConfigError::new("NOTIFYHUB_PII_KEY", "must be 32 bytes in base64 (e.g. `openssl rand -base64 32`)")
         })?;
 
         let smtp = load_smtp(src)?;
@@ -334,49 +292,45 @@ impl Settings {
 
         let vapid_private_key = match src.get("VAPID_PRIVATE_KEY") {
             Some(s) => s.trim().to_string(),
-            None => stored_secret(
-                &data_dir,
-                "vapid_private_key",
-                "VAPID_PRIVATE_KEY",
-                generate_vapid_private_key,
-            )?,
+            None => stored_secret(&data_dir, "vapid_private_key", "VAPID_PRIVATE_KEY", generate_vapid_private_key)?,
         };
         crate::vapid::public_key_from_private(&vapid_private_key).map_err(|e| {
-            ConfigError::new(
-                "VAPID_PRIVATE_KEY",
-                format!("{e} (generate one with `notifyhub vapid-keys`)"),
-            )
+            ConfigError::new("VAPID_PRIVATE_KEY", format!("{e} (generate one with `notifyhub vapid-keys`)"))
         })?;
-        let vapid_subject = src
-            .get("VAPID_SUBJECT")
-            .unwrap_or_else(|| "mailto:admin@notifyhub.local".into());
+        let vapid_subject = src.get("VAPID_SUBJECT").unwrap_or_else(|| "mailto:admin@notifyhub.local".into());
         if !(vapid_subject.starts_with("mailto:") || vapid_subject.starts_with("https://")) {
-            return Err(ConfigError::new(
-                "VAPID_SUBJECT",
-                "must start with mailto: or https://",
-            ));
+            return Err(ConfigError::new("VAPID_SUBJECT", "must start with mailto: or https://"));
         }
         let push_allowed_hosts = match src.get("NOTIFYHUB_PUSH_ALLOWED_HOSTS") {
             None => DEFAULT_PUSH_HOSTS.iter().map(|s| s.to_string()).collect(),
             Some(raw) => {
-                let hosts: Vec<String> = raw
-                    .split(',')
-                    .map(|h| h.trim().to_ascii_lowercase())
-                    .filter(|h| !h.is_empty())
-                    .collect();
+                let hosts: Vec<String> =
+                    raw.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect();
                 if let Some(bad) = hosts.iter().find(|h| h.contains('/') || h.contains(' ')) {
                     return Err(ConfigError::new(
                         "NOTIFYHUB_PUSH_ALLOWED_HOSTS",
-                        format!(
-                            "'{bad}' is not a host name (write hosts, not URLs, comma-separated)"
-                        ),
+                        format!("'{bad}' is not a host name (write hosts, not URLs, comma-separated)"),
                     ));
                 }
                 hosts
             }
         };
 
+        let ws_heartbeat = match src.get("NOTIFYHUB_WS_HEARTBEAT_MS") {
+            None => 5_000,
+            Some(raw) => parse_range("NOTIFYHUB_WS_HEARTBEAT_MS", &raw, 10, 600_000)?,
+        };
+        let ws_timeout = match src.get("NOTIFYHUB_WS_TIMEOUT_MS") {
+            None => 10_000,
+            Some(raw) => parse_range("NOTIFYHUB_WS_TIMEOUT_MS", &raw, 20, 3_600_000)?,
+        };
+        if ws_timeout <= ws_heartbeat {
+            return Err(ConfigError::new("NOTIFYHUB_WS_TIMEOUT_MS", "must be longer than NOTIFYHUB_WS_HEARTBEAT_MS"));
+        }
+
         Ok(Self {
+            ws_heartbeat: std::time::Duration::from_millis(ws_heartbeat as u64),
+            ws_timeout: std::time::Duration::from_millis(ws_timeout as u64),
             bind,
             workers,
             database_url,
@@ -395,15 +349,9 @@ impl Settings {
 }
 
 fn parse_range(var: &str, raw: &str, min: i64, max: i64) -> Result<i64, ConfigError> {
-    let n: i64 = raw
-        .trim()
-        .parse()
-        .map_err(|_| ConfigError::new(var, format!("'{raw}' is not a whole number")))?;
+    let n: i64 = raw.trim().parse().map_err(|_| ConfigError::new(var, format!("'{raw}' is not a whole number")))?;
     if !(min..=max).contains(&n) {
-        return Err(ConfigError::new(
-            var,
-            format!("must be between {min} and {max} (got {n})"),
-        ));
+        return Err(ConfigError::new(var, format!("must be between {min} and {max} (got {n})")));
     }
     Ok(n)
 }
@@ -417,10 +365,7 @@ fn load_smtp(src: &Source) -> Result<Option<SmtpSettings>, ConfigError> {
         Some("tls") => SmtpTls::Tls,
         Some("none") => SmtpTls::None,
         Some(other) => {
-            return Err(ConfigError::new(
-                "SMTP_TLS",
-                format!("'{other}' is not one of starttls, tls, none"),
-            ))
+            return Err(ConfigError::new("SMTP_TLS", format!("'{other}' is not one of starttls, tls, none")))
         }
     };
     let default_port = match tls {
@@ -432,40 +377,19 @@ fn load_smtp(src: &Source) -> Result<Option<SmtpSettings>, ConfigError> {
         None => default_port,
         Some(raw) => parse_range("SMTP_PORT", &raw, 1, 65535)? as u16,
     };
-    let from_raw = src
-        .get("SMTP_FROM_EMAIL")
-        .unwrap_or_else(|| "notifyhub@notifyhub.local".into());
-    let from =
-        EmailAddress::parse(&from_raw).map_err(|m| ConfigError::new("SMTP_FROM_EMAIL", m))?;
+    let from_raw = src.get("SMTP_FROM_EMAIL").unwrap_or_else(|| "notifyhub@notifyhub.local".into());
+    let from = EmailAddress::parse(&from_raw).map_err(|m| ConfigError::new("SMTP_FROM_EMAIL", m))?;
     let user = src.get("SMTP_USER");
     let password = src.get("SMTP_PASSWORD");
     if user.is_some() != password.is_some() {
-        let missing = if user.is_some() {
-            "SMTP_PASSWORD"
-        } else {
-            "SMTP_USER"
-        };
-        return Err(ConfigError::new(
-            missing,
-            "SMTP_USER and SMTP_PASSWORD must be set together",
-        ));
+        let missing = if user.is_some() { "SMTP_PASSWORD" } else { "SMTP_USER" };
+        return Err(ConfigError::new(missing, "SMTP_USER and SMTP_PASSWORD must be set together"));
     }
-    Ok(Some(SmtpSettings {
-        host: host.trim().to_string(),
-        port,
-        user,
-        password,
-        from,
-        tls,
-    }))
+    Ok(Some(SmtpSettings { host: host.trim().to_string(), port, user, password, from, tls }))
 }
 
 fn load_twilio(src: &Source) -> Result<Option<TwilioSettings>, ConfigError> {
-    let names = [
-        "TWILIO_ACCOUNT_SID",
-        "TWILIO_AUTH_TOKEN",
-        "TWILIO_PHONE_NUMBER",
-    ];
+    let names = ["TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_PHONE_NUMBER"];
     let values: Vec<Option<String>> = names.iter().map(|n| src.get(n)).collect();
     if values.iter().all(Option::is_none) {
         return Ok(None);
@@ -476,20 +400,12 @@ fn load_twilio(src: &Source) -> Result<Option<TwilioSettings>, ConfigError> {
             "is missing: TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_PHONE_NUMBER go together",
         ));
     }
-    let [sid, token, phone] =
-        [values[0].clone(), values[1].clone(), values[2].clone()].map(Option::unwrap_or_default);
-    let from_number =
-        E164Phone::parse(&phone).map_err(|m| ConfigError::new("TWILIO_PHONE_NUMBER", m))?;
-    let api_base = src
-        .get("TWILIO_API_BASE")
-        .unwrap_or_else(|| "https://api.twilio.com".into())
-        .trim_end_matches('/')
-        .to_string();
+    let [sid, token, phone] = [values[0].clone(), values[1].clone(), values[2].clone()].map(Option::unwrap_or_default);
+    let from_number = E164Phone::parse(&phone).map_err(|m| ConfigError::new("TWILIO_PHONE_NUMBER", m))?;
+    let api_base =
+        src.get("TWILIO_API_BASE").unwrap_or_else(|| "https://api.twilio.com".into()).trim_end_matches('/').to_string();
     if !(api_base.starts_with("https://") || api_base.starts_with("http://")) {
-        return Err(ConfigError::new(
-            "TWILIO_API_BASE",
-            "must be an http(s) URL",
-        ));
+        return Err(ConfigError::new("TWILIO_API_BASE", "must be an http(s) URL"));
     }
     Ok(Some(TwilioSettings {
         account_sid: sid.trim().to_string(),
@@ -533,12 +449,7 @@ fn stored_secret(
         Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(ConfigError::new(
-                var,
-                format!("cannot read {}: {e}", path.display()),
-            ))
-        }
+        Err(e) => return Err(ConfigError::new(var, format!("cannot read {}: {e}", path.display()))),
     }
     let value = generate();
     let write = || -> std::io::Result<()> {
@@ -557,13 +468,7 @@ fn stored_secret(
         f.sync_all()
     };
     write().map_err(|e| {
-        ConfigError::new(
-            var,
-            format!(
-                "unset, and cannot keep a generated one in {}: {e}",
-                path.display()
-            ),
-        )
+        ConfigError::new(var, format!("unset, and cannot keep a generated one in {}: {e}", path.display()))
     })?;
     Ok(value)
 }
@@ -573,17 +478,10 @@ mod tests {
     use super::*;
 
     fn src(pairs: &[(&str, &str)], dir: &Path) -> Source {
-        let mut env: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let mut env: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         env.insert("NOTIFYHUB_DATA_DIR".into(), dir.display().to_string());
-        env.entry("NOTIFYHUB_CONFIG".into())
-            .or_insert_with(|| dir.join("absent.toml").display().to_string());
-        Source {
-            env,
-            file: HashMap::new(),
-        }
+        env.entry("NOTIFYHUB_CONFIG".into()).or_insert_with(|| dir.join("absent.toml").display().to_string());
+        Source { env, file: HashMap::new() }
     }
 
     #[test]
@@ -591,10 +489,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Settings::load(&src(&[], dir.path())).unwrap();
         assert_eq!(s.bind.to_string(), "127.0.0.1:8080");
-        assert_eq!(
-            s.database_url,
-            DatabaseUrl::Sqlite(dir.path().join("notifyhub.db"))
-        );
+        assert_eq!(s.database_url, DatabaseUrl::Sqlite(dir.path().join("notifyhub.db")));
         assert!(s.smtp.is_none() && s.twilio.is_none());
         let again = Settings::load(&src(&[], dir.path())).unwrap();
         assert_eq!(s.jwt_secret, again.jwt_secret);
@@ -603,10 +498,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("secrets/jwt_secret"))
-                .unwrap()
-                .permissions()
-                .mode();
+            let mode = std::fs::metadata(dir.path().join("secrets/jwt_secret")).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }
@@ -625,10 +517,7 @@ mod tests {
             ("NOTIFYHUB_PII_KEY", "not-base64!"),
             ("VAPID_PRIVATE_KEY", "AAAA"),
             ("VAPID_SUBJECT", "admin@example.com"),
-            (
-                "NOTIFYHUB_PUSH_ALLOWED_HOSTS",
-                "https://fcm.googleapis.com/x",
-            ),
+            ("NOTIFYHUB_PUSH_ALLOWED_HOSTS", "https://fcm.googleapis.com/x"),
         ];
         for (var, value) in cases {
             let err = Settings::load(&src(&[(var, value)], dir.path())).unwrap_err();
@@ -641,23 +530,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = Settings::load(&src(&[("TWILIO_ACCOUNT_SID", "AC1")], dir.path())).unwrap_err();
         assert_eq!(err.var, "TWILIO_AUTH_TOKEN");
-        let err = Settings::load(&src(&[("SMTP_HOST", "h"), ("SMTP_TLS", "ssl")], dir.path()))
-            .unwrap_err();
+        let err = Settings::load(&src(&[("SMTP_HOST", "h"), ("SMTP_TLS", "ssl")], dir.path())).unwrap_err();
         assert_eq!(err.var, "SMTP_TLS");
-        let err = Settings::load(&src(
-            &[("SMTP_HOST", "h"), ("SMTP_PORT", "70000")],
-            dir.path(),
-        ))
-        .unwrap_err();
+        let err = Settings::load(&src(&[("SMTP_HOST", "h"), ("SMTP_PORT", "70000")], dir.path())).unwrap_err();
         assert_eq!(err.var, "SMTP_PORT");
-        let err = Settings::load(&src(&[("SMTP_HOST", "h"), ("SMTP_USER", "u")], dir.path()))
-            .unwrap_err();
+        let err = Settings::load(&src(&[("SMTP_HOST", "h"), ("SMTP_USER", "u")], dir.path())).unwrap_err();
         assert_eq!(err.var, "SMTP_PASSWORD");
-        let ok = Settings::load(&src(
-            &[("SMTP_HOST", "h"), ("SMTP_TLS", "none")],
-            dir.path(),
-        ))
-        .unwrap();
+        let ok = Settings::load(&src(&[("SMTP_HOST", "h"), ("SMTP_TLS", "none")], dir.path())).unwrap();
         assert_eq!(ok.smtp.unwrap().port, 25);
     }
 
@@ -665,13 +544,14 @@ mod tests {
     fn toml_file_is_read_and_env_wins() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("notifyhub.toml");
-        std::fs::write(&file, "bind = \"127.0.0.1:9999\"\nworkers = 3\nservice_tokens = [\"aaaaaaaaaaaaaaaa\", \"bbbbbbbbbbbbbbbb\"]\n").unwrap();
+        std::fs::write(
+            &file,
+            "bind = \"127.0.0.1:9999\"\nworkers = 3\nservice_tokens = [\"aaaaaaaaaaaaaaaa\", \"bbbbbbbbbbbbbbbb\"]\n",
+        )
+        .unwrap();
         let mut env = HashMap::new();
         env.insert("NOTIFYHUB_CONFIG".to_string(), file.display().to_string());
-        env.insert(
-            "NOTIFYHUB_DATA_DIR".to_string(),
-            dir.path().display().to_string(),
-        );
+        env.insert("NOTIFYHUB_DATA_DIR".to_string(), dir.path().display().to_string());
         env.insert("NOTIFYHUB_WORKERS".to_string(), "5".to_string());
         let s = Settings::load(&Source::new(env).unwrap()).unwrap();
         assert_eq!(s.bind.port(), 9999);
@@ -681,22 +561,10 @@ mod tests {
 
     #[test]
     fn database_urls() {
-        assert_eq!(
-            DatabaseUrl::parse("sqlite://./x.db").unwrap(),
-            DatabaseUrl::Sqlite("./x.db".into())
-        );
-        assert_eq!(
-            DatabaseUrl::parse("sqlite:///abs/x.db").unwrap(),
-            DatabaseUrl::Sqlite("/abs/x.db".into())
-        );
-        assert!(matches!(
-            DatabaseUrl::parse("postgresql://u@h/d").unwrap(),
-            DatabaseUrl::Postgres(_)
-        ));
+        assert_eq!(DatabaseUrl::parse("sqlite://./x.db").unwrap(), DatabaseUrl::Sqlite("./x.db".into()));
+        assert_eq!(DatabaseUrl::parse("sqlite:///abs/x.db").unwrap(), DatabaseUrl::Sqlite("/abs/x.db".into()));
+        assert!(matches!(DatabaseUrl::parse("postgresql://u@h/d").unwrap(), DatabaseUrl::Postgres(_)));
         assert!(DatabaseUrl::parse("sqlite://").is_err());
-        assert_eq!(
-            DatabaseUrl::Postgres("postgres://u:pw@h/d".into()).redacted(),
-            "postgres://u:***@h/d"
-        );
+        assert_eq!(DatabaseUrl::Postgres("postgres://u:pw@h/d".into()).redacted(), "postgres://u:***@h/d");
     }
 }

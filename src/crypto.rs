@@ -23,9 +23,7 @@ pub struct DecryptError;
 impl PiiCipher {
     /// A cipher for the given 32-byte key.
     pub fn new(key: &[u8; 32]) -> Self {
-        Self {
-            cipher: Aes256Gcm::new(key.into()),
-        }
+        Self { cipher: Aes256Gcm::new(key.into()) }
     }
 
     /// Encrypts with a fresh random nonce.
@@ -33,10 +31,7 @@ impl PiiCipher {
         let mut nonce = [0u8; 12];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         // Encryption with a valid key and nonce cannot fail for inputs of this size.
-        let ct = self
-            .cipher
-            .encrypt(&Nonce::from(nonce), plain.as_bytes())
-            .unwrap_or_default();
+        let ct = self.cipher.encrypt(&Nonce::from(nonce), plain.as_bytes()).unwrap_or_default();
         let mut out = Vec::with_capacity(12 + ct.len());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&ct);
@@ -52,10 +47,7 @@ impl PiiCipher {
         }
         let (nonce, ct) = raw.split_at(12);
         let nonce: [u8; 12] = nonce.try_into().map_err(|_| DecryptError)?;
-        let plain = self
-            .cipher
-            .decrypt(&Nonce::from(nonce), ct)
-            .map_err(|_| DecryptError)?;
+        let plain = self.cipher.decrypt(&Nonce::from(nonce), ct).map_err(|_| DecryptError)?;
         String::from_utf8(plain).map_err(|_| DecryptError)
     }
 }

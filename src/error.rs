@@ -16,9 +16,7 @@ tokio::task_local! {
 
 /// The current request's id, or `-` outside a request.
 pub fn current_request_id() -> String {
-    REQUEST_ID
-        .try_with(Clone::clone)
-        .unwrap_or_else(|_| "-".to_string())
+    REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| "-".to_string())
 }
 
 /// An error as the client sees it.
@@ -37,12 +35,7 @@ pub struct ApiError {
 impl ApiError {
     /// Any status and code.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            details: json!({}),
-        }
+        Self { status, code, message: message.into(), details: json!({}) }
     }
 
     /// Adds details.
@@ -74,12 +67,8 @@ impl ApiError {
     /// 422 naming the offending field.
     pub fn validation(field: &str, reason: impl Into<String>) -> Self {
         let reason = reason.into();
-        Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "VALIDATION_FAILED",
-            format!("{field}: {reason}"),
-        )
-        .with_details(json!({ "field": field, "reason": reason }))
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED", format!("{field}: {reason}"))
+            .with_details(json!({ "field": field, "reason": reason }))
     }
 
     /// 413.
@@ -94,20 +83,12 @@ impl ApiError {
 
     /// 503: a dependency (the database) is unreachable; retry later.
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "SERVICE_UNAVAILABLE",
-            message,
-        )
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE", message)
     }
 
     /// 500: the cause is logged, not shown.
     pub fn internal() -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL_ERROR",
-            "internal error; see the server log",
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "internal error; see the server log")
     }
 
     /// The JSON body.
@@ -126,13 +107,7 @@ impl ApiError {
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {}: {}",
-            self.status.as_u16(),
-            self.code,
-            self.message
-        )
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
     }
 }
 

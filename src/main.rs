@@ -7,11 +7,7 @@ use std::process::ExitCode;
 use uuid::Uuid;
 
 #[derive(Parser)]
-#[command(
-    name = "notifyhub",
-    version,
-    about = "Real-time notification hub for trading dashboards"
-)]
+#[command(name = "notifyhub", version, about = "Real-time notification hub for trading dashboards")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -73,27 +69,19 @@ fn main() -> ExitCode {
             Err(e) => config_failure(e),
             Ok(settings) => {
                 let keys = notifyhub::auth::JwtKeys::new(&settings.jwt_secret);
-                println!(
-                    "{}",
-                    keys.issue(user.unwrap_or_else(Uuid::new_v4), role, ttl)
-                );
+                println!("{}", keys.issue(user.unwrap_or_else(Uuid::new_v4), role, ttl));
                 ExitCode::SUCCESS
             }
         },
         Command::Migrate => match load_settings() {
             Err(e) => config_failure(e),
-            Ok(settings) => match notifyhub::store::run_migrations_blocking(&settings.database_url)
-            {
+            Ok(settings) => match notifyhub::store::run_migrations_blocking(&settings.database_url) {
                 Ok(applied) => {
                     println!(
                         "{}: {} migration(s) applied{}",
                         settings.database_url.redacted(),
                         applied.len(),
-                        if applied.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" ({})", applied.join(", "))
-                        }
+                        if applied.is_empty() { String::new() } else { format!(" ({})", applied.join(", ")) }
                     );
                     ExitCode::SUCCESS
                 }
@@ -134,16 +122,9 @@ fn serve() -> ExitCode {
     let result = system.block_on(async move {
         let bind = settings.bind;
         let app = notifyhub::startup::Application::build(settings).await?;
-        stop_on_signals(app.handle())
-            .map_err(|e| notifyhub::startup::StartError::Config(format!("signals: {e}")))?;
-        eprintln!(
-            "notifyhub: listening on http://{}:{}/",
-            bind.ip(),
-            app.port()
-        );
-        app.run_until_stopped()
-            .await
-            .map_err(|e| notifyhub::startup::StartError::Config(format!("server error: {e}")))
+        stop_on_signals(app.handle()).map_err(|e| notifyhub::startup::StartError::Config(format!("signals: {e}")))?;
+        eprintln!("notifyhub: listening on http://{}:{}/", bind.ip(), app.port());
+        app.run_until_stopped().await.map_err(|e| notifyhub::startup::StartError::Config(format!("server error: {e}")))
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,9 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Upper bounds of the latency histogram, in seconds.
-const BUCKETS: [f64; 12] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-];
+const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
 #[derive(Default)]
 struct Histogram {
@@ -27,8 +25,7 @@ impl Histogram {
             }
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
 }
 
@@ -47,10 +44,7 @@ impl Metrics {
             .entry((method.to_string(), route.to_string(), status))
             .or_default()
             .fetch_add(1, Ordering::Relaxed);
-        self.latency
-            .entry(route.to_string())
-            .or_default()
-            .observe(elapsed);
+        self.latency.entry(route.to_string()).or_default().observe(elapsed);
     }
 
     /// Counts stored notifications.
@@ -63,22 +57,11 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         let _ = writeln!(out, "# HELP notifyhub_info Build and backend information.");
         let _ = writeln!(out, "# TYPE notifyhub_info gauge");
-        let _ = writeln!(
-            out,
-            "notifyhub_info{{version=\"{}\",backend=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION"),
-            backend
-        );
-        let _ = writeln!(
-            out,
-            "# HELP notifyhub_http_requests_total HTTP requests by method, route and status."
-        );
+        let _ = writeln!(out, "notifyhub_info{{version=\"{}\",backend=\"{}\"}} 1", env!("CARGO_PKG_VERSION"), backend);
+        let _ = writeln!(out, "# HELP notifyhub_http_requests_total HTTP requests by method, route and status.");
         let _ = writeln!(out, "# TYPE notifyhub_http_requests_total counter");
-        let mut rows: Vec<_> = self
-            .requests
-            .iter()
-            .map(|e| (e.key().clone(), e.value().load(Ordering::Relaxed)))
-            .collect();
+        let mut rows: Vec<_> =
+            self.requests.iter().map(|e| (e.key().clone(), e.value().load(Ordering::Relaxed))).collect();
         rows.sort();
         for ((method, route, status), n) in rows {
             let _ = writeln!(
@@ -87,14 +70,8 @@ impl Metrics {
                 escape(&route)
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP notifyhub_http_request_duration_seconds HTTP request latency by route."
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE notifyhub_http_request_duration_seconds histogram"
-        );
+        let _ = writeln!(out, "# HELP notifyhub_http_request_duration_seconds HTTP request latency by route.");
+        let _ = writeln!(out, "# TYPE notifyhub_http_request_duration_seconds histogram");
         let mut routes: Vec<String> = self.latency.iter().map(|e| e.key().clone()).collect();
         routes.sort();
         for route in routes {
@@ -108,28 +85,22 @@ impl Metrics {
                     );
                 }
                 let count = h.count.load(Ordering::Relaxed);
-                let _ = writeln!(out, "notifyhub_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"+Inf\"}} {count}");
+                let _ = writeln!(
+                    out,
+                    "notifyhub_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"+Inf\"}} {count}"
+                );
                 let _ = writeln!(
                     out,
                     "notifyhub_http_request_duration_seconds_sum{{route=\"{r}\"}} {}",
                     h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
                 );
-                let _ = writeln!(
-                    out,
-                    "notifyhub_http_request_duration_seconds_count{{route=\"{r}\"}} {count}"
-                );
+                let _ = writeln!(out, "notifyhub_http_request_duration_seconds_count{{route=\"{r}\"}} {count}");
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP notifyhub_notifications_stored_total Notifications stored by this node."
-        );
+        let _ = writeln!(out, "# HELP notifyhub_notifications_stored_total Notifications stored by this node.");
         let _ = writeln!(out, "# TYPE notifyhub_notifications_stored_total counter");
-        let _ = writeln!(
-            out,
-            "notifyhub_notifications_stored_total {}",
-            self.notifications_stored.load(Ordering::Relaxed)
-        );
+        let _ =
+            writeln!(out, "notifyhub_notifications_stored_total {}", self.notifications_stored.load(Ordering::Relaxed));
         out
     }
 }
@@ -145,21 +116,13 @@ mod tests {
     #[test]
     fn renders_counters_and_cumulative_buckets() {
         let m = Metrics::default();
-        m.observe_request(
-            "GET",
-            "/api/v1/notifications",
-            200,
-            Duration::from_micros(700),
-        );
-        m.observe_request(
-            "GET",
-            "/api/v1/notifications",
-            200,
-            Duration::from_millis(30),
-        );
+        m.observe_request("GET", "/api/v1/notifications", 200, Duration::from_micros(700));
+        m.observe_request("GET", "/api/v1/notifications", 200, Duration::from_millis(30));
         m.add_notifications_stored(3);
         let text = m.render("sqlite");
-        assert!(text.contains("notifyhub_http_requests_total{method=\"GET\",route=\"/api/v1/notifications\",status=\"200\"} 2"));
+        assert!(text.contains(
+            "notifyhub_http_requests_total{method=\"GET\",route=\"/api/v1/notifications\",status=\"200\"} 2"
+        ));
         assert!(text.contains("le=\"0.001\"} 1"));
         assert!(text.contains("le=\"0.05\"} 2"));
         assert!(text.contains("le=\"+Inf\"} 2"));

@@ -1,9 +1,13 @@
 //! Builds the application: migrations, the persistence actor, the HTTP server bound to
 //! its listener (port 0 gives a free port, which tests use).
 
-use crate::actors::persistence::StoreHandle;
+use crate::actors::dispatcher::{DispatchCore, Dispatcher, ProfileCache};
+use crate::actors::persistence::{Hooks, StoreHandle};
+use crate::actors::session::Sessions;
+use crate::actors::ws::Heartbeat;
 use crate::api;
 use crate::auth::JwtKeys;
+use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::crypto::PiiCipher;
 use crate::metrics::Metrics;
@@ -49,40 +53,47 @@ pub struct Application {
 impl Application {
     /// Migrates the database, starts the actors and binds the listener.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
-        let db_err = |source| StartError::Database {
-            url: settings.database_url.redacted(),
-            source,
-        };
-        let applied = store::run_migrations(&settings.database_url)
-            .await
-            .map_err(db_err)?;
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// As [`build`](Self::build), with the given clock (tests move time).
+    pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        let db_err = |source| StartError::Database { url: settings.database_url.redacted(), source };
+        let applied = store::run_migrations(&settings.database_url).await.map_err(db_err)?;
         if !applied.is_empty() {
             tracing::info!(versions = ?applied, "migrations applied");
         }
         let metrics = Arc::new(Metrics::default());
-        let store = StoreHandle::start(
-            settings.database_url.clone(),
-            settings.db_pool_size,
-            metrics.clone(),
-        )
-        .await
-        .map_err(db_err)?;
-        let vapid_public_key = crate::vapid::public_key_from_private(&settings.vapid_private_key)
-            .map_err(StartError::Config)?;
+        let hooks = Hooks { metrics: metrics.clone(), fanout: None };
+        let store =
+            StoreHandle::start(settings.database_url.clone(), settings.db_pool_size, hooks).await.map_err(db_err)?;
+        let sessions = Sessions::new(store.clone());
+        store.set_fanout(sessions.clone()).await;
+        let pii = PiiCipher::new(&settings.pii_key);
+        let profiles = ProfileCache::new(pii.clone());
+        let dispatcher = Dispatcher::start_on_own_arbiter(Arc::new(DispatchCore {
+            store: store.clone(),
+            profiles: profiles.clone(),
+            clock: clock.clone(),
+        }));
+        let vapid_public_key =
+            crate::vapid::public_key_from_private(&settings.vapid_private_key).map_err(StartError::Config)?;
         let state = AppState {
             jwt: JwtKeys::new(&settings.jwt_secret),
-            pii: PiiCipher::new(&settings.pii_key),
+            pii,
             store,
+            sessions,
+            profiles,
+            dispatcher,
+            clock,
+            heartbeat: Heartbeat { interval: settings.ws_heartbeat, timeout: settings.ws_timeout },
             users: Arc::new(KnownUsers::default()),
             metrics,
             vapid_public_key,
             settings: Arc::new(settings),
         };
-        let listener =
-            TcpListener::bind(state.settings.bind).map_err(|source| StartError::Bind {
-                addr: state.settings.bind.to_string(),
-                source,
-            })?;
+        let listener = TcpListener::bind(state.settings.bind)
+            .map_err(|source| StartError::Bind { addr: state.settings.bind.to_string(), source })?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let data = web::Data::new(state.clone());
         let server = HttpServer::new(move || {
@@ -99,10 +110,7 @@ impl Application {
         // before it reports that it listens, so an early SIGTERM is never lost.
         .disable_signals()
         .listen(listener)
-        .map_err(|source| StartError::Bind {
-            addr: state.settings.bind.to_string(),
-            source,
-        })?
+        .map_err(|source| StartError::Bind { addr: state.settings.bind.to_string(), source })?
         .run();
         tracing::info!(
             port,
@@ -110,11 +118,7 @@ impl Application {
             workers = state.settings.workers,
             "notifyhub listening"
         );
-        Ok(Self {
-            port,
-            server,
-            state,
-        })
+        Ok(Self { port, server, state })
     }
 
     /// The bound port.

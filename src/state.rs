@@ -1,13 +1,18 @@
 //! What every request handler shares: settings, keys, the store handle, the known-user
 //! registry and metrics.
 
+use crate::actors::dispatcher::{Dispatcher, ProfileCache};
 use crate::actors::persistence::StoreHandle;
+use crate::actors::session::Sessions;
+use crate::actors::ws::Heartbeat;
 use crate::auth::{JwtKeys, Role};
+use crate::clock::Clock;
 use crate::config::Settings;
 use crate::crypto::PiiCipher;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store::repository;
+use actix::Addr;
 use dashmap::DashMap;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -29,6 +34,16 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// VAPID public key (base64url).
     pub vapid_public_key: String,
+    /// Connected users' sessions.
+    pub sessions: Arc<Sessions>,
+    /// Recipients' cached preferences.
+    pub profiles: Arc<ProfileCache>,
+    /// The dispatcher.
+    pub dispatcher: Addr<Dispatcher>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// WebSocket heartbeat timing.
+    pub heartbeat: Heartbeat,
 }
 
 /// Users recorded in the database, so a token seen again costs no write.
@@ -39,18 +54,11 @@ pub struct KnownUsers {
 
 impl KnownUsers {
     /// Records `user` with `role` unless already known with that role.
-    pub async fn ensure(
-        &self,
-        store: &StoreHandle,
-        user: Uuid,
-        role: Role,
-    ) -> Result<(), ApiError> {
+    pub async fn ensure(&self, store: &StoreHandle, user: Uuid, role: Role) -> Result<(), ApiError> {
         if self.roles.get(&user).is_some_and(|r| *r == role) {
             return Ok(());
         }
-        store
-            .call(move |db| async move { repository::upsert_user(&db, user, role.as_str()).await })
-            .await?;
+        store.call(move |db| async move { repository::upsert_user(&db, user, role.as_str()).await }).await?;
         self.roles.insert(user, role);
         Ok(())
     }
@@ -61,9 +69,7 @@ impl KnownUsers {
         if self.roles.contains_key(&user) {
             return Ok(());
         }
-        store
-            .call(move |db| async move { repository::insert_user_if_absent(&db, user).await })
-            .await?;
+        store.call(move |db| async move { repository::insert_user_if_absent(&db, user).await }).await?;
         Ok(())
     }
 }

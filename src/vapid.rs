@@ -7,11 +7,9 @@ use p256::elliptic_curve::sec1::ToEncodedPoint;
 
 /// The public key (uncompressed SEC1 point, base64url) for a private key.
 pub fn public_key_from_private(private_b64: &str) -> Result<String, String> {
-    let raw = URL_SAFE_NO_PAD
-        .decode(private_b64.trim().trim_end_matches('='))
-        .map_err(|_| "is not base64url".to_string())?;
-    let key = p256::SecretKey::from_slice(&raw)
-        .map_err(|_| "is not a P-256 private key (32 bytes)".to_string())?;
+    let raw =
+        URL_SAFE_NO_PAD.decode(private_b64.trim().trim_end_matches('=')).map_err(|_| "is not base64url".to_string())?;
+    let key = p256::SecretKey::from_slice(&raw).map_err(|_| "is not a P-256 private key (32 bytes)".to_string())?;
     Ok(URL_SAFE_NO_PAD.encode(key.public_key().to_encoded_point(false).as_bytes()))
 }
 

@@ -8,8 +8,9 @@
 //! being written wait and go together in the next transaction, so ingest is not one
 //! transaction per event.
 
-use crate::domain::{NewNotification, Notification};
+use crate::domain::StoredNotification;
 use crate::metrics::Metrics;
+use crate::store::repository::StoreItem;
 use crate::store::{repository, Db, StoreError};
 use actix::prelude::*;
 use futures_util::future::LocalBoxFuture;
@@ -32,8 +33,46 @@ struct Run(Job);
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Store {
-    items: Vec<NewNotification>,
-    reply: oneshot::Sender<Result<Vec<Notification>, StoreError>>,
+    items: Vec<Pending>,
+    reply: oneshot::Sender<Result<Vec<StoredNotification>, StoreError>>,
+}
+
+/// A notification waiting for the next batch, and whether its live toast goes out.
+pub struct Pending {
+    /// What to store.
+    pub item: StoreItem,
+    /// `true`: send the toast to the owner's open tabs; `false`: only tell them the
+    /// unread count changed (quiet hours, or routing without toast).
+    pub toast: bool,
+}
+
+/// Told, in commit order and on the persistence arbiter, about every stored batch:
+/// the hook for live delivery (and, with several nodes, for telling the others).
+pub trait Fanout: Send + Sync {
+    /// `committed[i]` was stored; `toast[i]` says whether its toast goes out.
+    fn committed(&self, committed: &[StoredNotification], toast: &[bool]);
+}
+
+/// What the persistence actor reports to.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Live delivery.
+    pub fanout: Option<Arc<dyn Fanout>>,
+}
+
+/// Installs the live-delivery hook (the session registry needs the store first).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct SetFanout(Arc<dyn Fanout>);
+
+impl Handler<SetFanout> for Persistence {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetFanout, _: &mut Context<Self>) {
+        self.hooks.fanout = Some(msg.0);
+    }
 }
 
 /// Replies once every queued and running job has finished.
@@ -43,19 +82,19 @@ struct Flush(oneshot::Sender<()>);
 
 struct Waiter {
     count: usize,
-    reply: oneshot::Sender<Result<Vec<Notification>, StoreError>>,
+    reply: oneshot::Sender<Result<Vec<StoredNotification>, StoreError>>,
 }
 
 /// The actor. Create it with [`StoreHandle::start`].
 pub struct Persistence {
     db: Db,
-    queue: Vec<NewNotification>,
+    queue: Vec<Pending>,
     waiters: Vec<Waiter>,
     writing: bool,
     in_flight: Arc<AtomicUsize>,
     idle: Arc<Notify>,
     flushers: Vec<oneshot::Sender<()>>,
-    metrics: Arc<Metrics>,
+    hooks: Hooks,
 }
 
 impl Actor for Persistence {
@@ -77,7 +116,8 @@ impl Persistence {
             take_items += w.count;
             take_waiters += 1;
         }
-        let items: Vec<NewNotification> = self.queue.drain(..take_items).collect();
+        let (items, toast): (Vec<StoreItem>, Vec<bool>) =
+            self.queue.drain(..take_items).map(|p| (p.item, p.toast)).unzip();
         let waiters: Vec<Waiter> = self.waiters.drain(..take_waiters).collect();
         self.writing = true;
         let db = self.db.clone();
@@ -86,10 +126,13 @@ impl Persistence {
             act.writing = false;
             match result {
                 Ok(stored) => {
-                    act.metrics.add_notifications_stored(stored.len() as u64);
+                    act.hooks.metrics.add_notifications_stored(stored.len() as u64);
+                    if let Some(fanout) = &act.hooks.fanout {
+                        fanout.committed(&stored, &toast);
+                    }
                     let mut rest = stored.into_iter();
                     for w in waiters {
-                        let part: Vec<Notification> = rest.by_ref().take(w.count).collect();
+                        let part: Vec<StoredNotification> = rest.by_ref().take(w.count).collect();
                         let _ = w.reply.send(Ok(part));
                     }
                 }
@@ -147,10 +190,7 @@ impl Handler<Store> for Persistence {
             let _ = msg.reply.send(Ok(Vec::new()));
             return;
         }
-        self.waiters.push(Waiter {
-            count: msg.items.len(),
-            reply: msg.reply,
-        });
+        self.waiters.push(Waiter { count: msg.items.len(), reply: msg.reply });
         self.queue.extend(msg.items);
         self.start_batch(ctx);
     }
@@ -192,11 +232,7 @@ pub struct StoreHandle {
 
 impl StoreHandle {
     /// Starts the actor on its own arbiter around a pool built there.
-    pub async fn start(
-        url: crate::config::DatabaseUrl,
-        pool_size: u32,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, StoreError> {
+    pub async fn start(url: crate::config::DatabaseUrl, pool_size: u32, hooks: Hooks) -> Result<Self, StoreError> {
         let arbiter = Arbiter::new();
         let (tx, rx) = oneshot::channel();
         let spawned = arbiter.spawn(async move {
@@ -210,7 +246,7 @@ impl StoreHandle {
                     in_flight: Arc::new(AtomicUsize::new(0)),
                     idle: Arc::new(Notify::new()),
                     flushers: Vec::new(),
-                    metrics,
+                    hooks,
                 }
                 .start();
                 (addr, backend)
@@ -218,13 +254,9 @@ impl StoreHandle {
             let _ = tx.send(result);
         });
         if !spawned {
-            return Err(StoreError::Unavailable(
-                "persistence arbiter is not running".into(),
-            ));
+            return Err(StoreError::Unavailable("persistence arbiter is not running".into()));
         }
-        let (addr, backend) = rx
-            .await
-            .map_err(|_| StoreError::Unavailable("persistence arbiter stopped".into()))??;
+        let (addr, backend) = rx.await.map_err(|_| StoreError::Unavailable("persistence arbiter stopped".into()))??;
         Ok(Self { addr, backend })
     }
 
@@ -246,26 +278,23 @@ impl StoreHandle {
                 let _ = tx.send(job(db).await);
             })
         });
-        self.addr
-            .send(Run(boxed))
-            .await
-            .map_err(|_| StoreError::Unavailable("persistence actor stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Unavailable("persistence job was dropped".into()))?
+        self.addr.send(Run(boxed)).await.map_err(|_| StoreError::Unavailable("persistence actor stopped".into()))?;
+        rx.await.map_err(|_| StoreError::Unavailable("persistence job was dropped".into()))?
+    }
+
+    /// Installs the hook told about every committed batch.
+    pub async fn set_fanout(&self, fanout: Arc<dyn Fanout>) {
+        let _ = self.addr.send(SetFanout(fanout)).await;
     }
 
     /// Stores notifications with group commit; returns them with sequence numbers.
-    pub async fn store_notifications(
-        &self,
-        items: Vec<NewNotification>,
-    ) -> Result<Vec<Notification>, StoreError> {
+    pub async fn store_notifications(&self, items: Vec<Pending>) -> Result<Vec<StoredNotification>, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.addr
             .send(Store { items, reply: tx })
             .await
             .map_err(|_| StoreError::Unavailable("persistence actor stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Unavailable("persistence batch was dropped".into()))?
+        rx.await.map_err(|_| StoreError::Unavailable("persistence batch was dropped".into()))?
     }
 
     /// Waits until every queued write and running job has finished (graceful shutdown).

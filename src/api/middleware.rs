@@ -17,10 +17,7 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 fn incoming_id(req: &ServiceRequest) -> Option<String> {
     let v = req.headers().get(REQUEST_ID_HEADER)?.to_str().ok()?;
-    let ok = !v.is_empty()
-        && v.len() <= 128
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    let ok = !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
     ok.then(|| v.to_string())
 }
 
@@ -35,24 +32,16 @@ pub async fn observe(
     let path = req.path().to_string();
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let span = tracing::info_span!("request", request_id = %id, method = %method, path = %path);
-    let result = REQUEST_ID
-        .scope(id.clone(), next.call(req).instrument(span.clone()))
-        .await;
+    let result = REQUEST_ID.scope(id.clone(), next.call(req).instrument(span.clone())).await;
     let mut res = result?;
     if let Ok(v) = HeaderValue::from_str(&id) {
-        res.headers_mut()
-            .insert(HeaderName::from_static(REQUEST_ID_HEADER), v);
+        res.headers_mut().insert(HeaderName::from_static(REQUEST_ID_HEADER), v);
     }
     let status = res.status().as_u16();
     let elapsed = started.elapsed();
-    let route = res
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_string());
+    let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".to_string());
     if let Some(state) = state {
-        state
-            .metrics
-            .observe_request(&method, &route, status, elapsed);
+        state.metrics.observe_request(&method, &route, status, elapsed);
     }
     span.in_scope(|| {
         let latency_ms = elapsed.as_secs_f64() * 1000.0;

@@ -2,11 +2,13 @@
 //! persistence actor, and answer in the contract's JSON (errors included).
 
 pub mod admin;
+pub mod events;
 pub mod middleware;
 pub mod notifications;
 pub mod openapi;
 pub mod ops;
 pub mod preferences;
+pub mod ws;
 
 use crate::error::ApiError;
 use actix_web::error::{JsonPayloadError, PathError, PayloadError, QueryPayloadError};
@@ -26,6 +28,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(ops::readyz)
         .service(ops::metrics)
         .service(openapi::openapi_json)
+        .service(ws::connect)
         .service(
             web::scope("/api/v1")
                 .service(preferences::get_preferences)
@@ -36,15 +39,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(notifications::delete_all)
                 .service(notifications::mark_read)
                 .service(admin::get_user_preferences)
-                .service(admin::update_user_preferences),
+                .service(admin::update_user_preferences)
+                .service(events::post_event),
         );
 }
 
 /// JSON bodies: at most 64 KiB; malformed → 400, well-formed but wrong → 422.
 pub fn json_config() -> web::JsonConfig {
-    web::JsonConfig::default()
-        .limit(MAX_BODY_BYTES)
-        .error_handler(json_error)
+    web::JsonConfig::default().limit(MAX_BODY_BYTES).error_handler(json_error)
 }
 
 fn json_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
@@ -57,9 +59,7 @@ pub fn api_json_error(err: JsonPayloadError) -> ApiError {
         JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
             ApiError::payload_too_large(MAX_BODY_BYTES)
         }
-        JsonPayloadError::Payload(PayloadError::Overflow) => {
-            ApiError::payload_too_large(MAX_BODY_BYTES)
-        }
+        JsonPayloadError::Payload(PayloadError::Overflow) => ApiError::payload_too_large(MAX_BODY_BYTES),
         JsonPayloadError::ContentType => ApiError::new(
             actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UNSUPPORTED_MEDIA_TYPE",
@@ -79,19 +79,12 @@ pub fn serde_error(e: &serde_json::Error) -> ApiError {
             let field = text
                 .strip_prefix("unknown field `")
                 .and_then(|rest| rest.split('`').next())
-                .or_else(|| {
-                    text.strip_prefix("missing field `")
-                        .and_then(|rest| rest.split('`').next())
-                })
+                .or_else(|| text.strip_prefix("missing field `").and_then(|rest| rest.split('`').next()))
                 .unwrap_or("body")
                 .to_string();
             ApiError::validation(&field, text)
         }
-        _ => ApiError::new(
-            actix_web::http::StatusCode::BAD_REQUEST,
-            "INVALID_JSON",
-            format!("malformed JSON: {e}"),
-        ),
+        _ => ApiError::new(actix_web::http::StatusCode::BAD_REQUEST, "INVALID_JSON", format!("malformed JSON: {e}")),
     }
 }
 
@@ -107,9 +100,5 @@ fn path_error(err: PathError, _: &HttpRequest) -> actix_web::Error {
 
 /// Any route that does not exist.
 pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::not_found(format!(
-        "no route for {} {}",
-        req.method(),
-        req.path()
-    )))
+    Err(ApiError::not_found(format!("no route for {} {}", req.method(), req.path())))
 }

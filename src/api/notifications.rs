@@ -49,8 +49,7 @@ pub struct NotificationPage {
 
 fn query_field(field: &str, reason: impl Into<String>) -> ApiError {
     let reason = reason.into();
-    ApiError::bad_request(format!("{field}: {reason}"))
-        .with_details(json!({"field": field, "reason": reason}))
+    ApiError::bad_request(format!("{field}: {reason}")).with_details(json!({"field": field, "reason": reason}))
 }
 
 impl ListParams {
@@ -58,52 +57,29 @@ impl ListParams {
         let unread_only = match self.unread_only.as_deref().map(str::trim) {
             None | Some("") | Some("false") | Some("0") => false,
             Some("true") | Some("1") => true,
-            Some(other) => {
-                return Err(query_field(
-                    "unread_only",
-                    format!("'{other}' is not true or false"),
-                ))
-            }
+            Some(other) => return Err(query_field("unread_only", format!("'{other}' is not true or false"))),
         };
         let notification_type = match self.notification_type.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(raw) => Some(
-                raw.parse::<NotificationType>()
-                    .map_err(|e| query_field("notification_type", e))?
-                    .as_str()
-                    .to_string(),
+                raw.parse::<NotificationType>().map_err(|e| query_field("notification_type", e))?.as_str().to_string(),
             ),
         };
         let limit = match self.limit.as_deref() {
             None => 50,
             Some(raw) => match raw.trim().parse::<i64>() {
                 Ok(n) if (1..=100).contains(&n) => n,
-                _ => {
-                    return Err(query_field(
-                        "limit",
-                        format!("must be a whole number from 1 to 100 (got '{raw}')"),
-                    ))
-                }
+                _ => return Err(query_field("limit", format!("must be a whole number from 1 to 100 (got '{raw}')"))),
             },
         };
         let offset = match self.offset.as_deref() {
             None => 0,
             Some(raw) => match raw.trim().parse::<i64>() {
                 Ok(n) if n >= 0 => n,
-                _ => {
-                    return Err(query_field(
-                        "offset",
-                        format!("must be a whole number, 0 or more (got '{raw}')"),
-                    ))
-                }
+                _ => return Err(query_field("offset", format!("must be a whole number, 0 or more (got '{raw}')"))),
             },
         };
-        Ok(ListQuery {
-            unread_only,
-            notification_type,
-            limit,
-            offset,
-        })
+        Ok(ListQuery { unread_only, notification_type, limit, offset })
     }
 }
 
@@ -123,10 +99,8 @@ pub async fn list(
     let q = params.parse()?;
     let uid = user.user_id;
     let q2 = q.clone();
-    let (data, total) = state
-        .store
-        .call(move |db| async move { repository::list_notifications(&db, uid, &q2).await })
-        .await?;
+    let (data, total) =
+        state.store.call(move |db| async move { repository::list_notifications(&db, uid, &q2).await }).await?;
     let returned = data.len();
     Ok(HttpResponse::Ok().json(NotificationPage {
         data,
@@ -158,13 +132,12 @@ pub async fn mark_read(
     let not_found = || ApiError::not_found("notification not found");
     let id = Uuid::parse_str(path.trim()).map_err(|_| not_found())?;
     let uid = user.user_id;
-    let found = state
+    let unread = state
         .store
         .call(move |db| async move { repository::mark_read(&db, uid, id).await })
-        .await?;
-    if !found {
-        return Err(not_found());
-    }
+        .await?
+        .ok_or_else(not_found)?;
+    state.sessions.unread_changed(uid, unread);
     Ok(HttpResponse::Ok().json(json!({"success": true, "notification_id": id})))
 }
 
@@ -175,15 +148,10 @@ pub async fn mark_read(
     security(("bearer" = []))
 )]
 #[post("/notifications/read-all")]
-pub async fn mark_all_read(
-    state: web::Data<AppState>,
-    user: AuthUser,
-) -> Result<HttpResponse, ApiError> {
+pub async fn mark_all_read(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
     let uid = user.user_id;
-    let n = state
-        .store
-        .call(move |db| async move { repository::mark_all_read(&db, uid).await })
-        .await?;
+    let n = state.store.call(move |db| async move { repository::mark_all_read(&db, uid).await }).await?;
+    state.sessions.unread_changed(uid, 0);
     Ok(HttpResponse::Ok().json(json!({"success": true, "updated_count": n})))
 }
 
@@ -194,15 +162,10 @@ pub async fn mark_all_read(
     security(("bearer" = []))
 )]
 #[delete("/notifications")]
-pub async fn delete_all(
-    state: web::Data<AppState>,
-    user: AuthUser,
-) -> Result<HttpResponse, ApiError> {
+pub async fn delete_all(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
     let uid = user.user_id;
-    let n = state
-        .store
-        .call(move |db| async move { repository::delete_notifications(&db, uid).await })
-        .await?;
+    let n = state.store.call(move |db| async move { repository::delete_notifications(&db, uid).await }).await?;
+    state.sessions.unread_changed(uid, 0);
     tracing::info!(user_id = %uid, deleted = n, "notification history erased");
     Ok(HttpResponse::Ok().json(json!({"success": true, "deleted_count": n})))
 }

@@ -11,12 +11,7 @@ impl Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
         );
     }
 }
@@ -35,6 +30,7 @@ impl Modify for BearerAuth {
         super::preferences::delete_preferences,
         super::admin::get_user_preferences,
         super::admin::update_user_preferences,
+        super::events::post_event,
         super::ops::healthz,
         super::ops::readyz,
         super::ops::metrics,

@@ -33,9 +33,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 fn not_ready(backend: &str, why: &str) -> HttpResponse {
     tracing::warn!(reason = why, "not ready");
     let mut err = crate::error::ApiError::unavailable("not ready: the database is unreachable")
-        .with_details(
-            json!({"checks": {"database": {"status": "down", "backend": backend, "error": why}}}),
-        )
+        .with_details(json!({"checks": {"database": {"status": "down", "backend": backend, "error": why}}}))
         .body();
     err["status"] = json!("not_ready");
     HttpResponse::ServiceUnavailable().json(err)
@@ -45,7 +43,5 @@ fn not_ready(backend: &str, why: &str) -> HttpResponse {
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text")))]
 #[get("/metrics")]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render(state.store.backend()))
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(state.metrics.render(state.store.backend()))
 }

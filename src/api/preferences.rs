@@ -12,10 +12,7 @@ use uuid::Uuid;
 
 /// Loads a user's preferences, or the defaults when they never saved any.
 pub async fn load(state: &AppState, user: Uuid) -> Result<NotificationPreferences, ApiError> {
-    let doc = state
-        .store
-        .call(move |db| async move { repository::load_preferences(&db, user).await })
-        .await?;
+    let doc = state.store.call(move |db| async move { repository::load_preferences(&db, user).await }).await?;
     match doc {
         None => Ok(NotificationPreferences::defaults(user)),
         Some(doc) => Ok(preferences_doc::decode(doc, &state.pii)?),
@@ -32,10 +29,8 @@ pub async fn update(
     let next = current.apply(patch, chrono::Utc::now())?;
     let doc = preferences_doc::encode(&next, &state.pii);
     let at = next.updated_at.unwrap_or_else(chrono::Utc::now);
-    state
-        .store
-        .call(move |db| async move { repository::save_preferences(&db, user, doc, at).await })
-        .await?;
+    state.store.call(move |db| async move { repository::save_preferences(&db, user, doc, at).await }).await?;
+    state.profiles.invalidate(user);
     tracing::info!(
         user_id = %user,
         email = next.email_address.as_ref().map(|e| mask_email(e.as_str())).unwrap_or_default(),
@@ -52,10 +47,7 @@ pub async fn update(
     security(("bearer" = []))
 )]
 #[get("/notifications/preferences")]
-pub async fn get_preferences(
-    state: web::Data<AppState>,
-    user: AuthUser,
-) -> Result<HttpResponse, ApiError> {
+pub async fn get_preferences(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(load(&state, user.user_id).await?))
 }
 
@@ -84,14 +76,9 @@ pub async fn update_preferences(
     security(("bearer" = []))
 )]
 #[delete("/notifications/preferences")]
-pub async fn delete_preferences(
-    state: web::Data<AppState>,
-    user: AuthUser,
-) -> Result<HttpResponse, ApiError> {
+pub async fn delete_preferences(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
     let uid = user.user_id;
-    let n = state
-        .store
-        .call(move |db| async move { repository::delete_preferences(&db, uid).await })
-        .await?;
+    let n = state.store.call(move |db| async move { repository::delete_preferences(&db, uid).await }).await?;
+    state.profiles.invalidate(uid);
     Ok(HttpResponse::Ok().json(json!({"success": true, "deleted": n > 0})))
 }

@@ -1,15 +1,18 @@
 //! Pure rule and model code: no I/O, no clock reads, no database. Everything here is
 //! unit-tested in place; the edges (HTTP, storage, channels) call into it.
 
+pub mod delivery;
+pub mod events;
 pub mod notification;
 pub mod pii;
 pub mod preferences;
+pub mod rules;
 pub mod typescript;
 pub mod validation;
 
 pub use notification::{
-    Channel, NewNotification, Notification, NotificationToast, NotificationType, Priority,
-    ServerMessage,
+    Channel, NewNotification, Notification, NotificationToast, NotificationType, Priority, ServerMessage,
+    StoredNotification,
 };
 pub use preferences::{ChannelPreferences, NotificationPreferences, PreferencesPatch, QuietHours};
 pub use validation::{FieldError, UserId};

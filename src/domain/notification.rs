@@ -154,6 +154,15 @@ impl NewNotification {
     }
 }
 
+/// A notification as stored, with the owner's unread count right after it was.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredNotification {
+    /// The notification.
+    pub notification: Notification,
+    /// Owner's unread count including it.
+    pub unread_count: i64,
+}
+
 /// The live toast pushed to every open tab of the owner.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 pub struct NotificationToast {
@@ -197,23 +206,15 @@ mod tests {
             assert_eq!(v, json!(t.as_str()));
             assert_eq!(t.as_str().parse::<NotificationType>().unwrap(), *t);
         }
-        assert_eq!(
-            serde_json::to_value(Priority::Critical).unwrap(),
-            json!("critical")
-        );
+        assert_eq!(serde_json::to_value(Priority::Critical).unwrap(), json!("critical"));
         assert_eq!(serde_json::to_value(Channel::Sms).unwrap(), json!("sms"));
         assert!("SMS".parse::<Channel>().is_err());
-        assert!("fax"
-            .parse::<Channel>()
-            .unwrap_err()
-            .contains("toast, email, sms, push"));
+        assert!("fax".parse::<Channel>().unwrap_err().contains("toast, email, sms, push"));
     }
 
     #[test]
     fn notification_serialises_like_the_story() {
-        let created = DateTime::parse_from_rfc3339("2024-03-13T13:05:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let created = DateTime::parse_from_rfc3339("2024-03-13T13:05:00Z").unwrap().with_timezone(&Utc);
         let n = NewNotification {
             id: Uuid::nil(),
             user_id: Uuid::nil(),
@@ -237,10 +238,7 @@ mod tests {
 
     #[test]
     fn server_messages_are_tagged_by_type() {
-        let v = serde_json::to_value(ServerMessage::Ready {
-            last_sequence_number: 4,
-        })
-        .unwrap();
+        let v = serde_json::to_value(ServerMessage::Ready { last_sequence_number: 4 }).unwrap();
         assert_eq!(v, json!({"type": "ready", "last_sequence_number": 4}));
         let v = serde_json::to_value(ServerMessage::UnreadCount { count: 2 }).unwrap();
         assert_eq!(v, json!({"type": "unread_count", "count": 2}));

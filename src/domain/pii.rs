@@ -17,10 +17,7 @@ pub fn mask_phone(phone: &str) -> String {
 pub fn mask_email(email: &str) -> String {
     match email.rsplit_once('@') {
         Some((local, domain)) => {
-            let head: String = local
-                .chars()
-                .take(3.min(local.chars().count().saturating_sub(1)).max(1))
-                .collect();
+            let head: String = local.chars().take(3.min(local.chars().count().saturating_sub(1)).max(1)).collect();
             format!("{head}***@{domain}")
         }
         None => "***".to_string(),

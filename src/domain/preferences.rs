@@ -2,9 +2,7 @@
 //! (`POST /notifications/preferences`) that validates every field it touches.
 
 use super::notification::Channel;
-use super::validation::{
-    ClockTime, ConfidenceThreshold, E164Phone, EmailAddress, FieldError, Timezone,
-};
+use super::validation::{ClockTime, ConfidenceThreshold, E164Phone, EmailAddress, FieldError, Timezone};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use ts_rs::TS;
@@ -130,30 +128,26 @@ impl NotificationPreferences {
         if let Some(v) = patch.email_address.into_option() {
             next.email_address = match blank_to_none(v) {
                 None => None,
-                Some(raw) => Some(
-                    EmailAddress::parse(&raw).map_err(|r| FieldError::new("email_address", r))?,
-                ),
+                Some(raw) => Some(EmailAddress::parse(&raw).map_err(|r| FieldError::new("email_address", r))?),
             };
         }
         if let Some(v) = patch.sms_phone_number.into_option() {
             next.sms_phone_number = match blank_to_none(v) {
                 None => None,
-                Some(raw) => Some(
-                    E164Phone::parse(&raw).map_err(|r| FieldError::new("sms_phone_number", r))?,
-                ),
+                Some(raw) => Some(E164Phone::parse(&raw).map_err(|r| FieldError::new("sms_phone_number", r))?),
             };
         }
         if let Some(v) = patch.min_confidence_threshold {
-            next.min_confidence_threshold = ConfidenceThreshold::parse(v)
-                .map_err(|r| FieldError::new("min_confidence_threshold", r))?;
+            next.min_confidence_threshold =
+                ConfidenceThreshold::parse(v).map_err(|r| FieldError::new("min_confidence_threshold", r))?;
         }
         if let Some(q) = patch.quiet_hours {
             if let Some(v) = q.enabled {
                 next.quiet_hours.enabled = v;
             }
             if let Some(v) = q.start_time {
-                next.quiet_hours.start_time = ClockTime::parse(&v)
-                    .map_err(|r| FieldError::new("quiet_hours.start_time", r))?;
+                next.quiet_hours.start_time =
+                    ClockTime::parse(&v).map_err(|r| FieldError::new("quiet_hours.start_time", r))?;
             }
             if let Some(v) = q.end_time {
                 next.quiet_hours.end_time =
@@ -166,12 +160,10 @@ impl NotificationPreferences {
         }
         if let Some(c) = patch.channel_preferences {
             if let Some(v) = c.info_channels {
-                next.channel_preferences.info_channels =
-                    parse_channels("channel_preferences.info_channels", v)?;
+                next.channel_preferences.info_channels = parse_channels("channel_preferences.info_channels", v)?;
             }
             if let Some(v) = c.warning_channels {
-                next.channel_preferences.warning_channels =
-                    parse_channels("channel_preferences.warning_channels", v)?;
+                next.channel_preferences.warning_channels = parse_channels("channel_preferences.warning_channels", v)?;
             }
             if let Some(v) = c.critical_channels {
                 next.channel_preferences.critical_channels =
@@ -301,9 +293,7 @@ mod tests {
     use serde_json::json;
 
     fn now() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
-            .unwrap()
-            .with_timezone(&Utc)
+        DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z").unwrap().with_timezone(&Utc)
     }
 
     fn patch(v: serde_json::Value) -> PreferencesPatch {
@@ -337,12 +327,7 @@ mod tests {
     #[test]
     fn partial_update_changes_only_given_fields() {
         let p = base()
-            .apply(
-                patch(
-                    json!({"min_confidence_threshold": 90, "quiet_hours": {"start_time": "23:30"}}),
-                ),
-                now(),
-            )
+            .apply(patch(json!({"min_confidence_threshold": 90, "quiet_hours": {"start_time": "23:30"}})), now())
             .unwrap();
         assert_eq!(p.min_confidence_threshold.get(), 90);
         assert_eq!(String::from(p.quiet_hours.start_time), "23:30:00");
@@ -354,20 +339,10 @@ mod tests {
     #[test]
     fn addresses_can_be_set_and_cleared() {
         let p = base()
-            .apply(
-                patch(
-                    json!({"email_address": "t@example.com", "sms_phone_number": "+12345678901"}),
-                ),
-                now(),
-            )
+            .apply(patch(json!({"email_address": "t@example.com", "sms_phone_number": "+12345678901"})), now())
             .unwrap();
         assert_eq!(p.email_address.as_ref().unwrap().as_str(), "t@example.com");
-        let cleared = p
-            .apply(
-                patch(json!({"email_address": null, "sms_phone_number": ""})),
-                now(),
-            )
-            .unwrap();
+        let cleared = p.apply(patch(json!({"email_address": null, "sms_phone_number": ""})), now()).unwrap();
         assert!(cleared.email_address.is_none());
         assert!(cleared.sms_phone_number.is_none());
         let untouched = p.apply(patch(json!({})), now()).unwrap();
@@ -379,38 +354,17 @@ mod tests {
         let cases = [
             (json!({"sms_phone_number": "12345"}), "sms_phone_number"),
             (json!({"email_address": "nope"}), "email_address"),
-            (
-                json!({"min_confidence_threshold": 69}),
-                "min_confidence_threshold",
-            ),
-            (
-                json!({"min_confidence_threshold": 96}),
-                "min_confidence_threshold",
-            ),
-            (
-                json!({"quiet_hours": {"timezone": "Mars/Base"}}),
-                "quiet_hours.timezone",
-            ),
-            (
-                json!({"quiet_hours": {"start_time": "25:00"}}),
-                "quiet_hours.start_time",
-            ),
-            (
-                json!({"quiet_hours": {"end_time": "x"}}),
-                "quiet_hours.end_time",
-            ),
-            (
-                json!({"channel_preferences": {"info_channels": ["pager"]}}),
-                "channel_preferences.info_channels",
-            ),
+            (json!({"min_confidence_threshold": 69}), "min_confidence_threshold"),
+            (json!({"min_confidence_threshold": 96}), "min_confidence_threshold"),
+            (json!({"quiet_hours": {"timezone": "Mars/Base"}}), "quiet_hours.timezone"),
+            (json!({"quiet_hours": {"start_time": "25:00"}}), "quiet_hours.start_time"),
+            (json!({"quiet_hours": {"end_time": "x"}}), "quiet_hours.end_time"),
+            (json!({"channel_preferences": {"info_channels": ["pager"]}}), "channel_preferences.info_channels"),
             (
                 json!({"channel_preferences": {"critical_channels": ["toast", "fax"]}}),
                 "channel_preferences.critical_channels",
             ),
-            (
-                json!({"user_id": "00000000-0000-0000-0000-000000000001"}),
-                "user_id",
-            ),
+            (json!({"user_id": "00000000-0000-0000-0000-000000000001"}), "user_id"),
         ];
         for (input, field) in cases {
             let err = base().apply(patch(input.clone()), now()).unwrap_err();
@@ -421,9 +375,7 @@ mod tests {
     #[test]
     fn thresholds_at_the_bounds_are_accepted() {
         for t in [70, 95] {
-            let p = base()
-                .apply(patch(json!({"min_confidence_threshold": t})), now())
-                .unwrap();
+            let p = base().apply(patch(json!({"min_confidence_threshold": t})), now()).unwrap();
             assert_eq!(i64::from(p.min_confidence_threshold.get()), t);
         }
     }
@@ -431,14 +383,8 @@ mod tests {
     #[test]
     fn unknown_fields_are_refused_at_every_level() {
         assert!(serde_json::from_value::<PreferencesPatch>(json!({"colour": "red"})).is_err());
-        assert!(
-            serde_json::from_value::<PreferencesPatch>(json!({"quiet_hours": {"from": "x"}}))
-                .is_err()
-        );
-        assert!(serde_json::from_value::<PreferencesPatch>(
-            json!({"channel_preferences": {"x": []}})
-        )
-        .is_err());
+        assert!(serde_json::from_value::<PreferencesPatch>(json!({"quiet_hours": {"from": "x"}})).is_err());
+        assert!(serde_json::from_value::<PreferencesPatch>(json!({"channel_preferences": {"x": []}})).is_err());
     }
 
     #[test]
@@ -451,26 +397,20 @@ mod tests {
     #[test]
     fn duplicate_channels_collapse() {
         let p = base()
-            .apply(
-                patch(
-                    json!({"channel_preferences": {"info_channels": ["toast", "toast", "email"]}}),
-                ),
-                now(),
-            )
+            .apply(patch(json!({"channel_preferences": {"info_channels": ["toast", "toast", "email"]}})), now())
             .unwrap();
-        assert_eq!(
-            p.channel_preferences.info_channels,
-            vec![Channel::Toast, Channel::Email]
-        );
+        assert_eq!(p.channel_preferences.info_channels, vec![Channel::Toast, Channel::Email]);
     }
 
     #[test]
     fn stored_form_round_trips() {
         let p = base()
-            .apply(patch(json!({"email_address": "a@b.co", "quiet_hours": {"enabled": true, "timezone": "Europe/Paris"}})), now())
+            .apply(
+                patch(json!({"email_address": "a@b.co", "quiet_hours": {"enabled": true, "timezone": "Europe/Paris"}})),
+                now(),
+            )
             .unwrap();
-        let back: NotificationPreferences =
-            serde_json::from_value(serde_json::to_value(&p).unwrap()).unwrap();
+        let back: NotificationPreferences = serde_json::from_value(serde_json::to_value(&p).unwrap()).unwrap();
         assert_eq!(back, p);
     }
 }

@@ -2,12 +2,9 @@
 //! so the UI never keeps hand-written copies. `frontend/src/types/` is committed; a
 //! test fails when it is stale, and `UPDATE_TS_TYPES=1 cargo test` rewrites it.
 
-use super::notification::{
-    Channel, Notification, NotificationToast, NotificationType, Priority, ServerMessage,
-};
+use super::notification::{Channel, Notification, NotificationToast, NotificationType, Priority, ServerMessage};
 use super::preferences::{
-    ChannelPreferences, ChannelPreferencesPatch, NotificationPreferences, PreferencesPatch,
-    QuietHours, QuietHoursPatch,
+    ChannelPreferences, ChannelPreferencesPatch, NotificationPreferences, PreferencesPatch, QuietHours, QuietHoursPatch,
 };
 use std::path::PathBuf;
 use ts_rs::{Config, TS};

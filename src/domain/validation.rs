@@ -20,10 +20,7 @@ pub struct FieldError {
 impl FieldError {
     /// Builds a field error.
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            reason: reason.into(),
-        }
+        Self { field: field.into(), reason: reason.into() }
     }
 }
 
@@ -59,9 +56,7 @@ pub struct UserId(pub Uuid);
 impl UserId {
     /// Parses a user id from its textual UUID form.
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        Uuid::parse_str(raw.trim())
-            .map(UserId)
-            .map_err(|_| FieldError::new("user_id", "must be a UUID"))
+        Uuid::parse_str(raw.trim()).map(UserId).map_err(|_| FieldError::new("user_id", "must be a UUID"))
     }
 }
 
@@ -80,9 +75,9 @@ impl E164Phone {
     /// Validates `raw` (surrounding spaces ignored) as an E.164 number.
     pub fn parse(raw: &str) -> Result<Self, String> {
         let s = raw.trim();
-        let digits = s.strip_prefix('+').ok_or_else(|| {
-            "must be in E.164 format, starting with + (e.g. +12345678901)".to_string()
-        })?;
+        let digits = s
+            .strip_prefix('+')
+            .ok_or_else(|| "must be in E.164 format, starting with + (e.g. +12345678901)".to_string())?;
         if !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err("must contain only digits after + (E.164, e.g. +12345678901)".into());
         }
@@ -132,9 +127,7 @@ impl EmailAddress {
         if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err("must not contain spaces".into());
         }
-        let (local, domain) = s
-            .rsplit_once('@')
-            .ok_or_else(|| "must look like name@example.com".to_string())?;
+        let (local, domain) = s.rsplit_once('@').ok_or_else(|| "must look like name@example.com".to_string())?;
         if local.is_empty() || local.len() > 64 || local.contains('@') {
             return Err("must look like name@example.com".into());
         }
@@ -183,12 +176,9 @@ pub struct Timezone(pub Tz);
 impl Timezone {
     /// Validates an IANA timezone name.
     pub fn parse(raw: &str) -> Result<Self, String> {
-        Tz::from_str(raw.trim()).map(Timezone).map_err(|_| {
-            format!(
-                "unknown IANA timezone '{}' (e.g. America/New_York)",
-                raw.trim()
-            )
-        })
+        Tz::from_str(raw.trim())
+            .map(Timezone)
+            .map_err(|_| format!("unknown IANA timezone '{}' (e.g. America/New_York)", raw.trim()))
     }
 }
 
@@ -215,21 +205,13 @@ impl ClockTime {
     pub fn parse(raw: &str) -> Result<Self, String> {
         let s = raw.trim();
         let ok_shape = matches!(s.len(), 5 | 8)
-            && s.bytes().enumerate().all(|(i, b)| {
-                if i == 2 || i == 5 {
-                    b == b':'
-                } else {
-                    b.is_ascii_digit()
-                }
-            });
+            && s.bytes().enumerate().all(|(i, b)| if i == 2 || i == 5 { b == b':' } else { b.is_ascii_digit() });
         if !ok_shape {
             return Err(format!("'{s}' is not a time (expected HH:MM or HH:MM:SS)"));
         }
         // chrono accepts a leap second (:60); a quiet-hours bound never needs one.
         if s.len() == 8 && &s[6..8] > "59" {
-            return Err(format!(
-                "'{s}' is not a valid time of day (00:00 to 23:59:59)"
-            ));
+            return Err(format!("'{s}' is not a valid time of day (00:00 to 23:59:59)"));
         }
         let fmt = if s.len() == 5 { "%H:%M" } else { "%H:%M:%S" };
         NaiveTime::parse_from_str(s, fmt)
@@ -267,11 +249,7 @@ impl ConfidenceThreshold {
         if (limits::THRESHOLD_MIN..=limits::THRESHOLD_MAX).contains(&raw) {
             Ok(Self(raw as u8))
         } else {
-            Err(format!(
-                "must be between {} and {} (got {raw})",
-                limits::THRESHOLD_MIN,
-                limits::THRESHOLD_MAX
-            ))
+            Err(format!("must be between {} and {} (got {raw})", limits::THRESHOLD_MIN, limits::THRESHOLD_MAX))
         }
     }
 
@@ -309,10 +287,7 @@ pub fn validate_title(title: &str) -> Result<(), FieldError> {
     if n > limits::TITLE_MAX_CHARS {
         return Err(FieldError::new(
             "title",
-            format!(
-                "must be at most {} characters (got {n})",
-                limits::TITLE_MAX_CHARS
-            ),
+            format!("must be at most {} characters (got {n})", limits::TITLE_MAX_CHARS),
         ));
     }
     Ok(())
@@ -324,10 +299,7 @@ pub fn validate_message(message: &str) -> Result<(), FieldError> {
     if n > limits::MESSAGE_MAX_CHARS {
         return Err(FieldError::new(
             "message",
-            format!(
-                "must be at most {} characters (got {n})",
-                limits::MESSAGE_MAX_CHARS
-            ),
+            format!("must be at most {} characters (got {n})", limits::MESSAGE_MAX_CHARS),
         ));
     }
     Ok(())
@@ -338,16 +310,11 @@ pub fn validate_metadata(metadata: &serde_json::Value) -> Result<(), FieldError>
     if !metadata.is_object() {
         return Err(FieldError::new("metadata", "must be a JSON object"));
     }
-    let size = serde_json::to_vec(metadata)
-        .map(|v| v.len())
-        .unwrap_or(usize::MAX);
+    let size = serde_json::to_vec(metadata).map(|v| v.len()).unwrap_or(usize::MAX);
     if size > limits::METADATA_MAX_BYTES {
         return Err(FieldError::new(
             "metadata",
-            format!(
-                "must be at most {} bytes serialised (got {size})",
-                limits::METADATA_MAX_BYTES
-            ),
+            format!("must be at most {} bytes serialised (got {size})", limits::METADATA_MAX_BYTES),
         ));
     }
     Ok(())
@@ -359,19 +326,10 @@ mod tests {
 
     #[test]
     fn e164_accepts_valid_numbers() {
-        for ok in [
-            "+12345678901",
-            "+447911123456",
-            "+4930123456",
-            "+123456789012345",
-            " +12345678 ",
-        ] {
+        for ok in ["+12345678901", "+447911123456", "+4930123456", "+123456789012345", " +12345678 "] {
             assert!(E164Phone::parse(ok).is_ok(), "{ok}");
         }
-        assert_eq!(
-            E164Phone::parse(" +12345678901 ").unwrap().as_str(),
-            "+12345678901"
-        );
+        assert_eq!(E164Phone::parse(" +12345678901 ").unwrap().as_str(), "+12345678901");
     }
 
     #[test]
@@ -395,12 +353,7 @@ mod tests {
 
     #[test]
     fn email_accepts_plausible_addresses() {
-        for ok in [
-            "trader@example.com",
-            "a.b+tag@sub.example.co.uk",
-            "x@y-z.io",
-            "用户@例子.广告",
-        ] {
+        for ok in ["trader@example.com", "a.b+tag@sub.example.co.uk", "x@y-z.io", "用户@例子.广告"] {
             assert!(EmailAddress::parse(ok).is_ok(), "{ok}");
         }
     }
@@ -428,10 +381,7 @@ mod tests {
             too_long.as_str(),
             "user@exam_ple.com",
         ] {
-            assert!(
-                EmailAddress::parse(bad).is_err(),
-                "{bad:?} should be refused"
-            );
+            assert!(EmailAddress::parse(bad).is_err(), "{bad:?} should be refused");
         }
     }
 
@@ -443,35 +393,16 @@ mod tests {
         for bad in ["", "EST5", "Mars/Olympus", "america/new_york ", "GMT+25"] {
             assert!(Timezone::parse(bad).is_err(), "{bad:?}");
         }
-        assert_eq!(
-            String::from(Timezone::parse("Asia/Tokyo").unwrap()),
-            "Asia/Tokyo"
-        );
+        assert_eq!(String::from(Timezone::parse("Asia/Tokyo").unwrap()), "Asia/Tokyo");
     }
 
     #[test]
     fn clock_time_accepts_hh_mm_and_hh_mm_ss_and_writes_seconds() {
         assert_eq!(String::from(ClockTime::parse("22:00").unwrap()), "22:00:00");
-        assert_eq!(
-            String::from(ClockTime::parse("08:30:15").unwrap()),
-            "08:30:15"
-        );
+        assert_eq!(String::from(ClockTime::parse("08:30:15").unwrap()), "08:30:15");
         assert_eq!(String::from(ClockTime::parse("00:00").unwrap()), "00:00:00");
-        assert_eq!(
-            String::from(ClockTime::parse("23:59:59").unwrap()),
-            "23:59:59"
-        );
-        for bad in [
-            "24:00",
-            "7:00",
-            "07:60",
-            "12:00:60",
-            "noon",
-            "",
-            "12-00",
-            "12:00:00.5",
-            "1200",
-        ] {
+        assert_eq!(String::from(ClockTime::parse("23:59:59").unwrap()), "23:59:59");
+        for bad in ["24:00", "7:00", "07:60", "12:00:60", "noon", "", "12-00", "12:00:00.5", "1200"] {
             assert!(ClockTime::parse(bad).is_err(), "{bad:?}");
         }
     }
@@ -494,10 +425,7 @@ mod tests {
         // Characters, not bytes: 200 multi-byte characters are fine.
         assert!(validate_title(&"é".repeat(200)).is_ok());
         assert!(validate_message(&"m".repeat(1000)).is_ok());
-        assert_eq!(
-            validate_message(&"m".repeat(1001)).unwrap_err().field,
-            "message"
-        );
+        assert_eq!(validate_message(&"m".repeat(1001)).unwrap_err().field, "message");
         assert!(validate_metadata(&serde_json::json!({"a": 1})).is_ok());
         assert!(validate_metadata(&serde_json::json!([1])).is_err());
         let big = serde_json::json!({ "k": "x".repeat(16 * 1024) });

@@ -7,6 +7,7 @@
 //! [`StoreError`]; only the persistence actor runs these futures (see
 //! `actors::persistence` for why).
 
+pub mod bridge;
 pub mod json;
 pub mod preferences_doc;
 pub mod repository;
@@ -18,9 +19,7 @@ use diesel::result::{ConnectionError, DatabaseErrorKind};
 use diesel::sqlite::SqliteConnection;
 use diesel::Connection;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-use diesel_async::pooled_connection::{
-    AsyncDieselConnectionManager, ManagerConfig, PoolError, RecyclingMethod,
-};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, PoolError, RecyclingMethod};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
@@ -70,11 +69,10 @@ impl From<diesel::result::Error> for StoreError {
     fn from(e: diesel::result::Error) -> Self {
         use diesel::result::Error as E;
         match &e {
-            E::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
-            | E::BrokenTransactionManager => StoreError::Unavailable(e.to_string()),
-            E::DatabaseError(_, info) if is_transient(info.message()) => {
+            E::DatabaseError(DatabaseErrorKind::ClosedConnection, _) | E::BrokenTransactionManager => {
                 StoreError::Unavailable(e.to_string())
             }
+            E::DatabaseError(_, info) if is_transient(info.message()) => StoreError::Unavailable(e.to_string()),
             _ => StoreError::Query(e),
         }
     }
@@ -91,9 +89,7 @@ fn is_transient(message: &str) -> bool {
 impl From<bb8::RunError<PoolError>> for StoreError {
     fn from(e: bb8::RunError<PoolError>) -> Self {
         match e {
-            bb8::RunError::TimedOut => {
-                StoreError::Unavailable("timed out waiting for a connection".into())
-            }
+            bb8::RunError::TimedOut => StoreError::Unavailable("timed out waiting for a connection".into()),
             bb8::RunError::User(inner) => StoreError::Unavailable(inner.to_string()),
         }
     }
@@ -143,14 +139,11 @@ impl Db {
                 cfg.custom_setup = Box::new(|url| {
                     Box::pin(async move {
                         let mut conn = SqliteConn::establish(url).await?;
-                        conn.batch_execute(SQLITE_PRAGMAS)
-                            .await
-                            .map_err(ConnectionError::CouldntSetupConfiguration)?;
+                        conn.batch_execute(SQLITE_PRAGMAS).await.map_err(ConnectionError::CouldntSetupConfiguration)?;
                         Ok(conn)
                     })
                 });
-                let mgr =
-                    AsyncDieselConnectionManager::new_with_config(path.display().to_string(), cfg);
+                let mgr = AsyncDieselConnectionManager::new_with_config(path.display().to_string(), cfg);
                 let pool = pool_builder(pool_size).build(mgr).await?;
                 Ok(Db::Sqlite(pool))
             }
@@ -201,9 +194,8 @@ fn pool_builder<M: bb8::ManageConnection>(size: u32) -> bb8::Builder<M> {
 
 fn ensure_parent_dir(path: &std::path::Path) -> Result<(), StoreError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| {
-            StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
-        })?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", parent.display())))?;
     }
     Ok(())
 }
@@ -225,18 +217,12 @@ pub fn run_migrations_blocking(url: &DatabaseUrl) -> Result<Vec<String>, StoreEr
         DatabaseUrl::Postgres(url) => {
             let mut conn: AsyncConnectionWrapper<AsyncPgConnection> = Connection::establish(url)?;
             // Two nodes starting together must not both migrate.
-            diesel::connection::SimpleConnection::batch_execute(
-                &mut conn,
-                "SELECT pg_advisory_lock(727274)",
-            )?;
+            diesel::connection::SimpleConnection::batch_execute(&mut conn, "SELECT pg_advisory_lock(727274)")?;
             let result = conn
                 .run_pending_migrations(POSTGRES_MIGRATIONS)
                 .map(|v| v.into_iter().map(|v| v.to_string()).collect::<Vec<_>>())
                 .map_err(|e| StoreError::Corrupt(format!("migration failed: {e}")));
-            let _ = diesel::connection::SimpleConnection::batch_execute(
-                &mut conn,
-                "SELECT pg_advisory_unlock(727274)",
-            );
+            let _ = diesel::connection::SimpleConnection::batch_execute(&mut conn, "SELECT pg_advisory_unlock(727274)");
             result?
         }
     };
@@ -255,6 +241,5 @@ pub async fn run_migrations(url: &DatabaseUrl) -> Result<Vec<String>, StoreError
             let _ = tx.send(run_migrations_blocking(&url));
         })
         .map_err(|e| StoreError::Unavailable(format!("cannot start migration thread: {e}")))?;
-    rx.await
-        .map_err(|_| StoreError::Corrupt("migration thread died".into()))?
+    rx.await.map_err(|_| StoreError::Corrupt("migration thread died".into()))?
 }

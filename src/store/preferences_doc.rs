@@ -27,9 +27,7 @@ pub fn decode(mut doc: Value, cipher: &PiiCipher) -> Result<NotificationPreferen
     if let Some(obj) = doc.as_object_mut() {
         for field in CONTACT_FIELDS {
             if let Some(Value::String(sealed)) = obj.get(field) {
-                let plain = cipher
-                    .decrypt(sealed)
-                    .map_err(|e| StoreError::Corrupt(format!("{field}: {e}")))?;
+                let plain = cipher.decrypt(sealed).map_err(|e| StoreError::Corrupt(format!("{field}: {e}")))?;
                 obj.insert(field.to_string(), Value::String(plain));
             }
         }
@@ -50,15 +48,10 @@ mod tests {
             serde_json::json!({"email_address": "trader@example.com", "sms_phone_number": "+12345678901"}),
         )
         .unwrap();
-        let prefs = NotificationPreferences::defaults(Uuid::nil())
-            .apply(patch, chrono::Utc::now())
-            .unwrap();
+        let prefs = NotificationPreferences::defaults(Uuid::nil()).apply(patch, chrono::Utc::now()).unwrap();
         let doc = encode(&prefs, &cipher);
         let text = doc.to_string();
-        assert!(
-            !text.contains("trader@example.com") && !text.contains("12345678901"),
-            "{text}"
-        );
+        assert!(!text.contains("trader@example.com") && !text.contains("12345678901"), "{text}");
         assert_eq!(decode(doc, &cipher).unwrap(), prefs);
     }
 }

@@ -3,9 +3,10 @@
 //! [`with_conn!`]: crate::with_conn
 
 use super::json::Json;
-use super::schema::{notification_preferences, notifications, users};
+use super::schema::{deliveries, notification_preferences, notifications, users};
 use super::{Db, StoreError};
-use crate::domain::{NewNotification, Notification};
+use crate::domain::delivery::{DeliveryStatus, NewDelivery};
+use crate::domain::{NewNotification, Notification, StoredNotification};
 use crate::with_conn;
 use chrono::{DateTime, NaiveDateTime, Timelike, Utc};
 use diesel::prelude::*;
@@ -17,8 +18,7 @@ use uuid::Uuid;
 /// Stored times have microsecond precision (PostgreSQL's); cut to that before storing
 /// so the toast sent from memory equals what the REST API later reads back.
 pub fn to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
-    t.with_nanosecond(t.nanosecond() / 1_000 * 1_000)
-        .unwrap_or(t)
+    t.with_nanosecond(t.nanosecond() / 1_000 * 1_000).unwrap_or(t)
 }
 
 #[derive(Queryable, Selectable, Insertable)]
@@ -38,18 +38,12 @@ pub(super) struct NotificationRow {
 
 impl NotificationRow {
     fn into_domain(self) -> Result<Notification, StoreError> {
-        let corrupt = |what: &str, e: String| {
-            StoreError::Corrupt(format!("notification {}: {what}: {e}", self.id))
-        };
+        let corrupt = |what: &str, e: String| StoreError::Corrupt(format!("notification {}: {what}: {e}", self.id));
         Ok(Notification {
             id: Uuid::parse_str(&self.id).map_err(|e| corrupt("id", e.to_string()))?,
-            user_id: Uuid::parse_str(&self.user_id)
-                .map_err(|e| corrupt("user_id", e.to_string()))?,
+            user_id: Uuid::parse_str(&self.user_id).map_err(|e| corrupt("user_id", e.to_string()))?,
             sequence_number: self.sequence_number,
-            notification_type: self
-                .notification_type
-                .parse()
-                .map_err(|e| corrupt("type", e))?,
+            notification_type: self.notification_type.parse().map_err(|e| corrupt("type", e))?,
             priority: self.priority.parse().map_err(|e| corrupt("priority", e))?,
             title: self.title.clone(),
             message: self.message.clone(),
@@ -88,13 +82,7 @@ pub(super) struct UserRow<'a> {
 /// Records a user (first sight) or updates their role.
 pub async fn upsert_user(db: &Db, user: Uuid, role: &str) -> Result<(), StoreError> {
     let now = Utc::now().naive_utc();
-    let row = UserRow {
-        id: user.to_string(),
-        role,
-        last_sequence_number: 0,
-        created_at: now,
-        updated_at: now,
-    };
+    let row = UserRow { id: user.to_string(), role, last_sequence_number: 0, created_at: now, updated_at: now };
     with_conn!(db, conn => {
         diesel::insert_into(users::table)
             .values(&row)
@@ -110,130 +98,175 @@ pub async fn upsert_user(db: &Db, user: Uuid, role: &str) -> Result<(), StoreErr
 /// Records a user with role `user` unless already present (their role is kept).
 pub async fn insert_user_if_absent(db: &Db, user: Uuid) -> Result<(), StoreError> {
     let now = Utc::now().naive_utc();
-    let row = UserRow {
-        id: user.to_string(),
-        role: "user",
-        last_sequence_number: 0,
-        created_at: now,
-        updated_at: now,
-    };
+    let row = UserRow { id: user.to_string(), role: "user", last_sequence_number: 0, created_at: now, updated_at: now };
     with_conn!(db, conn => {
         diesel::insert_into(users::table).values(&row).on_conflict_do_nothing().execute(conn).await?;
         Ok(())
     })
 }
 
-/// How many notifications each user gets in a batch, in first-seen order.
-fn count_per_user(batch: &[NewNotification]) -> Vec<(Uuid, i64)> {
+/// A notification to store, with the outbox rows that go with it.
+#[derive(Debug, Clone)]
+pub struct StoreItem {
+    /// The notification.
+    pub notification: NewNotification,
+    /// Its delivery rows, written in the same transaction.
+    pub deliveries: Vec<NewDelivery>,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = deliveries)]
+pub(super) struct DeliveryRow {
+    id: String,
+    notification_id: String,
+    user_id: String,
+    channel: String,
+    status: String,
+    reason: Option<String>,
+    attempts: i32,
+    last_error: Option<String>,
+    next_attempt_at: Option<NaiveDateTime>,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+/// Each user's count in a batch, in first-seen order.
+fn count_per_user(batch: &[StoreItem]) -> Vec<(Uuid, i64)> {
     let mut per_user: Vec<(Uuid, i64)> = Vec::new();
     let mut index: HashMap<Uuid, usize> = HashMap::new();
-    for n in batch {
-        match index.get(&n.user_id) {
+    for item in batch {
+        let user = item.notification.user_id;
+        match index.get(&user) {
             Some(&i) => per_user[i].1 += 1,
             None => {
-                index.insert(n.user_id, per_user.len());
-                per_user.push((n.user_id, 1));
+                index.insert(user, per_user.len());
+                per_user.push((user, 1));
             }
         }
     }
     per_user
 }
 
-/// Numbers the batch in arrival order from each user's first new sequence number.
-fn number_rows(
-    batch: &[NewNotification],
-    mut next_seq: HashMap<Uuid, i64>,
-) -> Result<Vec<NotificationRow>, StoreError> {
-    let mut rows = Vec::with_capacity(batch.len());
-    for n in batch {
-        let seq = next_seq.get_mut(&n.user_id).ok_or_else(|| {
-            StoreError::Corrupt("sequence range missing for a user of the batch".into())
+/// A batch's rows, numbered.
+pub(super) struct NumberedBatch {
+    pub(super) notifications: Vec<NotificationRow>,
+    pub(super) deliveries: Vec<DeliveryRow>,
+    pub(super) unread: Vec<i64>,
+}
+
+/// Numbers a batch from each user's first new sequence number and unread count
+/// (`starts`), in arrival order.
+pub(super) fn number_batch(
+    batch: &[StoreItem],
+    mut starts: HashMap<Uuid, (i64, i64)>,
+    now: NaiveDateTime,
+) -> QueryResult<NumberedBatch> {
+    let mut out = NumberedBatch {
+        notifications: Vec::with_capacity(batch.len()),
+        deliveries: Vec::new(),
+        unread: Vec::with_capacity(batch.len()),
+    };
+    for item in batch {
+        let n = &item.notification;
+        let (seq, unread) = starts.get_mut(&n.user_id).ok_or_else(|| {
+            diesel::result::Error::QueryBuilderError("sequence range missing for a user of the batch".into())
         })?;
-        rows.push(NotificationRow::from_new(n, *seq));
+        out.notifications.push(NotificationRow::from_new(n, *seq));
+        out.unread.push(*unread);
         *seq += 1;
+        *unread += 1;
+        for d in &item.deliveries {
+            out.deliveries.push(DeliveryRow {
+                id: Uuid::new_v4().to_string(),
+                notification_id: n.id.to_string(),
+                user_id: n.user_id.to_string(),
+                channel: d.channel.as_str().to_string(),
+                status: d.status.as_str().to_string(),
+                reason: d.reason.clone(),
+                attempts: 0,
+                last_error: None,
+                next_attempt_at: (d.status == DeliveryStatus::Pending).then_some(now),
+                created_at: now,
+                updated_at: now,
+            });
+        }
     }
-    Ok(rows)
+    Ok(out)
 }
 
 pub(super) fn new_user_row(user: Uuid, now: NaiveDateTime) -> UserRow<'static> {
-    UserRow {
-        id: user.to_string(),
-        role: "user",
-        last_sequence_number: 0,
-        created_at: now,
-        updated_at: now,
-    }
+    UserRow { id: user.to_string(), role: "user", last_sequence_number: 0, created_at: now, updated_at: now }
 }
 
-/// Stores a batch of notifications in one transaction (group commit), assigning each
-/// user's next sequence numbers in arrival order. The per-user counter is bumped by
-/// an `UPDATE … RETURNING` that locks the user's row, so concurrent writers (other
-/// batches, other nodes) can never take the same numbers, and a rolled-back batch
-/// leaves no gap.
+/// Stores a batch of notifications and their outbox rows in one transaction (group
+/// commit), assigning each user's next sequence numbers in arrival order and keeping
+/// their unread count in step. The per-user counters are bumped by an
+/// `UPDATE … RETURNING` that locks the user's row, so concurrent writers (other
+/// batches, other nodes) never take the same numbers, and a rolled-back batch leaves
+/// no gap.
 ///
 /// This is the one query written per backend: diesel-async cannot send SQLite a
 /// multi-row insert, so on SQLite the whole batch runs as one blocking job on the
 /// connection (one thread hop instead of one per statement), in an `IMMEDIATE`
 /// transaction that takes the write lock up front.
-pub async fn store_batch(
-    db: &Db,
-    batch: Vec<NewNotification>,
-) -> Result<Vec<Notification>, StoreError> {
+pub async fn store_batch(db: &Db, batch: Vec<StoreItem>) -> Result<Vec<StoredNotification>, StoreError> {
     if batch.is_empty() {
         return Ok(Vec::new());
     }
-    let batch: Vec<NewNotification> = batch
+    let batch: Vec<StoreItem> = batch
         .into_iter()
-        .map(|mut n| {
-            n.created_at = to_micros(n.created_at);
-            n
+        .map(|mut item| {
+            item.notification.created_at = to_micros(item.notification.created_at);
+            item
         })
         .collect();
     let per_user = count_per_user(&batch);
     let now = Utc::now().naive_utc();
-    let rows = match db {
+    let numbered = match db {
         Db::Sqlite(pool) => {
             let mut conn = pool.get().await?;
-            conn.spawn_blocking(move |conn| {
-                super::sqlite_batch::store(conn, &per_user, now, |next| {
-                    number_rows(&batch, next)
-                        .map_err(|e| diesel::result::Error::QueryBuilderError(e.to_string().into()))
-                })
-            })
-            .await?
+            conn.spawn_blocking(move |conn| super::sqlite_batch::store(conn, &per_user, now, &batch)).await?
         }
         Db::Postgres(pool) => {
             let mut conn = pool.get().await?;
             let batch = &batch;
             conn.transaction::<_, StoreError, _>(async |conn| {
-                let mut next_seq: HashMap<Uuid, i64> = HashMap::with_capacity(per_user.len());
+                let mut starts: HashMap<Uuid, (i64, i64)> = HashMap::with_capacity(per_user.len());
                 for (user, count) in &per_user {
                     diesel::insert_into(users::table)
                         .values(&new_user_row(*user, now))
                         .on_conflict_do_nothing()
                         .execute(conn)
                         .await?;
-                    let last: i64 = diesel::update(users::table.find(user.to_string()))
-                        .set(users::last_sequence_number.eq(users::last_sequence_number + *count))
-                        .returning(users::last_sequence_number)
+                    let (last, unread): (i64, i64) = diesel::update(users::table.find(user.to_string()))
+                        .set((
+                            users::last_sequence_number.eq(users::last_sequence_number + *count),
+                            users::unread_count.eq(users::unread_count + *count),
+                        ))
+                        .returning((users::last_sequence_number, users::unread_count))
                         .get_result(conn)
                         .await?;
-                    next_seq.insert(*user, last - count + 1);
+                    starts.insert(*user, (last - count + 1, unread - count + 1));
                 }
-                let rows = number_rows(batch, next_seq)?;
+                let numbered = number_batch(batch, starts, now)?;
                 // Bound each statement's parameters (PostgreSQL allows 65535).
-                for chunk in rows.chunks(1000) {
-                    diesel::insert_into(notifications::table)
-                        .values(chunk)
-                        .execute(conn)
-                        .await?;
+                for chunk in numbered.notifications.chunks(1000) {
+                    diesel::insert_into(notifications::table).values(chunk).execute(conn).await?;
                 }
-                Ok(rows)
+                for chunk in numbered.deliveries.chunks(1000) {
+                    diesel::insert_into(deliveries::table).values(chunk).execute(conn).await?;
+                }
+                Ok(numbered)
             })
             .await?
         }
     };
-    rows.into_iter().map(NotificationRow::into_domain).collect()
+    numbered
+        .notifications
+        .into_iter()
+        .zip(numbered.unread)
+        .map(|(row, unread_count)| Ok(StoredNotification { notification: row.into_domain()?, unread_count }))
+        .collect()
 }
 
 /// Filters of the inbox list.
@@ -250,11 +283,7 @@ pub struct ListQuery {
 }
 
 /// A page of a user's inbox, newest first, and the total matching the filters.
-pub async fn list_notifications(
-    db: &Db,
-    user: Uuid,
-    q: &ListQuery,
-) -> Result<(Vec<Notification>, i64), StoreError> {
+pub async fn list_notifications(db: &Db, user: Uuid, q: &ListQuery) -> Result<(Vec<Notification>, i64), StoreError> {
     let uid = user.to_string();
     with_conn!(db, conn => {
         let mut page = notifications::table
@@ -281,12 +310,7 @@ pub async fn list_notifications(
 }
 
 /// Notifications with a sequence number above `after`, oldest first (replay).
-pub async fn notifications_after(
-    db: &Db,
-    user: Uuid,
-    after: i64,
-    limit: i64,
-) -> Result<Vec<Notification>, StoreError> {
+pub async fn notifications_after(db: &Db, user: Uuid, after: i64, limit: i64) -> Result<Vec<Notification>, StoreError> {
     let uid = user.to_string();
     with_conn!(db, conn => {
         let rows: Vec<NotificationRow> = notifications::table
@@ -301,59 +325,77 @@ pub async fn notifications_after(
     })
 }
 
-/// The user's unread count.
-pub async fn unread_count(db: &Db, user: Uuid) -> Result<i64, StoreError> {
+/// The user's last assigned sequence number and unread count ((0, 0) for a user
+/// never seen).
+pub async fn user_counters(db: &Db, user: Uuid) -> Result<(i64, i64), StoreError> {
     let uid = user.to_string();
     with_conn!(db, conn => {
-        let n: i64 = notifications::table
-            .filter(notifications::user_id.eq(&uid))
-            .filter(notifications::read.eq(false))
-            .count()
-            .get_result(conn)
-            .await?;
-        Ok(n)
-    })
-}
-
-/// The user's last assigned sequence number (0 when none).
-pub async fn last_sequence_number(db: &Db, user: Uuid) -> Result<i64, StoreError> {
-    let uid = user.to_string();
-    with_conn!(db, conn => {
-        let n: Option<i64> = users::table
+        let n: Option<(i64, i64)> = users::table
             .find(&uid)
-            .select(users::last_sequence_number)
+            .select((users::last_sequence_number, users::unread_count))
             .first(conn)
             .await
             .optional()?;
-        Ok(n.unwrap_or(0))
+        Ok(n.unwrap_or((0, 0)))
     })
 }
 
-/// Marks one of the user's notifications read; `false` when it is not theirs or absent.
-pub async fn mark_read(db: &Db, user: Uuid, id: Uuid) -> Result<bool, StoreError> {
+/// Marks one of the user's notifications read. `None` when it is not theirs (or
+/// absent); otherwise the user's unread count afterwards.
+pub async fn mark_read(db: &Db, user: Uuid, id: Uuid) -> Result<Option<i64>, StoreError> {
     let (uid, nid) = (user.to_string(), id.to_string());
     with_conn!(db, conn => {
-        let n = diesel::update(
-            notifications::table.filter(notifications::id.eq(&nid)).filter(notifications::user_id.eq(&uid)),
-        )
-        .set(notifications::read.eq(true))
-        .execute(conn)
-        .await?;
-        Ok(n > 0)
+        conn.transaction::<_, StoreError, _>(async |conn| {
+            let changed = diesel::update(
+                notifications::table
+                    .filter(notifications::id.eq(&nid))
+                    .filter(notifications::user_id.eq(&uid))
+                    .filter(notifications::read.eq(false)),
+            )
+            .set(notifications::read.eq(true))
+            .execute(conn)
+            .await?;
+            if changed == 0 {
+                let exists: i64 = notifications::table
+                    .filter(notifications::id.eq(&nid))
+                    .filter(notifications::user_id.eq(&uid))
+                    .count()
+                    .get_result(conn)
+                    .await?;
+                if exists == 0 {
+                    return Ok(None);
+                }
+                let unread: i64 = users::table.find(&uid).select(users::unread_count).first(conn).await?;
+                return Ok(Some(unread));
+            }
+            let unread: i64 = diesel::update(users::table.find(&uid))
+                .set(users::unread_count.eq(users::unread_count - 1))
+                .returning(users::unread_count)
+                .get_result(conn)
+                .await?;
+            Ok(Some(unread))
+        })
+        .await
     })
 }
 
-/// Marks all the user's unread notifications read in one statement; returns how many.
+/// Marks all the user's unread notifications read; returns how many. The user's row
+/// is locked first, so a batch being stored for them lands either wholly before (and
+/// is marked read) or wholly after (and stays unread, counted).
 pub async fn mark_all_read(db: &Db, user: Uuid) -> Result<usize, StoreError> {
     let uid = user.to_string();
     with_conn!(db, conn => {
-        let n = diesel::update(
-            notifications::table.filter(notifications::user_id.eq(&uid)).filter(notifications::read.eq(false)),
-        )
-        .set(notifications::read.eq(true))
-        .execute(conn)
-        .await?;
-        Ok(n)
+        conn.transaction::<_, StoreError, _>(async |conn| {
+            diesel::update(users::table.find(&uid)).set(users::unread_count.eq(0)).execute(conn).await?;
+            let n = diesel::update(
+                notifications::table.filter(notifications::user_id.eq(&uid)).filter(notifications::read.eq(false)),
+            )
+            .set(notifications::read.eq(true))
+            .execute(conn)
+            .await?;
+            Ok(n)
+        })
+        .await
     })
 }
 
@@ -362,18 +404,19 @@ pub async fn mark_all_read(db: &Db, user: Uuid) -> Result<usize, StoreError> {
 pub async fn delete_notifications(db: &Db, user: Uuid) -> Result<usize, StoreError> {
     let uid = user.to_string();
     with_conn!(db, conn => {
-        let n = diesel::delete(notifications::table.filter(notifications::user_id.eq(&uid)))
-            .execute(conn)
-            .await?;
-        Ok(n)
+        conn.transaction::<_, StoreError, _>(async |conn| {
+            diesel::update(users::table.find(&uid)).set(users::unread_count.eq(0)).execute(conn).await?;
+            let n = diesel::delete(notifications::table.filter(notifications::user_id.eq(&uid)))
+                .execute(conn)
+                .await?;
+            Ok(n)
+        })
+        .await
     })
 }
 
 /// The stored preferences document, if the user ever saved one.
-pub async fn load_preferences(
-    db: &Db,
-    user: Uuid,
-) -> Result<Option<serde_json::Value>, StoreError> {
+pub async fn load_preferences(db: &Db, user: Uuid) -> Result<Option<serde_json::Value>, StoreError> {
     let uid = user.to_string();
     with_conn!(db, conn => {
         let doc: Option<Json> = notification_preferences::table

@@ -10,6 +10,7 @@ diesel::table! {
         id -> Text,
         role -> Text,
         last_sequence_number -> BigInt,
+        unread_count -> BigInt,
         created_at -> Timestamp,
         updated_at -> Timestamp,
     }
@@ -84,6 +85,15 @@ diesel::table! {
         status_code -> Integer,
         response -> JsonDoc,
         created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+
+    throttle_marks (key) {
+        key -> Text,
+        last_at -> Timestamp,
     }
 }
 

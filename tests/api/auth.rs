@@ -5,12 +5,7 @@ use notifyhub::auth::{Claims, Role};
 use uuid::Uuid;
 
 fn expired_token(user: Uuid) -> String {
-    let claims = Claims {
-        sub: user.to_string(),
-        role: Role::User,
-        exp: chrono::Utc::now().timestamp() - 600,
-        iat: 0,
-    };
+    let claims = Claims { sub: user.to_string(), role: Role::User, exp: chrono::Utc::now().timestamp() - 600, iat: 0 };
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,

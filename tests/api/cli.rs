@@ -32,9 +32,7 @@ fn invalid_settings_stop_with_one_line_and_exit_code_2() {
         ("NOTIFYHUB_WORKERS", "-3"),
     ] {
         let mut cmd = bin();
-        cmd.current_dir(dir.path())
-            .env("NOTIFYHUB_DATA_DIR", dir.path())
-            .env(var, value);
+        cmd.current_dir(dir.path()).env("NOTIFYHUB_DATA_DIR", dir.path()).env(var, value);
         if var == "SMTP_TLS" {
             cmd.env("SMTP_HOST", "localhost");
         }
@@ -43,10 +41,7 @@ fn invalid_settings_stop_with_one_line_and_exit_code_2() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
         assert!(stderr.contains(var), "{stderr}");
-        assert!(
-            !stderr.contains("panicked") && !stderr.contains("backtrace"),
-            "{stderr}"
-        );
+        assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
     }
 }
 
@@ -58,22 +53,10 @@ fn token_prints_a_jwt_signed_with_the_configured_secret() {
         .current_dir(dir.path())
         .env("NOTIFYHUB_DATA_DIR", dir.path())
         .env("NOTIFYHUB_JWT_SECRET", "cli-secret-0123456789abcdef")
-        .args([
-            "token",
-            "--user",
-            &user.to_string(),
-            "--role",
-            "admin",
-            "--ttl",
-            "2h",
-        ])
+        .args(["token", "--user", &user.to_string(), "--role", "admin", "--ttl", "2h"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let token = String::from_utf8(out.stdout).unwrap();
     let keys = JwtKeys::new("cli-secret-0123456789abcdef");
     assert_eq!(keys.verify(token.trim()).unwrap(), (user, Role::Admin));
@@ -88,11 +71,7 @@ fn token_prints_a_jwt_signed_with_the_configured_secret() {
         .unwrap();
     let secret = std::fs::read_to_string(dir.path().join("secrets/jwt_secret")).unwrap();
     let keys = JwtKeys::new(secret.trim());
-    assert_eq!(
-        keys.verify(String::from_utf8(t1.stdout).unwrap().trim())
-            .unwrap(),
-        (user, Role::User)
-    );
+    assert_eq!(keys.verify(String::from_utf8(t1.stdout).unwrap().trim()).unwrap(), (user, Role::User));
 
     let bad = bin()
         .current_dir(dir.path())
@@ -106,33 +85,16 @@ fn token_prints_a_jwt_signed_with_the_configured_secret() {
 #[test]
 fn migrate_and_vapid_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let out = bin()
-        .current_dir(dir.path())
-        .env("NOTIFYHUB_DATA_DIR", dir.path())
-        .arg("migrate")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = bin().current_dir(dir.path()).env("NOTIFYHUB_DATA_DIR", dir.path()).arg("migrate").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 migration(s) applied"));
-    let again = bin()
-        .current_dir(dir.path())
-        .env("NOTIFYHUB_DATA_DIR", dir.path())
-        .arg("migrate")
-        .output()
-        .unwrap();
+    let again = bin().current_dir(dir.path()).env("NOTIFYHUB_DATA_DIR", dir.path()).arg("migrate").output().unwrap();
     assert!(String::from_utf8_lossy(&again.stdout).contains("0 migration(s) applied"));
     assert!(dir.path().join("notifyhub.db").exists());
 
     let out = bin().arg("vapid-keys").output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    let private = text
-        .lines()
-        .find_map(|l| l.strip_prefix("VAPID_PRIVATE_KEY="))
-        .unwrap();
+    let private = text.lines().find_map(|l| l.strip_prefix("VAPID_PRIVATE_KEY=")).unwrap();
     assert!(notifyhub::vapid::public_key_from_private(private).is_ok());
 }
 
@@ -161,20 +123,14 @@ fn sigterm_stops_the_hub_gracefully() {
     let port = port.expect("the hub prints where it listens");
     let health = std::net::TcpStream::connect(("127.0.0.1", port));
     assert!(health.is_ok());
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let mut stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(child.wait());
     });
-    let exit = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("hub stops within 20 s of SIGTERM")
-        .unwrap();
+    let exit = rx.recv_timeout(Duration::from_secs(20)).expect("hub stops within 20 s of SIGTERM").unwrap();
     assert!(exit.success(), "{exit:?}");
     let mut out = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut out).unwrap();

@@ -1,11 +1,13 @@
 //! Spawns the real hub on a random port, on SQLite or on PostgreSQL, with a fresh
 //! database per test.
 
+use notifyhub::actors::persistence::Pending;
 use notifyhub::auth::{JwtKeys, Role};
 use notifyhub::config::{Settings, Source};
 use notifyhub::domain::{NewNotification, Notification, NotificationType, Priority};
 use notifyhub::startup::Application;
 use notifyhub::state::AppState;
+use notifyhub::store::repository::StoreItem;
 use std::collections::HashMap;
 use std::sync::Once;
 use std::time::Duration;
@@ -65,9 +67,7 @@ pub fn pg_admin_url() -> Option<String> {
                 std::env::var("NOTIFYHUB_TEST_REQUIRE_PG").is_err(),
                 "NOTIFYHUB_TEST_REQUIRE_PG is set but NOTIFYHUB_TEST_PG_URL is not: start PostgreSQL with scripts/test.sh"
             );
-            eprintln!(
-                "SKIPPED: PostgreSQL test (set NOTIFYHUB_TEST_PG_URL or run scripts/test.sh)"
-            );
+            eprintln!("SKIPPED: PostgreSQL test (set NOTIFYHUB_TEST_PG_URL or run scripts/test.sh)");
             None
         }
     }
@@ -78,21 +78,14 @@ pub async fn fresh_pg_database() -> Option<String> {
     use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
     let admin = pg_admin_url()?;
     let name = format!("nh_test_{}", Uuid::new_v4().simple());
-    let mut conn = AsyncPgConnection::establish(&admin)
-        .await
-        .expect("connect to test PostgreSQL");
-    conn.batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create test database");
+    let mut conn = AsyncPgConnection::establish(&admin).await.expect("connect to test PostgreSQL");
+    conn.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create test database");
     let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
     Some(format!("{base}/{name}"))
 }
 
 /// Environment for a test hub on `backend` (None when PostgreSQL is skipped).
-pub async fn test_env(
-    backend: Backend,
-    data_dir: &std::path::Path,
-) -> Option<HashMap<String, String>> {
+pub async fn test_env(backend: Backend, data_dir: &std::path::Path) -> Option<HashMap<String, String>> {
     let mut env = HashMap::new();
     env.insert("NOTIFYHUB_BIND".into(), "127.0.0.1:0".into());
     env.insert("NOTIFYHUB_WORKERS".into(), "2".into());
@@ -127,10 +120,7 @@ pub async fn spawn_with_env(
     actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(20))
-            .build()
-            .expect("client"),
+        client: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client"),
         jwt: JwtKeys::new(JWT_SECRET),
         state,
         env,
@@ -148,57 +138,31 @@ impl TestApp {
 
     /// GET with a bearer token.
     pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
-        self.client
-            .get(format!("{}{path}", self.address))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("GET")
+        self.client.get(format!("{}{path}", self.address)).bearer_auth(token).send().await.expect("GET")
     }
 
     /// POST JSON with a bearer token.
-    pub async fn post(
-        &self,
-        path: &str,
-        token: &str,
-        body: &serde_json::Value,
-    ) -> reqwest::Response {
-        self.client
-            .post(format!("{}{path}", self.address))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .expect("POST")
+    pub async fn post(&self, path: &str, token: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client.post(format!("{}{path}", self.address)).bearer_auth(token).json(body).send().await.expect("POST")
     }
 
     /// PATCH with a bearer token.
     pub async fn patch(&self, path: &str, token: &str) -> reqwest::Response {
-        self.client
-            .patch(format!("{}{path}", self.address))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("PATCH")
+        self.client.patch(format!("{}{path}", self.address)).bearer_auth(token).send().await.expect("PATCH")
     }
 
     /// DELETE with a bearer token.
     pub async fn delete(&self, path: &str, token: &str) -> reqwest::Response {
-        self.client
-            .delete(format!("{}{path}", self.address))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("DELETE")
+        self.client.delete(format!("{}{path}", self.address)).bearer_auth(token).send().await.expect("DELETE")
     }
 
     /// Stores notifications directly through the persistence actor.
     pub async fn store(&self, items: Vec<NewNotification>) -> Vec<Notification> {
-        self.state
-            .store
-            .store_notifications(items)
-            .await
-            .expect("store")
+        let pending = items
+            .into_iter()
+            .map(|notification| Pending { item: StoreItem { notification, deliveries: Vec::new() }, toast: true })
+            .collect();
+        self.state.store.store_notifications(pending).await.expect("store").into_iter().map(|s| s.notification).collect()
     }
 
     /// Stops the server and waits until the persistence actor flushed.
@@ -235,17 +199,10 @@ pub async fn assert_error(res: reqwest::Response, status: u16, code: &str) -> se
     let body: serde_json::Value = res.json().await.expect("JSON error body");
     let err = &body["error"];
     assert_eq!(err["code"], code, "{body}");
-    assert!(
-        err["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
+    assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
     assert!(err["details"].is_object(), "{body}");
     assert!(err["timestamp"].as_str().is_some(), "{body}");
-    assert_eq!(
-        err["request_id"],
-        header_id.as_str(),
-        "request_id must match the header: {body}"
-    );
+    assert_eq!(err["request_id"], header_id.as_str(), "request_id must match the header: {body}");
     body
 }
 

@@ -9,11 +9,7 @@ use uuid::Uuid;
 async fn seed(app: &TestApp, user: Uuid, n: usize) -> Vec<notifyhub::domain::Notification> {
     let items = (0..n)
         .map(|i| {
-            let kind = if i % 2 == 0 {
-                NotificationType::SignalGenerated
-            } else {
-                NotificationType::RiskWarning
-            };
+            let kind = if i % 2 == 0 { NotificationType::SignalGenerated } else { NotificationType::RiskWarning };
             new_notification(user, kind, &format!("n{}", i + 1))
         })
         .collect();
@@ -21,9 +17,7 @@ async fn seed(app: &TestApp, user: Uuid, n: usize) -> Vec<notifyhub::domain::Not
 }
 
 async fn page(app: &TestApp, token: &str, query: &str) -> Value {
-    let res = app
-        .get(&format!("/api/v1/notifications{query}"), token)
-        .await;
+    let res = app.get(&format!("/api/v1/notifications{query}"), token).await;
     assert_eq!(res.status(), 200, "{query}");
     assert!(res.headers().contains_key("x-request-id"));
     res.json().await.unwrap()

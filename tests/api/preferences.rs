@@ -23,11 +23,7 @@ async fn raw_preferences_rows(app: &TestApp) -> String {
             let docs: Vec<Json> = notifyhub::with_conn!(&db, conn => {
                 p::table.select(p::preferences).load(conn).await?
             });
-            Ok(docs
-                .into_iter()
-                .map(|d| d.0.to_string())
-                .collect::<Vec<_>>()
-                .join("\n"))
+            Ok(docs.into_iter().map(|d| d.0.to_string()).collect::<Vec<_>>().join("\n"))
         })
         .await
         .unwrap()

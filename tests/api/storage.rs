@@ -1,19 +1,18 @@
 //! Sequence numbers under concurrent writers, group commit, and data surviving a restart.
 
 use crate::helpers::{new_notification, spawn_with_env, Backend, TestApp};
-use notifyhub::actors::persistence::StoreHandle;
+use notifyhub::actors::persistence::{Pending, StoreHandle};
 use notifyhub::auth::Role;
 use notifyhub::config::{Settings, Source};
 use notifyhub::domain::NotificationType;
+use notifyhub::store::repository::StoreItem;
 use std::collections::BTreeSet;
 use uuid::Uuid;
 
 /// A second, independent writer on the same database (as a second node would be).
 async fn second_writer(app: &TestApp) -> StoreHandle {
     let settings = Settings::load(&Source::new(app.env.clone()).unwrap()).unwrap();
-    StoreHandle::start(settings.database_url, 4, Default::default())
-        .await
-        .unwrap()
+    StoreHandle::start(settings.database_url, 4, Default::default()).await.unwrap()
 }
 
 crate::on_both_backends! {
@@ -32,8 +31,9 @@ crate::on_both_backends! {
                         batch.push(new_notification(user, NotificationType::RiskWarning, &format!("w{w}-{i}b")));
                         batch.push(new_notification(Uuid::new_v4(), NotificationType::RiskWarning, "someone else"));
                     }
-                    let stored = store.store_notifications(batch).await.expect("store");
-                    seqs.extend(stored.iter().filter(|n| n.user_id == user).map(|n| n.sequence_number));
+                    let pending = batch.into_iter().map(|notification| Pending { item: StoreItem { notification, deliveries: Vec::new() }, toast: true }).collect();
+                    let stored = store.store_notifications(pending).await.expect("store");
+                    seqs.extend(stored.iter().map(|s| &s.notification).filter(|n| n.user_id == user).map(|n| n.sequence_number));
                 }
                 seqs
             }));

@@ -1,3 +1,4 @@
+DROP TABLE throttle_marks;
 DROP TABLE idempotency_keys;
 DROP TABLE deliveries;
 DROP TABLE push_subscriptions;

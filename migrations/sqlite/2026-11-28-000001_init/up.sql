@@ -3,6 +3,9 @@ CREATE TABLE users (
     id TEXT PRIMARY KEY NOT NULL,
     role TEXT NOT NULL DEFAULT 'user',
     last_sequence_number BIGINT NOT NULL DEFAULT 0,
+    -- Kept in step with notifications.read in the same transactions, so a toast can
+    -- carry the count without counting rows.
+    unread_count BIGINT NOT NULL DEFAULT 0,
     created_at TIMESTAMP NOT NULL,
     updated_at TIMESTAMP NOT NULL
 );
@@ -65,3 +68,10 @@ CREATE TABLE idempotency_keys (
     created_at TIMESTAMP NOT NULL
 );
 CREATE INDEX idx_idempotency_created ON idempotency_keys (created_at);
+
+-- Throttles (risk warnings 1/h per user and type, system errors 1/15 min per type),
+-- in the database so they survive restarts and hold across nodes.
+CREATE TABLE throttle_marks (
+    key TEXT PRIMARY KEY NOT NULL,
+    last_at TIMESTAMP NOT NULL
+);

@@ -1,0 +1,386 @@
+//! The dispatcher: turns a bridge event into notifications. It resolves recipients,
+//! applies each user's rules (confidence threshold, throttles, quiet hours, routing),
+//! hands the notifications to the persistence actor (which numbers them and, once
+//! committed, fans them out to open tabs), and watches the database: when it comes
+//! back after an outage, admins get a `system_error`.
+//!
+//! Events are handled concurrently (each handler's future runs on the dispatcher's
+//! arbiter), so many in flight share one group-commit batch.
+
+use super::persistence::{Pending, StoreHandle};
+use crate::clock::Clock;
+use crate::crypto::PiiCipher;
+use crate::domain::delivery::NewDelivery;
+use crate::domain::events::{Audience, ErrorPayload, Event, EventKind};
+use crate::domain::rules::{self, route, signal_passes};
+use crate::domain::{Channel, NewNotification, NotificationPreferences};
+use crate::store::repository::StoreItem;
+use crate::store::{bridge, preferences_doc, StoreError};
+use actix::prelude::*;
+use dashmap::DashMap;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// How long a cached profile is trusted without a reload (a safety net for changes
+/// made through another node; changes made here invalidate at once).
+const PROFILE_TTL: Duration = Duration::from_secs(60);
+
+/// What the rules need to know about a recipient.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    /// Preferences (defaults when never saved).
+    pub prefs: NotificationPreferences,
+    /// Whether the user has a push subscription.
+    pub has_push: bool,
+}
+
+/// Recipients' profiles, cached; invalidated when preferences or subscriptions change.
+pub struct ProfileCache {
+    map: DashMap<Uuid, (Arc<Profile>, Instant)>,
+    pii: PiiCipher,
+}
+
+impl ProfileCache {
+    /// An empty cache.
+    pub fn new(pii: PiiCipher) -> Arc<Self> {
+        Arc::new(Self { map: DashMap::new(), pii })
+    }
+
+    /// Forgets a user's profile (their preferences or subscriptions changed).
+    pub fn invalidate(&self, user: Uuid) {
+        self.map.remove(&user);
+    }
+
+    async fn load(&self, store: &StoreHandle, ids: &[Uuid]) -> Result<HashMap<Uuid, Arc<Profile>>, StoreError> {
+        let mut out = HashMap::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        for id in ids {
+            match self.map.get(id) {
+                Some(e) if e.1.elapsed() < PROFILE_TTL => {
+                    out.insert(*id, e.0.clone());
+                }
+                _ => missing.push(*id),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        let query_ids = missing.clone();
+        let (docs, push) = store
+            .call(move |db| async move {
+                let docs = bridge::preferences_of(&db, &query_ids).await?;
+                let push = bridge::users_with_push(&db, &query_ids).await?;
+                Ok((docs, push))
+            })
+            .await?;
+        let mut docs = docs;
+        for id in missing {
+            let prefs = match docs.remove(&id) {
+                Some(doc) => preferences_doc::decode(doc, &self.pii)?,
+                None => NotificationPreferences::defaults(id),
+            };
+            let profile = Arc::new(Profile { prefs, has_push: push.contains(&id) });
+            self.map.insert(id, (profile.clone(), Instant::now()));
+            out.insert(id, profile);
+        }
+        Ok(out)
+    }
+}
+
+/// One notification the bridge reports back.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AcceptedNotification {
+    /// Recipient.
+    pub user_id: Uuid,
+    /// The stored notification.
+    pub notification_id: Uuid,
+    /// Its sequence number.
+    pub sequence_number: i64,
+    /// Channels it goes out on.
+    pub channels: Vec<Channel>,
+}
+
+/// What became of an event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Stored for these recipients (others were filtered or throttled).
+    Accepted {
+        /// Stored notifications.
+        notifications: Vec<AcceptedNotification>,
+        /// Recipients dropped by their confidence threshold.
+        filtered_count: usize,
+        /// Recipients dropped by a throttle.
+        throttled_count: usize,
+    },
+    /// Nothing stored: a rule dropped it.
+    Filtered(&'static str),
+    /// Nothing stored: a throttle dropped it.
+    Throttled(&'static str),
+}
+
+/// Dispatches one event.
+#[derive(Message)]
+#[rtype(result = "Result<Outcome, StoreError>")]
+pub struct Dispatch(pub Event);
+
+/// Everything the dispatcher works with (shared by its concurrent handlers).
+pub struct DispatchCore {
+    /// Storage.
+    pub store: StoreHandle,
+    /// Profiles.
+    pub profiles: Arc<ProfileCache>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl DispatchCore {
+    async fn recipients(&self, audience: &Audience) -> Result<Vec<Uuid>, StoreError> {
+        match audience {
+            Audience::Users(ids) => Ok(ids.clone()),
+            Audience::All => self.store.call(|db| async move { bridge::all_user_ids(&db).await }).await,
+            Audience::Admins => self.store.call(|db| async move { bridge::admin_ids(&db).await }).await,
+        }
+    }
+
+    async fn acquire(
+        &self,
+        key: String,
+        window: chrono::Duration,
+    ) -> Result<Option<(String, chrono::DateTime<chrono::Utc>)>, StoreError> {
+        let now = self.clock.now();
+        let k = key.clone();
+        let taken =
+            self.store.call(move |db| async move { bridge::throttle_acquire(&db, &k, now, window).await }).await?;
+        Ok(taken.then_some((key, now)))
+    }
+
+    async fn release(&self, taken: Vec<(String, chrono::DateTime<chrono::Utc>)>) {
+        if taken.is_empty() {
+            return;
+        }
+        let result = self
+            .store
+            .call(move |db| async move {
+                for (key, at) in taken {
+                    bridge::throttle_release(&db, &key, at).await?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not release throttles after a failed store");
+        }
+    }
+
+    /// Applies the rules and stores what passes.
+    pub async fn dispatch(&self, event: Event) -> Result<Outcome, StoreError> {
+        let content = event.kind.content();
+        if let EventKind::Risk(r) = &event.kind {
+            if !rules::risk_needs_warning(r.risk_type, r.current) {
+                return Ok(Outcome::Filtered("below_risk_threshold"));
+            }
+        }
+        let mut recipients = self.recipients(&event.audience).await?;
+        if recipients.is_empty() {
+            return Ok(Outcome::Filtered(match event.audience {
+                Audience::Admins => "no_admins",
+                _ => "no_recipients",
+            }));
+        }
+        let profiles = self.profiles.load(&self.store, &recipients).await?;
+        let mut filtered_count = 0;
+        if let EventKind::Signal(s) = &event.kind {
+            let before = recipients.len();
+            recipients.retain(|u| {
+                profiles.get(u).is_some_and(|p| signal_passes(s.confidence, p.prefs.min_confidence_threshold))
+            });
+            filtered_count = before - recipients.len();
+            if recipients.is_empty() {
+                return Ok(Outcome::Filtered("below_confidence_threshold"));
+            }
+        }
+        let mut taken = Vec::new();
+        let mut throttled_count = 0;
+        match &event.kind {
+            EventKind::Risk(r) => {
+                let mut kept = Vec::with_capacity(recipients.len());
+                for user in recipients {
+                    let key = format!("risk_warning:{user}:{}", r.risk_type.as_str());
+                    match self.acquire(key, rules::RISK_WARNING_WINDOW).await {
+                        Ok(Some(t)) => {
+                            taken.push(t);
+                            kept.push(user);
+                        }
+                        Ok(None) => throttled_count += 1,
+                        Err(e) => {
+                            self.release(taken).await;
+                            return Err(e);
+                        }
+                    }
+                }
+                recipients = kept;
+                if recipients.is_empty() {
+                    return Ok(Outcome::Throttled("risk_warning_throttled"));
+                }
+            }
+            EventKind::SystemError(_) => {
+                let key = event.kind.throttle_key().unwrap_or_default();
+                match self.acquire(key, rules::SYSTEM_ERROR_WINDOW).await? {
+                    Some(t) => taken.push(t),
+                    None => return Ok(Outcome::Throttled("system_error_throttled")),
+                }
+            }
+            _ => {}
+        }
+
+        let now = self.clock.now();
+        let mut pending = Vec::with_capacity(recipients.len());
+        let mut channels = Vec::with_capacity(recipients.len());
+        for user in &recipients {
+            let default_profile;
+            let profile = match profiles.get(user) {
+                Some(p) => p.as_ref(),
+                None => {
+                    default_profile = Profile { prefs: NotificationPreferences::defaults(*user), has_push: false };
+                    &default_profile
+                }
+            };
+            let routing = route(content.priority, &profile.prefs, profile.has_push, now);
+            let notification = NewNotification {
+                id: Uuid::new_v4(),
+                user_id: *user,
+                notification_type: content.notification_type,
+                priority: content.priority,
+                title: content.title.clone(),
+                message: content.message.clone(),
+                metadata: content.metadata.clone(),
+                created_at: now,
+            };
+            channels.push(routing.deliver.clone());
+            pending.push(Pending {
+                toast: routing.toast(),
+                item: StoreItem { notification, deliveries: NewDelivery::for_routing(&routing) },
+            });
+        }
+        let stored = match self.store.store_notifications(pending).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.release(taken).await;
+                return Err(e);
+            }
+        };
+        let notifications = stored
+            .into_iter()
+            .zip(channels)
+            .map(|(s, channels)| AcceptedNotification {
+                user_id: s.notification.user_id,
+                notification_id: s.notification.id,
+                sequence_number: s.notification.sequence_number,
+                channels,
+            })
+            .collect::<Vec<_>>();
+        tracing::info!(
+            notification_type = content.notification_type.as_str(),
+            priority = content.priority.as_str(),
+            accepted = notifications.len(),
+            filtered = filtered_count,
+            throttled = throttled_count,
+            "event dispatched"
+        );
+        Ok(Outcome::Accepted { notifications, filtered_count, throttled_count })
+    }
+}
+
+/// The dispatcher actor.
+pub struct Dispatcher {
+    core: Arc<DispatchCore>,
+    db_down_since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Dispatcher {
+    /// Starts the dispatcher on its own arbiter.
+    pub fn start_on_own_arbiter(core: Arc<DispatchCore>) -> Addr<Dispatcher> {
+        let arbiter = Arbiter::new();
+        Dispatcher::start_in_arbiter(&arbiter.handle(), move |_| Dispatcher { core, db_down_since: None })
+    }
+
+    fn watch_database(&mut self, ctx: &mut Context<Self>) {
+        let core = self.core.clone();
+        let fut = async move { core.store.call(|db| async move { db.ping().await }).await };
+        ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
+            let now = act.core.clock.now();
+            match (result, act.db_down_since) {
+                (Err(e), None) => {
+                    tracing::error!(error = %e, "database unreachable");
+                    act.db_down_since = Some(now);
+                }
+                (Ok(()), Some(since)) => {
+                    act.db_down_since = None;
+                    let secs = (now - since).num_seconds().max(1);
+                    tracing::warn!(down_seconds = secs, "database reachable again");
+                    let event = Event {
+                        kind: EventKind::SystemError(ErrorPayload {
+                            error_type: "database_unreachable".into(),
+                            message: format!(
+                                "notifyhub could not reach its database for about {secs} s (since {}); it has recovered. \
+                                 Bridge calls in that window were answered 503 and may have been retried.",
+                                since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                            ),
+                            stack_trace: None,
+                            correlation_id: None,
+                        }),
+                        audience: Audience::Admins,
+                    };
+                    ctx.notify(RaiseOwnError(event));
+                }
+                _ => {}
+            }
+        }));
+    }
+}
+
+/// The hub reports one of its own failures.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RaiseOwnError(pub Event);
+
+impl Actor for Dispatcher {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| act.watch_database(ctx));
+        ctx.run_interval(Duration::from_secs(600), |act, _| {
+            let core = act.core.clone();
+            actix::spawn(async move {
+                let now = core.clock.now();
+                let _ = core.store.call(move |db| async move { bridge::idempotency_purge(&db, now).await }).await;
+            });
+        });
+    }
+}
+
+impl Handler<Dispatch> for Dispatcher {
+    type Result = ResponseFuture<Result<Outcome, StoreError>>;
+
+    fn handle(&mut self, msg: Dispatch, _: &mut Context<Self>) -> Self::Result {
+        let core = self.core.clone();
+        Box::pin(async move { core.dispatch(msg.0).await })
+    }
+}
+
+impl Handler<RaiseOwnError> for Dispatcher {
+    type Result = ();
+
+    fn handle(&mut self, msg: RaiseOwnError, _: &mut Context<Self>) {
+        let core = self.core.clone();
+        actix::spawn(async move {
+            match core.dispatch(msg.0).await {
+                Ok(outcome) => tracing::info!(?outcome, "own system error raised"),
+                Err(e) => tracing::error!(error = %e, "could not raise own system error"),
+            }
+        });
+    }
+}

@@ -1,0 +1,346 @@
+//! `UserSession`: one actor per connected user, owning that user's open sockets (tabs)
+//! and each socket's delivery cursor; stops after its last socket closes.
+//!
+//! Gap-free delivery: a socket joins in *replaying* state. While the stored
+//! notifications after its cursor are read and sent, live ones arriving for the user
+//! are buffered; then the buffer is drained, skipping what the replay already sent, and
+//! the socket goes *live*. A live socket that sees a sequence number jump (a toast it
+//! never got) goes back to replaying from its cursor. So every socket receives every
+//! sequence number once, in order, whatever races the replay.
+
+use super::persistence::{Fanout, StoreHandle};
+use super::ws::{CloseSocket, Outbound, WsConnection};
+use crate::domain::{Notification, NotificationToast, ServerMessage, StoredNotification};
+use crate::store::{repository, StoreError};
+use actix::prelude::*;
+use bytestring::ByteString;
+use dashmap::DashMap;
+use std::collections::HashMap;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Notifications read per replay round trip.
+const REPLAY_PAGE: i64 = 500;
+
+/// A frame for one user's sockets, serialised once for all of them.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    /// The notification's sequence number.
+    pub seq: i64,
+    /// `notification_toast`, or `unread_count` when the toast is withheld.
+    pub frame: ByteString,
+}
+
+/// A socket joins (after the upgrade). `since`: replay everything after it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Join {
+    /// Socket id, unique in this process.
+    pub conn_id: u64,
+    /// The socket actor.
+    pub addr: Addr<WsConnection>,
+    /// The client's last seen sequence number.
+    pub since: Option<i64>,
+}
+
+/// A socket closed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leave {
+    /// Socket id.
+    pub conn_id: u64,
+}
+
+/// The unread count changed (mark read, read-all, erase).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UnreadChanged {
+    /// The new count.
+    pub count: i64,
+}
+
+/// A page of replay, read for one socket.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ReplayPage {
+    conn_id: u64,
+    /// The page (oldest first), the unread count, and the cursor it was read after.
+    result: Result<(Vec<Notification>, i64, i64), StoreError>,
+}
+
+enum Cursor {
+    /// Reading stored notifications; live ones wait in `buffered`. `first`: the
+    /// socket has not been told `ready` yet.
+    Replaying {
+        buffered: Vec<Deliver>,
+        first: bool,
+    },
+    Live {
+        last: i64,
+    },
+}
+
+struct Conn {
+    addr: Addr<WsConnection>,
+    cursor: Cursor,
+}
+
+/// One connected user.
+pub struct UserSession {
+    user: Uuid,
+    conns: HashMap<u64, Conn>,
+    store: StoreHandle,
+    registry: Arc<Sessions>,
+}
+
+impl Actor for UserSession {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        let me = ctx.address();
+        self.registry.map.remove_if(&self.user, |_, addr| *addr == me);
+    }
+}
+
+/// Serialises a server message (infallible for these types).
+pub fn frame(msg: &ServerMessage) -> ByteString {
+    ByteString::from(serde_json::to_string(msg).unwrap_or_default())
+}
+
+fn toast_frame(notification: Notification, unread_count: i64) -> ByteString {
+    frame(&ServerMessage::NotificationToast(NotificationToast {
+        sequence_number: notification.sequence_number,
+        notification,
+        unread_count,
+        timestamp: chrono::Utc::now(),
+    }))
+}
+
+impl UserSession {
+    fn replay(&mut self, conn_id: u64, after: Option<i64>, ctx: &mut Context<Self>) {
+        let user = self.user;
+        let store = self.store.clone();
+        let fut = async move {
+            store
+                .call(move |db| async move {
+                    let (last, unread) = repository::user_counters(&db, user).await?;
+                    // A client claiming more than exists (database reset) restarts from the end.
+                    let after = after.map_or(last, |a| a.min(last));
+                    let page = repository::notifications_after(&db, user, after, REPLAY_PAGE).await?;
+                    Ok((page, unread, after))
+                })
+                .await
+        };
+        ctx.spawn(fut.into_actor(self).map(move |result, _, ctx| {
+            ctx.notify(ReplayPage { conn_id, result });
+        }));
+    }
+
+    fn send(addr: &Addr<WsConnection>, frame: ByteString) {
+        addr.do_send(Outbound(frame));
+    }
+}
+
+impl Handler<Join> for UserSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) {
+        if !msg.addr.connected() {
+            // Closed before it joined.
+            if self.conns.is_empty() {
+                ctx.stop();
+            }
+            return;
+        }
+        self.conns.insert(
+            msg.conn_id,
+            Conn { addr: msg.addr, cursor: Cursor::Replaying { buffered: Vec::new(), first: true } },
+        );
+        self.replay(msg.conn_id, msg.since, ctx);
+    }
+}
+
+impl Handler<Leave> for UserSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: Leave, ctx: &mut Context<Self>) {
+        self.conns.remove(&msg.conn_id);
+        if self.conns.is_empty() {
+            ctx.stop();
+        }
+    }
+}
+
+impl Handler<ReplayPage> for UserSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReplayPage, ctx: &mut Context<Self>) {
+        let Some(conn) = self.conns.get_mut(&msg.conn_id) else { return };
+        let (page, unread, after) = match msg.result {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(user_id = %self.user, error = %e, "replay failed; closing the socket so the client retries");
+                conn.addr.do_send(CloseSocket::try_again_later("replay failed: database unavailable"));
+                return;
+            }
+        };
+        let Cursor::Replaying { buffered, first, .. } = &mut conn.cursor else { return };
+        let first_round = *first;
+        let mut buffered = std::mem::take(buffered);
+        let full_page = page.len() as i64 == REPLAY_PAGE;
+        let mut cursor = after;
+        for n in page {
+            cursor = n.sequence_number;
+            Self::send(&conn.addr, toast_frame(n, unread));
+        }
+        if full_page {
+            conn.cursor = Cursor::Replaying { buffered, first: first_round };
+            self.replay(msg.conn_id, Some(cursor), ctx);
+            return;
+        }
+        // Drain what arrived live meanwhile, in order, skipping what the replay sent.
+        buffered.sort_by_key(|d| d.seq);
+        let mut gap = false;
+        let mut rest = Vec::new();
+        for d in buffered {
+            if gap {
+                rest.push(d);
+            } else if d.seq <= cursor {
+                continue;
+            } else if d.seq == cursor + 1 {
+                cursor = d.seq;
+                Self::send(&conn.addr, d.frame);
+            } else {
+                gap = true;
+                rest.push(d);
+            }
+        }
+        if gap {
+            conn.cursor = Cursor::Replaying { buffered: rest, first: first_round };
+            self.replay(msg.conn_id, Some(cursor), ctx);
+            return;
+        }
+        conn.cursor = Cursor::Live { last: cursor };
+        if first_round {
+            Self::send(&conn.addr, frame(&ServerMessage::Ready { last_sequence_number: cursor }));
+        }
+    }
+}
+
+impl Handler<Deliver> for UserSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
+        let mut catch_up = Vec::new();
+        for (id, conn) in self.conns.iter_mut() {
+            match &mut conn.cursor {
+                Cursor::Replaying { buffered, .. } => buffered.push(msg.clone()),
+                Cursor::Live { last } => {
+                    if msg.seq <= *last {
+                        continue;
+                    }
+                    if msg.seq == *last + 1 {
+                        *last = msg.seq;
+                        Self::send(&conn.addr, msg.frame.clone());
+                    } else {
+                        // A toast never reached us (another node, a lost message):
+                        // fetch the missing ones before going on.
+                        let after = *last;
+                        conn.cursor = Cursor::Replaying { buffered: vec![msg.clone()], first: false };
+                        catch_up.push((*id, after));
+                    }
+                }
+            }
+        }
+        for (id, after) in catch_up {
+            self.replay(id, Some(after), ctx);
+        }
+    }
+}
+
+impl Handler<UnreadChanged> for UserSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: UnreadChanged, _: &mut Context<Self>) {
+        let f = frame(&ServerMessage::UnreadCount { count: msg.count });
+        for conn in self.conns.values() {
+            Self::send(&conn.addr, f.clone());
+        }
+    }
+}
+
+/// The registry of connected users: `user → UserSession`.
+pub struct Sessions {
+    map: DashMap<Uuid, Addr<UserSession>>,
+    store: StoreHandle,
+}
+
+impl Sessions {
+    /// An empty registry.
+    pub fn new(store: StoreHandle) -> Arc<Self> {
+        Arc::new(Self { map: DashMap::new(), store })
+    }
+
+    /// Adds a socket to its user's session, creating the session when needed.
+    pub async fn join(self: &Arc<Self>, user: Uuid, join: Join) {
+        let mut join = Some(join);
+        for _ in 0..3 {
+            let addr = self
+                .map
+                .entry(user)
+                .or_insert_with(|| {
+                    UserSession { user, conns: HashMap::new(), store: self.store.clone(), registry: self.clone() }
+                        .start()
+                })
+                .clone();
+            let Some(msg) = join.take() else { return };
+            match addr.try_send(msg) {
+                Ok(()) => return,
+                Err(SendError::Full(msg)) => {
+                    let _ = addr.send(msg).await;
+                    return;
+                }
+                Err(SendError::Closed(msg)) => {
+                    // The session was stopping (its last tab just closed): start a new one.
+                    self.map.remove_if(&user, |_, a| *a == addr);
+                    join = Some(msg);
+                }
+            }
+        }
+    }
+
+    /// A socket closed.
+    pub fn leave(&self, user: Uuid, conn_id: u64) {
+        if let Some(addr) = self.map.get(&user) {
+            addr.do_send(Leave { conn_id });
+        }
+    }
+
+    /// Tells a user's open tabs their unread count changed.
+    pub fn unread_changed(&self, user: Uuid, count: i64) {
+        if let Some(addr) = self.map.get(&user) {
+            addr.do_send(UnreadChanged { count });
+        }
+    }
+
+    /// How many users have a session on this node.
+    pub fn connected_users(&self) -> usize {
+        self.map.len()
+    }
+}
+
+impl Fanout for Sessions {
+    fn committed(&self, committed: &[StoredNotification], toast: &[bool]) {
+        for (stored, &toast) in committed.iter().zip(toast) {
+            // Serialise only for users with a socket here, once for all their tabs.
+            let Some(addr) = self.map.get(&stored.notification.user_id).map(|a| a.clone()) else { continue };
+            let frame = if toast {
+                toast_frame(stored.notification.clone(), stored.unread_count)
+            } else {
+                frame(&ServerMessage::UnreadCount { count: stored.unread_count })
+            };
+            addr.do_send(Deliver { seq: stored.notification.sequence_number, frame });
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The HTTP bridge: internal services post events with a service token.
+
+use crate::actors::dispatcher::{Dispatch, Outcome};
+use crate::auth::ServiceCaller;
+use crate::domain::events::Event;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::bridge::{self, IdempotencyState};
+use actix_web::http::StatusCode;
+use actix_web::{post, web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+
+/// Up to this many recipients are listed one by one in the answer.
+const LIST_LIMIT: usize = 100;
+
+fn idempotency_key(req: &HttpRequest, caller: &ServiceCaller) -> Result<Option<String>, ApiError> {
+    let Some(raw) = req.headers().get("idempotency-key") else { return Ok(None) };
+    let key = raw
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .ok_or_else(|| ApiError::bad_request("Idempotency-Key must be 1 to 255 visible ASCII characters"))?;
+    // Keys are per caller: two services may use the same key without clashing.
+    Ok(Some(format!("{}:{key}", caller.name)))
+}
+
+fn answer(outcome: &Outcome) -> (StatusCode, Value) {
+    match outcome {
+        Outcome::Accepted { notifications, filtered_count, throttled_count } => {
+            let mut body = json!({
+                "status": "accepted",
+                "accepted_count": notifications.len(),
+                "filtered_count": filtered_count,
+                "throttled_count": throttled_count,
+            });
+            if notifications.len() <= LIST_LIMIT {
+                body["notifications"] = json!(notifications);
+            }
+            (StatusCode::ACCEPTED, body)
+        }
+        Outcome::Filtered(reason) => {
+            (StatusCode::OK, json!({"status": "filtered", "reason": reason, "accepted_count": 0}))
+        }
+        Outcome::Throttled(reason) => {
+            (StatusCode::OK, json!({"status": "throttled", "reason": reason, "accepted_count": 0}))
+        }
+    }
+}
+
+/// Post an event (service token). With `Idempotency-Key`, a retry gets the first
+/// answer and nothing is stored twice (keys are kept 24 h).
+#[utoipa::path(
+    post, path = "/api/v1/events", tag = "bridge",
+    request_body(content = Object, description = "One of the five event kinds of the contract"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "retry-safe key, kept 24 h")),
+    responses(
+        (status = 202, description = "`{status: accepted, accepted_count, notifications:[{user_id, notification_id, sequence_number, channels}]}`"),
+        (status = 200, description = "`{status: filtered|throttled, reason}`: nothing stored"),
+        (status = 400, description = "malformed JSON"), (status = 401), (status = 403),
+        (status = 409, description = "a request with this Idempotency-Key is still being processed"),
+        (status = 422, description = "invalid event, field named in details.field"),
+        (status = 503, description = "database unreachable: retry with the same Idempotency-Key"),
+    ),
+    security(("bearer" = []))
+)]
+#[post("/events")]
+pub async fn post_event(
+    state: web::Data<AppState>,
+    caller: ServiceCaller,
+    req: HttpRequest,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let event = Event::parse(body.into_inner())?;
+    let key = idempotency_key(&req, &caller)?;
+    if let Some(key) = &key {
+        let (k, now) = (key.clone(), state.clock.now());
+        match state.store.call(move |db| async move { bridge::idempotency_begin(&db, &k, now).await }).await? {
+            IdempotencyState::Started => {}
+            IdempotencyState::InProgress => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "IDEMPOTENCY_IN_PROGRESS",
+                    "a request with this Idempotency-Key is still being processed; retry shortly",
+                ))
+            }
+            IdempotencyState::Done(status, body) => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                return Ok(HttpResponse::build(status).insert_header(("Idempotent-Replayed", "true")).json(body));
+            }
+        }
+    }
+    let outcome = state
+        .dispatcher
+        .send(Dispatch(event))
+        .await
+        .map_err(|_| ApiError::unavailable("the dispatcher is not running"))
+        .and_then(|r| r.map_err(ApiError::from));
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            if let Some(k) = key {
+                // Let the caller's retry run again.
+                let _ = state.store.call(move |db| async move { bridge::idempotency_abort(&db, &k).await }).await;
+            }
+            return Err(e);
+        }
+    };
+    let (status, body) = answer(&outcome);
+    if let Some(k) = key {
+        let stored = body.clone();
+        let code = status.as_u16();
+        if let Err(e) =
+            state.store.call(move |db| async move { bridge::idempotency_complete(&db, &k, code, stored).await }).await
+        {
+            tracing::warn!(error = %e, "could not record the idempotent answer");
+        }
+    }
+    Ok(HttpResponse::build(status).json(body))
+}

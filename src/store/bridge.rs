@@ -1,0 +1,210 @@
+//! Queries behind the event bridge: throttles, idempotency keys, and recipients.
+
+use super::json::Json;
+use super::schema::{idempotency_keys, notification_preferences, push_subscriptions, throttle_marks, users};
+use super::{Db, StoreError};
+use crate::with_conn;
+use chrono::{DateTime, Duration, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{Text, Timestamp};
+use diesel_async::RunQueryDsl;
+use std::collections::{HashMap, HashSet};
+use uuid::Uuid;
+
+/// Takes the throttle `key` at `now` unless it was taken less than `window` ago.
+/// Atomic across nodes: one upsert whose update only applies when the window passed.
+/// The placeholders are the only backend difference.
+pub async fn throttle_acquire(db: &Db, key: &str, now: DateTime<Utc>, window: Duration) -> Result<bool, StoreError> {
+    let cutoff = (now - window).naive_utc();
+    let now = now.naive_utc();
+    let key = key.to_string();
+    let affected = match db {
+        Db::Sqlite(_) => {
+            with_conn!(db, conn => {
+                diesel::sql_query(
+                    "INSERT INTO throttle_marks (key, last_at) VALUES (?, ?) \
+                     ON CONFLICT (key) DO UPDATE SET last_at = excluded.last_at WHERE throttle_marks.last_at <= ?",
+                )
+                .bind::<Text, _>(&key)
+                .bind::<Timestamp, _>(now)
+                .bind::<Timestamp, _>(cutoff)
+                .execute(conn)
+                .await?
+            })
+        }
+        Db::Postgres(_) => {
+            with_conn!(db, conn => {
+                diesel::sql_query(
+                    "INSERT INTO throttle_marks (key, last_at) VALUES ($1, $2) \
+                     ON CONFLICT (key) DO UPDATE SET last_at = excluded.last_at WHERE throttle_marks.last_at <= $3",
+                )
+                .bind::<Text, _>(&key)
+                .bind::<Timestamp, _>(now)
+                .bind::<Timestamp, _>(cutoff)
+                .execute(conn)
+                .await?
+            })
+        }
+    };
+    Ok(affected > 0)
+}
+
+/// Gives back a throttle taken at `at` (the notification it guarded was not stored).
+pub async fn throttle_release(db: &Db, key: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+    let key = key.to_string();
+    let at = at.naive_utc();
+    with_conn!(db, conn => {
+        diesel::delete(throttle_marks::table.filter(throttle_marks::key.eq(&key)).filter(throttle_marks::last_at.eq(at)))
+            .execute(conn)
+            .await?;
+        Ok(())
+    })
+}
+
+/// How long a bridge answer is kept for retries with the same `Idempotency-Key`.
+pub const IDEMPOTENCY_TTL: Duration = Duration::hours(24);
+
+/// The state of an idempotency key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IdempotencyState {
+    /// New: the caller owns it and must complete or abort it.
+    Started,
+    /// Another request with this key is being processed.
+    InProgress,
+    /// Answered before: the stored status and body.
+    Done(u16, serde_json::Value),
+}
+
+/// Claims `key` (status 0 = in progress) or reports what it holds. A key older than
+/// the TTL counts as new.
+pub async fn idempotency_begin(db: &Db, key: &str, now: DateTime<Utc>) -> Result<IdempotencyState, StoreError> {
+    let key = key.to_string();
+    let now_naive = now.naive_utc();
+    let expired_before = (now - IDEMPOTENCY_TTL).naive_utc();
+    with_conn!(db, conn => {
+        diesel::delete(
+            idempotency_keys::table
+                .filter(idempotency_keys::key.eq(&key))
+                .filter(idempotency_keys::created_at.lt(expired_before)),
+        )
+        .execute(conn)
+        .await?;
+        let inserted = diesel::insert_into(idempotency_keys::table)
+            .values((
+                idempotency_keys::key.eq(&key),
+                idempotency_keys::status_code.eq(0),
+                idempotency_keys::response.eq(Json(serde_json::Value::Null)),
+                idempotency_keys::created_at.eq(now_naive),
+            ))
+            .on_conflict_do_nothing()
+            .execute(conn)
+            .await?;
+        if inserted > 0 {
+            return Ok(IdempotencyState::Started);
+        }
+        let row: Option<(i32, Json)> = idempotency_keys::table
+            .find(&key)
+            .select((idempotency_keys::status_code, idempotency_keys::response))
+            .first(conn)
+            .await
+            .optional()?;
+        Ok(match row {
+            None => IdempotencyState::InProgress,
+            Some((0, _)) => IdempotencyState::InProgress,
+            Some((status, body)) => IdempotencyState::Done(status as u16, body.0),
+        })
+    })
+}
+
+/// Records the answer for `key`.
+pub async fn idempotency_complete(db: &Db, key: &str, status: u16, body: serde_json::Value) -> Result<(), StoreError> {
+    let key = key.to_string();
+    with_conn!(db, conn => {
+        diesel::update(idempotency_keys::table.find(&key))
+            .set((idempotency_keys::status_code.eq(i32::from(status)), idempotency_keys::response.eq(Json(body))))
+            .execute(conn)
+            .await?;
+        Ok(())
+    })
+}
+
+/// Forgets `key` (the request failed; a retry must run again).
+pub async fn idempotency_abort(db: &Db, key: &str) -> Result<(), StoreError> {
+    let key = key.to_string();
+    with_conn!(db, conn => {
+        diesel::delete(idempotency_keys::table.find(&key)).execute(conn).await?;
+        Ok(())
+    })
+}
+
+/// Deletes keys past the TTL; returns how many.
+pub async fn idempotency_purge(db: &Db, now: DateTime<Utc>) -> Result<usize, StoreError> {
+    let before = (now - IDEMPOTENCY_TTL).naive_utc();
+    with_conn!(db, conn => {
+        Ok(diesel::delete(idempotency_keys::table.filter(idempotency_keys::created_at.lt(before))).execute(conn).await?)
+    })
+}
+
+fn parse_ids(rows: Vec<String>) -> Vec<Uuid> {
+    rows.iter().filter_map(|s| Uuid::parse_str(s).ok()).collect()
+}
+
+/// Every known user (not services).
+pub async fn all_user_ids(db: &Db) -> Result<Vec<Uuid>, StoreError> {
+    with_conn!(db, conn => {
+        let rows: Vec<String> = users::table
+            .filter(users::role.ne("service"))
+            .select(users::id)
+            .order(users::created_at.asc())
+            .load(conn)
+            .await?;
+        Ok(parse_ids(rows))
+    })
+}
+
+/// Every admin.
+pub async fn admin_ids(db: &Db) -> Result<Vec<Uuid>, StoreError> {
+    with_conn!(db, conn => {
+        let rows: Vec<String> = users::table.filter(users::role.eq("admin")).select(users::id).load(conn).await?;
+        Ok(parse_ids(rows))
+    })
+}
+
+/// The stored preferences documents of these users (absent = defaults).
+pub async fn preferences_of(db: &Db, ids: &[Uuid]) -> Result<HashMap<Uuid, serde_json::Value>, StoreError> {
+    let mut out = HashMap::new();
+    for chunk in ids.chunks(1000) {
+        let keys: Vec<String> = chunk.iter().map(Uuid::to_string).collect();
+        let rows: Vec<(String, Json)> = with_conn!(db, conn => {
+            notification_preferences::table
+                .filter(notification_preferences::user_id.eq_any(&keys))
+                .select((notification_preferences::user_id, notification_preferences::preferences))
+                .load(conn)
+                .await?
+        });
+        for (id, doc) in rows {
+            if let Ok(id) = Uuid::parse_str(&id) {
+                out.insert(id, doc.0);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Which of these users have at least one push subscription.
+pub async fn users_with_push(db: &Db, ids: &[Uuid]) -> Result<HashSet<Uuid>, StoreError> {
+    let mut out = HashSet::new();
+    for chunk in ids.chunks(1000) {
+        let keys: Vec<String> = chunk.iter().map(Uuid::to_string).collect();
+        let rows: Vec<String> = with_conn!(db, conn => {
+            push_subscriptions::table
+                .filter(push_subscriptions::user_id.eq_any(&keys))
+                .select(push_subscriptions::user_id)
+                .distinct()
+                .load(conn)
+                .await?
+        });
+        out.extend(parse_ids(rows));
+    }
+    Ok(out)
+}
