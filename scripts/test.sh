@@ -21,4 +21,5 @@ echo "==> cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 
 echo "==> cargo test (SQLite and PostgreSQL)"
-cargo test --all-targets --locked
+# A hung test must fail the run, not eat CI's whole budget.
+timeout --signal=KILL 1800 cargo test --all-targets --locked

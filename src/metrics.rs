@@ -35,6 +35,7 @@ pub struct Metrics {
     requests: DashMap<(String, String, u16), AtomicU64>,
     latency: DashMap<String, Histogram>,
     notifications_stored: AtomicU64,
+    database_down: std::sync::atomic::AtomicBool,
 }
 
 impl Metrics {
@@ -50,6 +51,11 @@ impl Metrics {
     /// Counts stored notifications.
     pub fn add_notifications_stored(&self, n: u64) {
         self.notifications_stored.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records whether the database answers (the dispatcher's watch).
+    pub fn set_database_up(&self, up: bool) {
+        self.database_down.store(!up, Ordering::Relaxed);
     }
 
     /// Renders the Prometheus text exposition format.
@@ -97,6 +103,9 @@ impl Metrics {
                 let _ = writeln!(out, "notifyhub_http_request_duration_seconds_count{{route=\"{r}\"}} {count}");
             }
         }
+        let _ = writeln!(out, "# HELP notifyhub_database_up Whether the database answered the last check.");
+        let _ = writeln!(out, "# TYPE notifyhub_database_up gauge");
+        let _ = writeln!(out, "notifyhub_database_up {}", u8::from(!self.database_down.load(Ordering::Relaxed)));
         let _ = writeln!(out, "# HELP notifyhub_notifications_stored_total Notifications stored by this node.");
         let _ = writeln!(out, "# TYPE notifyhub_notifications_stored_total counter");
         let _ =

@@ -75,6 +75,7 @@ impl Application {
             store: store.clone(),
             profiles: profiles.clone(),
             clock: clock.clone(),
+            metrics: metrics.clone(),
         }));
         let vapid_public_key =
             crate::vapid::public_key_from_private(&settings.vapid_private_key).map_err(StartError::Config)?;

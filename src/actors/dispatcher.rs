@@ -134,6 +134,8 @@ pub struct DispatchCore {
     pub profiles: Arc<ProfileCache>,
     /// Time.
     pub clock: Arc<dyn Clock>,
+    /// Counters (the database watch reports here).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl DispatchCore {
@@ -298,27 +300,39 @@ impl DispatchCore {
 pub struct Dispatcher {
     core: Arc<DispatchCore>,
     db_down_since: Option<chrono::DateTime<chrono::Utc>>,
+    checking: bool,
 }
 
 impl Dispatcher {
     /// Starts the dispatcher on its own arbiter.
     pub fn start_on_own_arbiter(core: Arc<DispatchCore>) -> Addr<Dispatcher> {
         let arbiter = Arbiter::new();
-        Dispatcher::start_in_arbiter(&arbiter.handle(), move |_| Dispatcher { core, db_down_since: None })
+        Dispatcher::start_in_arbiter(&arbiter.handle(), move |_| Dispatcher {
+            core,
+            db_down_since: None,
+            checking: false,
+        })
     }
 
     fn watch_database(&mut self, ctx: &mut Context<Self>) {
+        if self.checking {
+            return;
+        }
+        self.checking = true;
         let core = self.core.clone();
         let fut = async move { core.store.call(|db| async move { db.ping().await }).await };
         ctx.spawn(fut.into_actor(self).map(|result, act, ctx| {
+            act.checking = false;
             let now = act.core.clock.now();
             match (result, act.db_down_since) {
                 (Err(e), None) => {
                     tracing::error!(error = %e, "database unreachable");
+                    act.core.metrics.set_database_up(false);
                     act.db_down_since = Some(now);
                 }
                 (Ok(()), Some(since)) => {
                     act.db_down_since = None;
+                    act.core.metrics.set_database_up(true);
                     let secs = (now - since).num_seconds().max(1);
                     tracing::warn!(down_seconds = secs, "database reachable again");
                     let event = Event {

@@ -64,6 +64,9 @@ pub async fn throttle_release(db: &Db, key: &str, at: DateTime<Utc>) -> Result<(
 /// How long a bridge answer is kept for retries with the same `Idempotency-Key`.
 pub const IDEMPOTENCY_TTL: Duration = Duration::hours(24);
 
+/// After this long an unanswered claim is considered abandoned.
+pub const IN_PROGRESS_TIMEOUT: Duration = Duration::seconds(60);
+
 /// The state of an idempotency key.
 #[derive(Debug, Clone, PartialEq)]
 pub enum IdempotencyState {
@@ -100,6 +103,21 @@ pub async fn idempotency_begin(db: &Db, key: &str, now: DateTime<Utc>) -> Result
             .execute(conn)
             .await?;
         if inserted > 0 {
+            return Ok(IdempotencyState::Started);
+        }
+        // A claim whose request died (and could not give the key back, e.g. the
+        // database went away mid-request) is taken over after a while.
+        let abandoned_before = (now - IN_PROGRESS_TIMEOUT).naive_utc();
+        let taken_over = diesel::update(
+            idempotency_keys::table
+                .filter(idempotency_keys::key.eq(&key))
+                .filter(idempotency_keys::status_code.eq(0))
+                .filter(idempotency_keys::created_at.lt(abandoned_before)),
+        )
+        .set(idempotency_keys::created_at.eq(now_naive))
+        .execute(conn)
+        .await?;
+        if taken_over > 0 {
             return Ok(IdempotencyState::Started);
         }
         let row: Option<(i32, Json)> = idempotency_keys::table

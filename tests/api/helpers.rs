@@ -3,13 +3,14 @@
 
 use notifyhub::actors::persistence::Pending;
 use notifyhub::auth::{JwtKeys, Role};
+use notifyhub::clock::{Clock, SystemClock};
 use notifyhub::config::{Settings, Source};
 use notifyhub::domain::{NewNotification, Notification, NotificationType, Priority};
 use notifyhub::startup::Application;
 use notifyhub::state::AppState;
 use notifyhub::store::repository::StoreItem;
 use std::collections::HashMap;
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -31,6 +32,8 @@ pub enum Backend {
 pub struct TestApp {
     /// `http://127.0.0.1:PORT`.
     pub address: String,
+    /// The port.
+    pub port: u16,
     /// HTTP client.
     pub client: reqwest::Client,
     /// Keys to mint tokens.
@@ -100,9 +103,17 @@ pub async fn test_env(backend: Backend, data_dir: &std::path::Path) -> Option<Ha
 
 /// Starts a hub; `None` when the backend is PostgreSQL and it is skipped.
 pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
-    let dir = std::sync::Arc::new(tempfile::tempdir().expect("temp dir"));
-    let env = test_env(backend, dir.path()).await?;
-    Some(spawn_with_env(backend, env, dir).await)
+    spawn_app_with(backend, &[], Arc::new(SystemClock)).await
+}
+
+/// Starts a hub with extra settings and a given clock.
+pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)], clock: Arc<dyn Clock>) -> Option<TestApp> {
+    let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+    let mut env = test_env(backend, dir.path()).await?;
+    for (k, v) in overrides {
+        env.insert(k.to_string(), v.to_string());
+    }
+    Some(spawn_with_clock(backend, env, dir, clock).await)
 }
 
 /// Starts a hub with explicit settings (restarts reuse a previous app's).
@@ -111,15 +122,26 @@ pub async fn spawn_with_env(
     env: HashMap<String, String>,
     data_dir: std::sync::Arc<tempfile::TempDir>,
 ) -> TestApp {
+    spawn_with_clock(backend, env, data_dir, Arc::new(SystemClock)).await
+}
+
+/// Starts a hub with explicit settings and clock.
+pub async fn spawn_with_clock(
+    backend: Backend,
+    env: HashMap<String, String>,
+    data_dir: Arc<tempfile::TempDir>,
+    clock: Arc<dyn Clock>,
+) -> TestApp {
     init_logs();
     let settings = Settings::load(&Source::new(env.clone()).expect("source")).expect("settings");
-    let app = Application::build(settings).await.expect("hub starts");
+    let app = Application::build_with_clock(settings, clock).await.expect("hub starts");
     let port = app.port();
     let state = app.state().clone();
     let handle = app.handle();
     actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
+        port,
         client: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client"),
         jwt: JwtKeys::new(JWT_SECRET),
         state,
@@ -156,13 +178,48 @@ impl TestApp {
         self.client.delete(format!("{}{path}", self.address)).bearer_auth(token).send().await.expect("DELETE")
     }
 
+    /// Posts an event to the bridge with the service token.
+    pub async fn post_event(&self, body: &serde_json::Value) -> reqwest::Response {
+        self.post("/api/v1/events", SERVICE_TOKEN, body).await
+    }
+
+    /// Posts an event and returns the JSON answer, asserting the status.
+    pub async fn event(&self, body: serde_json::Value, status: u16) -> serde_json::Value {
+        let res = self.post_event(&body).await;
+        assert_eq!(res.status().as_u16(), status, "event {body}");
+        res.json().await.expect("bridge answers JSON")
+    }
+
+    /// Opens a dashboard socket for `user`.
+    pub async fn ws(&self, user: Uuid, since: Option<i64>) -> WsClient {
+        self.ws_as(user, Role::User, since).await
+    }
+
+    /// Opens a dashboard socket for `user` signed in with `role`.
+    pub async fn ws_as(&self, user: Uuid, role: Role, since: Option<i64>) -> WsClient {
+        let token = self.token(user, role);
+        let mut url = format!("ws://127.0.0.1:{}/ws?token={token}", self.port);
+        if let Some(s) = since {
+            url.push_str(&format!("&since={s}"));
+        }
+        let (stream, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
+        WsClient { stream }
+    }
+
     /// Stores notifications directly through the persistence actor.
     pub async fn store(&self, items: Vec<NewNotification>) -> Vec<Notification> {
         let pending = items
             .into_iter()
             .map(|notification| Pending { item: StoreItem { notification, deliveries: Vec::new() }, toast: true })
             .collect();
-        self.state.store.store_notifications(pending).await.expect("store").into_iter().map(|s| s.notification).collect()
+        self.state
+            .store
+            .store_notifications(pending)
+            .await
+            .expect("store")
+            .into_iter()
+            .map(|s| s.notification)
+            .collect()
     }
 
     /// Stops the server and waits until the persistence actor flushed.
@@ -170,6 +227,51 @@ impl TestApp {
         self.handle.stop(true).await;
         self.state.store.flush().await;
         (self.env, self.data_dir)
+    }
+}
+
+/// A dashboard socket, as a browser tab would hold it.
+pub struct WsClient {
+    stream: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+impl WsClient {
+    /// The next JSON message (control frames skipped); panics after 15 s.
+    pub async fn next_json(&mut self) -> serde_json::Value {
+        use futures_util::StreamExt;
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(15), self.stream.next())
+                .await
+                .expect("a message within 15 s")
+                .expect("socket open")
+                .expect("frame");
+            match msg {
+                tokio_tungstenite::tungstenite::Message::Text(t) => {
+                    return serde_json::from_str(t.as_str()).expect("JSON frame");
+                }
+                tokio_tungstenite::tungstenite::Message::Close(c) => panic!("socket closed: {c:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Messages up to and including `ready`; returns them and the ready's last number.
+    pub async fn until_ready(&mut self) -> (Vec<serde_json::Value>, i64) {
+        let mut before = Vec::new();
+        loop {
+            let m = self.next_json().await;
+            if m["type"] == "ready" {
+                return (before, m["last_sequence_number"].as_i64().expect("number"));
+            }
+            before.push(m);
+        }
+    }
+
+    /// The next `notification_toast`, asserting nothing else comes first.
+    pub async fn next_toast(&mut self) -> serde_json::Value {
+        let m = self.next_json().await;
+        assert_eq!(m["type"], "notification_toast", "{m}");
+        m
     }
 }
 

@@ -4,8 +4,11 @@
 mod helpers;
 
 mod auth;
+mod bridge;
 mod cli;
 mod notifications;
 mod ops;
+mod outage;
 mod preferences;
+mod realtime;
 mod storage;

@@ -1,0 +1,211 @@
+//! The HTTP bridge: rules, answers, fan-out, throttles (moved by an injected clock),
+//! idempotent retries and every refusal.
+
+use crate::helpers::{assert_error, spawn_app_with, Backend, TestApp, SERVICE_TOKEN};
+use notifyhub::auth::Role;
+use notifyhub::clock::OffsetClock;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use uuid::Uuid;
+
+pub fn signal_event(user: Uuid, confidence: f64) -> Value {
+    json!({"type": "signal_generated", "user_id": user, "signal": {
+        "signal_id": Uuid::new_v4(), "symbol": "AAPL", "pattern_type": "SPRING", "confidence": confidence,
+        "entry_price": "152.35", "stop_loss": "148.10", "r_multiple": 3.2}})
+}
+
+pub fn risk_event(user: Uuid, risk_type: &str, current: f64) -> Value {
+    json!({"type": "risk_warning", "user_id": user, "risk": {"risk_type": risk_type, "current": current, "affected_campaigns": ["C-1"]}})
+}
+
+pub fn exit_event(user: Uuid) -> Value {
+    json!({"type": "emergency_exit", "user_id": user, "exit": {"campaign_id": "C-9", "symbol": "TSLA", "reason": "creek breached", "positions_closed": 2}})
+}
+
+pub fn info_event(user: Uuid, title: &str) -> Value {
+    json!({"type": "notification", "user_id": user, "notification_type": "signal_generated", "priority": "info",
+           "title": title, "message": "m", "metadata": {"k": 1}})
+}
+
+async fn inbox_total(app: &TestApp, user: Uuid) -> i64 {
+    let body: Value = app.get("/api/v1/notifications", &app.token(user, Role::User)).await.json().await.unwrap();
+    body["pagination"]["total_count"].as_i64().unwrap()
+}
+
+async fn clocked(backend: Backend) -> Option<(TestApp, Arc<OffsetClock>)> {
+    let clock = Arc::new(OffsetClock::default());
+    let app = spawn_app_with(backend, &[], clock.clone()).await?;
+    Some((app, clock))
+}
+
+crate::on_both_backends! {
+    async fn accepted_events_answer_with_numbers_and_channels(app) {
+        let user = Uuid::new_v4();
+        let first = app.event(signal_event(user, 92.0), 202).await;
+        let body = first.clone();
+        assert_eq!(body["status"], "accepted");
+        assert_eq!(body["accepted_count"], 1);
+        let n = &body["notifications"][0];
+        assert_eq!(n["user_id"], user.to_string());
+        assert_eq!(n["sequence_number"], 1);
+        // Defaults: critical → toast+email+sms+push, but no email address, SMS and push off.
+        assert_eq!(n["channels"], json!(["toast"]));
+        let body = app.event(exit_event(user), 202).await;
+        assert_eq!(body["notifications"][0]["sequence_number"], 2);
+
+        let list: Value = app.get("/api/v1/notifications", &app.token(user, Role::User)).await.json().await.unwrap();
+        let signal = &list["data"][1];
+        assert_eq!(signal["title"], "New Signal: AAPL Spring");
+        assert_eq!(signal["priority"], "critical");
+        assert_eq!(signal["metadata"]["entry_price"], "152.35");
+        assert_eq!(signal["id"], first["notifications"][0]["notification_id"]);
+    }
+
+    async fn the_confidence_threshold_filters_signals_only(app) {
+        let (strict, relaxed) = (Uuid::new_v4(), Uuid::new_v4());
+        app.post("/api/v1/notifications/preferences", &app.token(relaxed, Role::User), &json!({"min_confidence_threshold": 70})).await;
+        let body = app.event(signal_event(strict, 84.0), 200).await;
+        assert_eq!(body, json!({"status": "filtered", "reason": "below_confidence_threshold", "accepted_count": 0}));
+        assert_eq!(app.event(signal_event(strict, 85.0), 202).await["accepted_count"], 1);
+        // Each recipient's own threshold applies to a fan-out.
+        let body = app.event(json!({"type": "signal_generated", "user_ids": [strict, relaxed], "signal": signal_event(strict, 75.0)["signal"]}), 202).await;
+        assert_eq!(body["accepted_count"], 1);
+        assert_eq!(body["filtered_count"], 1);
+        assert_eq!(body["notifications"][0]["user_id"], relaxed.to_string());
+        assert_eq!(body["notifications"][0]["channels"], json!(["toast"]), "75 % is info: toast only");
+        // A generic notification keeps its priority and ignores the threshold.
+        assert_eq!(app.event(info_event(strict, "generic"), 202).await["accepted_count"], 1);
+        assert_eq!(inbox_total(&app, strict).await, 2);
+    }
+
+    async fn risk_warnings_below_the_threshold_are_dropped_and_repeats_throttled(app) {
+        let user = Uuid::new_v4();
+        let body = app.event(risk_event(user, "portfolio_heat", 8.0), 200).await;
+        assert_eq!(body["reason"], "below_risk_threshold");
+        assert_eq!(app.event(risk_event(user, "portfolio_heat", 8.6), 202).await["accepted_count"], 1);
+        let body = app.event(risk_event(user, "portfolio_heat", 9.1), 200).await;
+        assert_eq!(body, json!({"status": "throttled", "reason": "risk_warning_throttled", "accepted_count": 0}));
+        // Another risk type, or another user, has its own window.
+        assert_eq!(app.event(risk_event(user, "campaign_allocation", 4.6), 202).await["accepted_count"], 1);
+        assert_eq!(app.event(risk_event(Uuid::new_v4(), "portfolio_heat", 9.0), 202).await["accepted_count"], 1);
+        assert_eq!(inbox_total(&app, user).await, 2);
+    }
+
+    async fn system_errors_go_to_admins_once_per_window(app) {
+        let (admin1, admin2, trader) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        for (u, r) in [(admin1, Role::Admin), (admin2, Role::Admin), (trader, Role::User)] {
+            assert_eq!(app.get("/api/v1/notifications", &app.token(u, r)).await.status(), 200);
+        }
+        let err = json!({"type": "system_error", "error": {"error_type": "polygon_down", "message": "Polygon.io API down", "correlation_id": "abc"}});
+        let body = app.event(err.clone(), 202).await;
+        assert_eq!(body["accepted_count"], 2);
+        let mut got: Vec<String> = body["notifications"].as_array().unwrap().iter().map(|n| n["user_id"].as_str().unwrap().to_string()).collect();
+        got.sort();
+        let mut want = vec![admin1.to_string(), admin2.to_string()];
+        want.sort();
+        assert_eq!(got, want);
+        assert_eq!(app.event(err, 200).await["reason"], "system_error_throttled");
+        let other = json!({"type": "system_error", "error": {"error_type": "pattern_crash", "message": "detector crashed"}});
+        assert_eq!(app.event(other, 202).await["accepted_count"], 2);
+        assert_eq!(inbox_total(&app, trader).await, 0);
+    }
+
+    async fn fan_out_to_listed_users_and_to_everyone(app) {
+        let users: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+        for u in &users {
+            app.get("/api/v1/notifications", &app.token(*u, Role::User)).await;
+        }
+        let body = app.event(json!({"type": "emergency_exit", "user_ids": users, "exit": exit_event(users[0])["exit"]}), 202).await;
+        assert_eq!(body["accepted_count"], 3);
+        let body = app.event(json!({"type": "emergency_exit", "audience": "all", "exit": exit_event(users[0])["exit"]}), 202).await;
+        assert!(body["accepted_count"].as_i64().unwrap() >= 3);
+        for u in &users {
+            assert_eq!(inbox_total(&app, *u).await, 2);
+        }
+    }
+
+    async fn idempotent_retries_return_the_first_answer_and_store_once(app) {
+        let user = Uuid::new_v4();
+        let send = |key: &'static str| {
+            let app = &app;
+            async move {
+                app.client.post(format!("{}/api/v1/events", app.address)).bearer_auth(SERVICE_TOKEN)
+                    .header("Idempotency-Key", key).json(&signal_event(user, 91.0)).send().await.unwrap()
+            }
+        };
+        let first = send("evt-123").await;
+        assert_eq!(first.status(), 202);
+        let first: Value = first.json().await.unwrap();
+        let retry = send("evt-123").await;
+        assert_eq!(retry.status(), 202);
+        assert_eq!(retry.headers()["idempotent-replayed"], "true");
+        let retry: Value = retry.json().await.unwrap();
+        assert_eq!(retry, first);
+        assert_eq!(inbox_total(&app, user).await, 1);
+        let other = send("evt-124").await;
+        assert_eq!(other.status(), 202);
+        assert_eq!(inbox_total(&app, user).await, 2);
+    }
+
+    async fn every_bridge_refusal_uses_the_error_format_and_changes_nothing(app) {
+        let user = Uuid::new_v4();
+        let url = format!("{}/api/v1/events", app.address);
+        let res = app.client.post(&url).json(&signal_event(user, 90.0)).send().await.unwrap();
+        assert_error(res, 401, "UNAUTHORIZED").await;
+        let res = app.post("/api/v1/events", "not-a-configured-token", &signal_event(user, 90.0)).await;
+        assert_error(res, 401, "UNAUTHORIZED").await;
+        let res = app.post("/api/v1/events", &app.token(user, Role::User), &signal_event(user, 90.0)).await;
+        assert_error(res, 403, "FORBIDDEN").await;
+        // A JWT with role service is accepted.
+        let res = app.post("/api/v1/events", &app.token(Uuid::new_v4(), Role::Service), &signal_event(user, 90.0)).await;
+        assert_eq!(res.status(), 202);
+        let res = app.client.post(&url).bearer_auth(SERVICE_TOKEN).header("content-type", "application/json").body("{\"type\": ").send().await.unwrap();
+        assert_error(res, 400, "INVALID_JSON").await;
+        let huge = json!({"type": "notification", "user_id": user, "notification_type": "risk_warning", "priority": "info", "title": "t", "message": "x".repeat(70_000)});
+        let res = app.post_event(&huge).await;
+        assert_error(res, 413, "PAYLOAD_TOO_LARGE").await;
+        for (body, field) in [
+            (json!({"type": "weather", "user_id": user}), "type"),
+            (json!({"type": "signal_generated", "signal": signal_event(user, 90.0)["signal"]}), "user_id"),
+            (json!({"type": "signal_generated", "user_id": "nobody", "signal": signal_event(user, 90.0)["signal"]}), "user_id"),
+            (signal_event(user, 120.0), "signal.confidence"),
+            (json!({"type": "risk_warning", "user_id": user, "risk": {"risk_type": "margin", "current": 9}}), "risk"),
+            (json!({"type": "notification", "user_id": user, "notification_type": "risk_warning", "priority": "loud", "title": "t"}), "priority"),
+            (json!({"type": "notification", "user_id": user, "notification_type": "risk_warning", "priority": "info", "title": "t".repeat(201)}), "title"),
+            (json!({"type": "emergency_exit", "user_id": user, "exit": exit_event(user)["exit"], "extra": true}), "extra"),
+        ] {
+            let res = app.post_event(&body).await;
+            let err = assert_error(res, 422, "VALIDATION_FAILED").await;
+            assert_eq!(err["error"]["details"]["field"], field, "{body}");
+        }
+        assert_eq!(inbox_total(&app, user).await, 1, "only the accepted service-JWT event was stored");
+    }
+
+    async fn throttle_windows_reopen_when_the_clock_moves(_app) {
+        let Some((app, clock)) = clocked(_app.backend).await else { return };
+        let user = Uuid::new_v4();
+        assert_eq!(app.event(risk_event(user, "portfolio_heat", 8.5), 202).await["accepted_count"], 1);
+        clock.advance(chrono::Duration::minutes(59));
+        assert_eq!(app.event(risk_event(user, "portfolio_heat", 8.5), 200).await["status"], "throttled");
+        clock.advance(chrono::Duration::minutes(1));
+        assert_eq!(app.event(risk_event(user, "portfolio_heat", 8.5), 202).await["accepted_count"], 1);
+
+        let admin = Uuid::new_v4();
+        app.get("/api/v1/notifications", &app.token(admin, Role::Admin)).await;
+        let err = json!({"type": "system_error", "error": {"error_type": "feed_lag", "message": "late"}});
+        assert_eq!(app.event(err.clone(), 202).await["accepted_count"], 1);
+        clock.advance(chrono::Duration::minutes(14));
+        assert_eq!(app.event(err.clone(), 200).await["status"], "throttled");
+        clock.advance(chrono::Duration::minutes(1));
+        assert_eq!(app.event(err, 202).await["accepted_count"], 1);
+    }
+
+    async fn throttles_survive_a_restart(app) {
+        let user = Uuid::new_v4();
+        assert_eq!(app.event(risk_event(user, "campaign_allocation", 4.8), 202).await["accepted_count"], 1);
+        let backend = app.backend;
+        let (env, dir) = app.stop().await;
+        let again = crate::helpers::spawn_with_env(backend, env, dir).await;
+        assert_eq!(again.event(risk_event(user, "campaign_allocation", 4.9), 200).await["status"], "throttled");
+    }
+}
