@@ -14,6 +14,7 @@ bin="${CARGO_TARGET_DIR:-target}/release/notifyhub"
 bind="${NOTIFYHUB_BIND:-127.0.0.1:8080}"
 demo_user="${NOTIFYHUB_DEMO_USER:-00000000-0000-4000-8000-000000000001}"
 token="$("$bin" token --user "$demo_user" --role user --ttl 12h)"
+service_token="$("$bin" token --role service --ttl 12h)"
 host="${bind%:*}"
 [ "$host" != "0.0.0.0" ] || host=127.0.0.1
 cat <<MSG
@@ -21,7 +22,11 @@ cat <<MSG
   notifyhub is starting on http://${bind}/
   Log in as the demo trader (link valid 12 h):
     http://${host}:${bind##*:}/#token=${token}
-  Post a test event as a service:  see "Sending events" in README.md
+  Post an event to the demo trader (service token valid 12 h):
+    curl -X POST http://${host}:${bind##*:}/api/v1/events -H 'Content-Type: application/json' \
+      -H "Authorization: Bearer ${service_token}" \
+      -d '{"type":"emergency_exit","user_id":"${demo_user}","exit":{"campaign_id":"C-1","symbol":"AAPL","reason":"creek breached","positions_closed":2}}'
+
   Stop with Ctrl-C.
 
 MSG

@@ -10,6 +10,7 @@
 pub mod actors;
 pub mod api;
 pub mod auth;
+pub mod channels;
 pub mod clock;
 pub mod config;
 pub mod crypto;

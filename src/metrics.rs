@@ -36,6 +36,17 @@ pub struct Metrics {
     latency: DashMap<String, Histogram>,
     notifications_stored: AtomicU64,
     database_down: std::sync::atomic::AtomicBool,
+    /// Circuit state per channel (email, sms, push): 0 closed, 1 open, 2 half-open.
+    breakers: [std::sync::atomic::AtomicU8; 3],
+}
+
+fn breaker_slot(channel: crate::domain::Channel) -> Option<usize> {
+    match channel {
+        crate::domain::Channel::Email => Some(0),
+        crate::domain::Channel::Sms => Some(1),
+        crate::domain::Channel::Push => Some(2),
+        crate::domain::Channel::Toast => None,
+    }
 }
 
 impl Metrics {
@@ -56,6 +67,18 @@ impl Metrics {
     /// Records whether the database answers (the dispatcher's watch).
     pub fn set_database_up(&self, up: bool) {
         self.database_down.store(!up, Ordering::Relaxed);
+    }
+
+    /// Records a channel's circuit state (0 closed, 1 open, 2 half-open).
+    pub fn set_breaker(&self, channel: crate::domain::Channel, state: u8) {
+        if let Some(i) = breaker_slot(channel) {
+            self.breakers[i].store(state, Ordering::Relaxed);
+        }
+    }
+
+    /// A channel's circuit state (0 closed, 1 open, 2 half-open).
+    pub fn breaker(&self, channel: crate::domain::Channel) -> u8 {
+        breaker_slot(channel).map(|i| self.breakers[i].load(Ordering::Relaxed)).unwrap_or(0)
     }
 
     /// Renders the Prometheus text exposition format.
@@ -106,6 +129,11 @@ impl Metrics {
         let _ = writeln!(out, "# HELP notifyhub_database_up Whether the database answered the last check.");
         let _ = writeln!(out, "# TYPE notifyhub_database_up gauge");
         let _ = writeln!(out, "notifyhub_database_up {}", u8::from(!self.database_down.load(Ordering::Relaxed)));
+        let _ = writeln!(out, "# HELP notifyhub_channel_circuit_state Circuit breaker per channel: 0 closed, 1 open, 2 half-open.");
+        let _ = writeln!(out, "# TYPE notifyhub_channel_circuit_state gauge");
+        for c in [crate::domain::Channel::Email, crate::domain::Channel::Sms, crate::domain::Channel::Push] {
+            let _ = writeln!(out, "notifyhub_channel_circuit_state{{channel=\"{}\"}} {}", c.as_str(), self.breaker(c));
+        }
         let _ = writeln!(out, "# HELP notifyhub_notifications_stored_total Notifications stored by this node.");
         let _ = writeln!(out, "# TYPE notifyhub_notifications_stored_total counter");
         let _ =

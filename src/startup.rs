@@ -1,7 +1,14 @@
 //! Builds the application: migrations, the persistence actor, the HTTP server bound to
 //! its listener (port 0 gives a free port, which tests use).
 
+use crate::actors::channel::{ChannelActor, ChannelDeps, Channels, SetRaiser};
 use crate::actors::dispatcher::{DispatchCore, Dispatcher, ProfileCache};
+use crate::channels::email::SmtpSender;
+use crate::channels::push::PushSender;
+use crate::channels::sandbox::{SandboxOutbox, SandboxSender};
+use crate::channels::sms::TwilioSender;
+use crate::channels::ChannelSender;
+use crate::domain::Channel;
 use crate::actors::persistence::{Hooks, StoreHandle};
 use crate::actors::session::Sessions;
 use crate::actors::ws::Heartbeat;
@@ -43,6 +50,44 @@ pub enum StartError {
     Config(String),
 }
 
+/// Starts the email, SMS and push actors on one arbiter, with SMTP/Twilio or the sandbox.
+fn start_channels(
+    settings: &Settings,
+    store: &StoreHandle,
+    clock: &Arc<dyn Clock>,
+    pii: &PiiCipher,
+    metrics: &Arc<Metrics>,
+) -> Result<Channels, String> {
+    let sandbox = SandboxOutbox::new(&settings.data_dir);
+    let email: Arc<dyn ChannelSender> = match &settings.smtp {
+        Some(smtp) => Arc::new(SmtpSender::new(smtp).map_err(|e| format!("SMTP_HOST: {e}"))?),
+        None => {
+            tracing::info!(outbox = %settings.data_dir.join("sandbox/outbox.jsonl").display(), "email: SMTP_HOST unset, sandbox mode (messages go to the sandbox outbox)");
+            Arc::new(SandboxSender::new(Channel::Email, sandbox.clone()))
+        }
+    };
+    let sms: Arc<dyn ChannelSender> = match &settings.twilio {
+        Some(t) => Arc::new(TwilioSender::new(t.clone())?),
+        None => {
+            tracing::info!(outbox = %settings.data_dir.join("sandbox/outbox.jsonl").display(), "sms: Twilio unset, sandbox mode (messages go to the sandbox outbox)");
+            Arc::new(SandboxSender::new(Channel::Sms, sandbox))
+        }
+    };
+    let push: Arc<dyn ChannelSender> = Arc::new(PushSender::new(
+        settings.vapid_private_key.clone(),
+        settings.vapid_subject.clone(),
+        settings.push_allowed_hosts.clone(),
+        store.clone(),
+    )?);
+    let arbiter = actix::Arbiter::new();
+    let deps = || ChannelDeps { store: store.clone(), clock: clock.clone(), pii: pii.clone(), metrics: metrics.clone() };
+    Ok(Channels {
+        email: ChannelActor::start(email, deps(), &arbiter.handle()),
+        sms: ChannelActor::start(sms, deps(), &arbiter.handle()),
+        push: ChannelActor::start(push, deps(), &arbiter.handle()),
+    })
+}
+
 /// A built, listening hub.
 pub struct Application {
     port: u16,
@@ -71,12 +116,28 @@ impl Application {
         store.set_fanout(sessions.clone()).await;
         let pii = PiiCipher::new(&settings.pii_key);
         let profiles = ProfileCache::new(pii.clone());
+        if matches!(settings.database_url, crate::config::DatabaseUrl::Sqlite(_)) {
+            // One node per SQLite file: whoever claimed unfinished deliveries is gone.
+            let now = clock.now();
+            let released = store
+                .call(move |db| async move { crate::store::outbox::release_all_claims(&db, now).await })
+                .await
+                .map_err(db_err)?;
+            if released > 0 {
+                tracing::warn!(released, "resuming deliveries interrupted by the last stop");
+            }
+        }
+        let channels = start_channels(&settings, &store, &clock, &pii, &metrics).map_err(StartError::Config)?;
         let dispatcher = Dispatcher::start_on_own_arbiter(Arc::new(DispatchCore {
             store: store.clone(),
             profiles: profiles.clone(),
             clock: clock.clone(),
             metrics: metrics.clone(),
+            channels: Some(channels.clone()),
         }));
+        for addr in [&channels.email, &channels.sms, &channels.push] {
+            addr.do_send(SetRaiser(dispatcher.clone().recipient()));
+        }
         let vapid_public_key =
             crate::vapid::public_key_from_private(&settings.vapid_private_key).map_err(StartError::Config)?;
         let state = AppState {
@@ -86,6 +147,8 @@ impl Application {
             sessions,
             profiles,
             dispatcher,
+            channels,
+            sandbox: SandboxOutbox::new(&settings.data_dir),
             clock,
             heartbeat: Heartbeat { interval: settings.ws_heartbeat, timeout: settings.ws_timeout },
             users: Arc::new(KnownUsers::default()),

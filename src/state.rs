@@ -1,7 +1,9 @@
 //! What every request handler shares: settings, keys, the store handle, the known-user
 //! registry and metrics.
 
+use crate::actors::channel::Channels;
 use crate::actors::dispatcher::{Dispatcher, ProfileCache};
+use crate::channels::sandbox::SandboxOutbox;
 use crate::actors::persistence::StoreHandle;
 use crate::actors::session::Sessions;
 use crate::actors::ws::Heartbeat;
@@ -44,6 +46,10 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// WebSocket heartbeat timing.
     pub heartbeat: Heartbeat,
+    /// Channel actors.
+    pub channels: Channels,
+    /// The sandbox outbox (email/SMS without SMTP/Twilio).
+    pub sandbox: SandboxOutbox,
 }
 
 /// Users recorded in the database, so a token seen again costs no write.

@@ -136,6 +136,8 @@ pub struct DispatchCore {
     pub clock: Arc<dyn Clock>,
     /// Counters (the database watch reports here).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Channel actors, woken when deliveries are due.
+    pub channels: Option<super::channel::Channels>,
 }
 
 impl DispatchCore {
@@ -267,6 +269,14 @@ impl DispatchCore {
                 item: StoreItem { notification, deliveries: NewDelivery::for_routing(&routing) },
             });
         }
+        let mut due: Vec<Channel> = pending
+            .iter()
+            .flat_map(|p| p.item.deliveries.iter())
+            .filter(|d| d.status == crate::domain::delivery::DeliveryStatus::Pending)
+            .map(|d| d.channel)
+            .collect();
+        due.sort();
+        due.dedup();
         let stored = match self.store.store_notifications(pending).await {
             Ok(s) => s,
             Err(e) => {
@@ -274,6 +284,9 @@ impl DispatchCore {
                 return Err(e);
             }
         };
+        if let Some(channels) = &self.channels {
+            channels.wake(due);
+        }
         let notifications = stored
             .into_iter()
             .zip(channels)

@@ -2,12 +2,14 @@
 //! persistence actor, and answer in the contract's JSON (errors included).
 
 pub mod admin;
+pub mod channels;
 pub mod events;
 pub mod middleware;
 pub mod notifications;
 pub mod openapi;
 pub mod ops;
 pub mod preferences;
+pub mod push;
 pub mod ws;
 
 use crate::error::ApiError;
@@ -38,6 +40,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(notifications::mark_all_read)
                 .service(notifications::delete_all)
                 .service(notifications::mark_read)
+                .service(channels::send_test)
+                .service(channels::deliveries)
+                .service(channels::sandbox_outbox)
+                .service(push::vapid_public_key)
+                .service(push::subscribe)
+                .service(push::unsubscribe)
                 .service(admin::get_user_preferences)
                 .service(admin::update_user_preferences)
                 .service(events::post_event),

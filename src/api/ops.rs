@@ -23,11 +23,25 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match result {
         Ok(Ok(())) => HttpResponse::Ok().json(json!({
             "status": "ready",
-            "checks": {"database": {"status": "up", "backend": backend}}
+            "checks": {"database": {"status": "up", "backend": backend}, "channels": channel_checks(&state)}
         })),
         Ok(Err(e)) => not_ready(backend, &e.to_string()),
         Err(_) => not_ready(backend, "timed out after 3 s"),
     }
+}
+
+/// Circuit state per channel (an open circuit degrades a channel, not readiness).
+fn channel_checks(state: &AppState) -> serde_json::Value {
+    let name = |v: u8| match v {
+        1 => "open",
+        2 => "half_open",
+        _ => "closed",
+    };
+    let mut out = serde_json::Map::new();
+    for c in [crate::domain::Channel::Email, crate::domain::Channel::Sms, crate::domain::Channel::Push] {
+        out.insert(c.as_str().into(), json!({"circuit": name(state.metrics.breaker(c))}));
+    }
+    serde_json::Value::Object(out)
 }
 
 fn not_ready(backend: &str, why: &str) -> HttpResponse {

@@ -7,6 +7,7 @@ pub mod notification;
 pub mod pii;
 pub mod preferences;
 pub mod rules;
+pub mod sms;
 pub mod typescript;
 pub mod validation;
 

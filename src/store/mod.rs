@@ -9,6 +9,7 @@
 
 pub mod bridge;
 pub mod json;
+pub mod outbox;
 pub mod preferences_doc;
 pub mod repository;
 pub mod schema;

@@ -21,9 +21,10 @@ pub fn to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
     t.with_nanosecond(t.nanosecond() / 1_000 * 1_000).unwrap_or(t)
 }
 
+/// A `notifications` row.
 #[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = notifications)]
-pub(super) struct NotificationRow {
+pub struct NotificationRow {
     id: String,
     user_id: String,
     sequence_number: i64,
@@ -37,7 +38,8 @@ pub(super) struct NotificationRow {
 }
 
 impl NotificationRow {
-    fn into_domain(self) -> Result<Notification, StoreError> {
+    /// The domain form.
+    pub fn into_domain(self) -> Result<Notification, StoreError> {
         let corrupt = |what: &str, e: String| StoreError::Corrupt(format!("notification {}: {what}: {e}", self.id));
         Ok(Notification {
             id: Uuid::parse_str(&self.id).map_err(|e| corrupt("id", e.to_string()))?,
@@ -126,6 +128,8 @@ pub(super) struct DeliveryRow {
     attempts: i32,
     last_error: Option<String>,
     next_attempt_at: Option<NaiveDateTime>,
+    claimed_by: Option<String>,
+    sent_at: Option<NaiveDateTime>,
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
 }
@@ -186,6 +190,8 @@ pub(super) fn number_batch(
                 attempts: 0,
                 last_error: None,
                 next_attempt_at: (d.status == DeliveryStatus::Pending).then_some(now),
+                claimed_by: None,
+                sent_at: None,
                 created_at: now,
                 updated_at: now,
             });

@@ -54,11 +54,14 @@ CREATE TABLE deliveries (
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
     next_attempt_at TIMESTAMP,
+    -- Which process is sending it (a claim expires at next_attempt_at).
+    claimed_by TEXT,
+    sent_at TIMESTAMP,
     created_at TIMESTAMP NOT NULL,
     updated_at TIMESTAMP NOT NULL
 );
 CREATE INDEX idx_deliveries_due ON deliveries (status, next_attempt_at);
-CREATE INDEX idx_deliveries_user_channel ON deliveries (user_id, channel, created_at);
+CREATE INDEX idx_deliveries_user_channel ON deliveries (user_id, channel, sent_at);
 CREATE INDEX idx_deliveries_notification ON deliveries (notification_id);
 
 CREATE TABLE idempotency_keys (
