@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build and the tests need, when missing:
 # pkg-config and libssl-dev (web-push's ece links OpenSSL), PostgreSQL (tests run on it).
+# With --with-postgres (the test script), also PostgreSQL and aiosmtpd (a real SMTP server).
 # Usage: scripts/install-deps.sh [--with-postgres]
 set -euo pipefail
 
@@ -11,11 +12,16 @@ if [[ " $* " == *" --with-postgres "* ]]; then
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 fi
 
-if [ ${#need[@]} -eq 0 ]; then
-  exit 0
+if [ ${#need[@]} -gt 0 ]; then
+  echo "==> installing Debian packages: ${need[*]}"
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-echo "==> installing Debian packages: ${need[*]}"
-sudo_cmd=()
-[ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
-"${sudo_cmd[@]}" apt-get update -qq
-DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+
+# The email tests talk to a real SMTP server (aiosmtpd, from PyPI).
+if [[ " $* " == *" --with-postgres "* ]] && ! python3 -c "import aiosmtpd" >/dev/null 2>&1; then
+  echo "==> installing aiosmtpd (the tests' SMTP server)"
+  python3 -m pip install --quiet --disable-pip-version-check aiosmtpd
+fi

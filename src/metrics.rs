@@ -129,7 +129,10 @@ impl Metrics {
         let _ = writeln!(out, "# HELP notifyhub_database_up Whether the database answered the last check.");
         let _ = writeln!(out, "# TYPE notifyhub_database_up gauge");
         let _ = writeln!(out, "notifyhub_database_up {}", u8::from(!self.database_down.load(Ordering::Relaxed)));
-        let _ = writeln!(out, "# HELP notifyhub_channel_circuit_state Circuit breaker per channel: 0 closed, 1 open, 2 half-open.");
+        let _ = writeln!(
+            out,
+            "# HELP notifyhub_channel_circuit_state Circuit breaker per channel: 0 closed, 1 open, 2 half-open."
+        );
         let _ = writeln!(out, "# TYPE notifyhub_channel_circuit_state gauge");
         for c in [crate::domain::Channel::Email, crate::domain::Channel::Sms, crate::domain::Channel::Push] {
             let _ = writeln!(out, "notifyhub_channel_circuit_state{{channel=\"{}\"}} {}", c.as_str(), self.breaker(c));

@@ -3,20 +3,20 @@
 
 use crate::actors::channel::{ChannelActor, ChannelDeps, Channels, SetRaiser};
 use crate::actors::dispatcher::{DispatchCore, Dispatcher, ProfileCache};
-use crate::channels::email::SmtpSender;
-use crate::channels::push::PushSender;
-use crate::channels::sandbox::{SandboxOutbox, SandboxSender};
-use crate::channels::sms::TwilioSender;
-use crate::channels::ChannelSender;
-use crate::domain::Channel;
 use crate::actors::persistence::{Hooks, StoreHandle};
 use crate::actors::session::Sessions;
 use crate::actors::ws::Heartbeat;
 use crate::api;
 use crate::auth::JwtKeys;
+use crate::channels::email::SmtpSender;
+use crate::channels::push::PushSender;
+use crate::channels::sandbox::{SandboxOutbox, SandboxSender};
+use crate::channels::sms::TwilioSender;
+use crate::channels::ChannelSender;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::crypto::PiiCipher;
+use crate::domain::Channel;
 use crate::metrics::Metrics;
 use crate::state::{AppState, KnownUsers};
 use crate::store::{self, StoreError};
@@ -80,7 +80,8 @@ fn start_channels(
         store.clone(),
     )?);
     let arbiter = actix::Arbiter::new();
-    let deps = || ChannelDeps { store: store.clone(), clock: clock.clone(), pii: pii.clone(), metrics: metrics.clone() };
+    let deps =
+        || ChannelDeps { store: store.clone(), clock: clock.clone(), pii: pii.clone(), metrics: metrics.clone() };
     Ok(Channels {
         email: ChannelActor::start(email, deps(), &arbiter.handle()),
         sms: ChannelActor::start(sms, deps(), &arbiter.handle()),

@@ -3,11 +3,11 @@
 
 use crate::actors::channel::Channels;
 use crate::actors::dispatcher::{Dispatcher, ProfileCache};
-use crate::channels::sandbox::SandboxOutbox;
 use crate::actors::persistence::StoreHandle;
 use crate::actors::session::Sessions;
 use crate::actors::ws::Heartbeat;
 use crate::auth::{JwtKeys, Role};
+use crate::channels::sandbox::SandboxOutbox;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::crypto::PiiCipher;

@@ -172,7 +172,9 @@ impl ChannelActor {
             let until = self.breaker.open_until().unwrap_or(now + Duration::seconds(1));
             let store = self.store.clone();
             actix::spawn(async move {
-                let _ = store.call(move |db| async move { outbox::finish(&db, &row.id, Finish::Postpone { until }, now).await }).await;
+                let _ = store
+                    .call(move |db| async move { outbox::finish(&db, &row.id, Finish::Postpone { until }, now).await })
+                    .await;
             });
             return;
         }
@@ -205,7 +207,11 @@ impl ChannelActor {
         };
         match transition {
             Transition::Opened => {
-                tracing::error!(channel = self.channel.as_str(), transport = self.sender.transport(), "circuit opened after repeated failures");
+                tracing::error!(
+                    channel = self.channel.as_str(),
+                    transport = self.sender.transport(),
+                    "circuit opened after repeated failures"
+                );
                 if let Some(raiser) = &self.raiser {
                     raiser.do_send(RaiseOwnError(Event {
                         kind: EventKind::SystemError(ErrorPayload {
@@ -274,7 +280,12 @@ fn destination(channel: Channel, prefs: &NotificationPreferences, subscriptions:
     }
 }
 
-async fn load_job(store: &StoreHandle, pii: &PiiCipher, user: Uuid, channel: Channel) -> Result<(NotificationPreferences, Vec<outbox::Subscription>), StoreError> {
+async fn load_job(
+    store: &StoreHandle,
+    pii: &PiiCipher,
+    user: Uuid,
+    channel: Channel,
+) -> Result<(NotificationPreferences, Vec<outbox::Subscription>), StoreError> {
     let pii = pii.clone();
     store
         .call(move |db| async move {
@@ -348,7 +359,10 @@ impl Attempt {
                             Some(delay) => {
                                 tracing::warn!(channel = self.channel.as_str(), to = %dest, attempt, error = %error, "delivery failed; will retry");
                                 let at = now + delay;
-                                (Finish::Retry { at, error }, AttemptOutcome { provider: Some(false), retry_at: Some(at) })
+                                (
+                                    Finish::Retry { at, error },
+                                    AttemptOutcome { provider: Some(false), retry_at: Some(at) },
+                                )
                             }
                             None => {
                                 tracing::error!(channel = self.channel.as_str(), to = %dest, attempt, error = %error, "delivery failed; retries spent");

@@ -27,8 +27,13 @@ use uuid::Uuid;
     security(("bearer" = []))
 )]
 #[post("/notifications/test/{channel}")]
-pub async fn send_test(state: web::Data<AppState>, user: AuthUser, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let channel: Channel = path.parse().map_err(|e: String| ApiError::bad_request(e).with_details(json!({"field": "channel"})))?;
+pub async fn send_test(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let channel: Channel =
+        path.parse().map_err(|e: String| ApiError::bad_request(e).with_details(json!({"field": "channel"})))?;
     if channel == Channel::Toast {
         let event = Event {
             kind: EventKind::Generic(Content {
@@ -40,21 +45,41 @@ pub async fn send_test(state: web::Data<AppState>, user: AuthUser, path: web::Pa
             }),
             audience: Audience::Users(vec![user.user_id]),
         };
-        return match state.dispatcher.send(Dispatch(event)).await.map_err(|_| ApiError::unavailable("dispatcher stopped"))?? {
-            Outcome::Accepted { notifications, .. } if notifications.first().is_some_and(|n| n.channels.contains(&Channel::Toast)) => {
-                Ok(HttpResponse::Accepted().json(json!({"success": true, "message": "Test toast sent to your open tabs"})))
+        return match state
+            .dispatcher
+            .send(Dispatch(event))
+            .await
+            .map_err(|_| ApiError::unavailable("dispatcher stopped"))??
+        {
+            Outcome::Accepted { notifications, .. }
+                if notifications.first().is_some_and(|n| n.channels.contains(&Channel::Toast)) =>
+            {
+                Ok(HttpResponse::Accepted()
+                    .json(json!({"success": true, "message": "Test toast sent to your open tabs"})))
             }
-            _ => Err(ApiError::bad_request("toasts are not routed for info notifications right now (quiet hours or routing)")
-                .with_details(json!({"channel": "toast"}))),
+            _ => Err(ApiError::bad_request(
+                "toasts are not routed for info notifications right now (quiet hours or routing)",
+            )
+            .with_details(json!({"channel": "toast"}))),
         };
     }
     let actor = state.channels.get(channel).ok_or_else(ApiError::internal)?;
     let (tx, rx) = oneshot::channel();
-    actor.send(SendTest { user: user.user_id, reply: tx }).await.map_err(|_| ApiError::unavailable("channel stopped"))?;
-    let refusal = |status, code, message: String| Err(ApiError::new(status, code, message).with_details(json!({"channel": channel.as_str()})));
+    actor
+        .send(SendTest { user: user.user_id, reply: tx })
+        .await
+        .map_err(|_| ApiError::unavailable("channel stopped"))?;
+    let refusal = |status, code, message: String| {
+        Err(ApiError::new(status, code, message).with_details(json!({"channel": channel.as_str()})))
+    };
     match rx.await.map_err(|_| ApiError::unavailable("channel stopped"))? {
-        Ok(dest) => Ok(HttpResponse::Accepted().json(json!({"success": true, "message": format!("Test {} sent to {dest}", channel.as_str())}))),
-        Err(TestRefusal::Disabled) => refusal(StatusCode::BAD_REQUEST, "CHANNEL_DISABLED", format!("{} is disabled in your preferences", channel.as_str())),
+        Ok(dest) => Ok(HttpResponse::Accepted()
+            .json(json!({"success": true, "message": format!("Test {} sent to {dest}", channel.as_str())}))),
+        Err(TestRefusal::Disabled) => refusal(
+            StatusCode::BAD_REQUEST,
+            "CHANNEL_DISABLED",
+            format!("{} is disabled in your preferences", channel.as_str()),
+        ),
         Err(TestRefusal::NoAddress) => refusal(
             StatusCode::BAD_REQUEST,
             "NO_ADDRESS",
@@ -82,7 +107,11 @@ pub async fn send_test(state: web::Data<AppState>, user: AuthUser, path: web::Pa
     security(("bearer" = []))
 )]
 #[get("/notifications/{notification_id}/deliveries")]
-pub async fn deliveries(state: web::Data<AppState>, user: AuthUser, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn deliveries(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let not_found = || ApiError::not_found("notification not found");
     let id = Uuid::parse_str(path.trim()).map_err(|_| not_found())?;
     let uid = user.user_id;
@@ -93,15 +122,22 @@ pub async fn deliveries(state: web::Data<AppState>, user: AuthUser, path: web::P
         .ok_or_else(not_found)?;
     // A toast that went out has no row (see `NewDelivery::for_routing`).
     if !rows.iter().any(|r| r.channel == Channel::Toast) {
-        let n = state.store.call(move |db| async move { outbox::notification(&db, id).await }).await?.ok_or_else(not_found)?;
-        rows.insert(0, DeliveryView {
-            channel: Channel::Toast,
-            status: "sent".into(),
-            reason: None,
-            attempts: 1,
-            last_error: None,
-            updated_at: n.created_at,
-        });
+        let n = state
+            .store
+            .call(move |db| async move { outbox::notification(&db, id).await })
+            .await?
+            .ok_or_else(not_found)?;
+        rows.insert(
+            0,
+            DeliveryView {
+                channel: Channel::Toast,
+                status: "sent".into(),
+                reason: None,
+                attempts: 1,
+                last_error: None,
+                updated_at: n.created_at,
+            },
+        );
     }
     Ok(HttpResponse::Ok().json(json!({"data": rows})))
 }
@@ -119,17 +155,18 @@ pub struct SandboxParams {
     security(("bearer" = []))
 )]
 #[get("/sandbox/outbox")]
-pub async fn sandbox_outbox(state: web::Data<AppState>, user: AuthUser, q: web::Query<SandboxParams>) -> Result<HttpResponse, ApiError> {
+pub async fn sandbox_outbox(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    q: web::Query<SandboxParams>,
+) -> Result<HttpResponse, ApiError> {
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let who = (user.role != Role::Admin).then_some(user.user_id);
     let sandbox = state.sandbox.clone();
-    let data = web::block(move || sandbox.list(who, limit))
-        .await
-        .map_err(|_| ApiError::internal())?
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot read the sandbox outbox");
-            ApiError::internal()
-        })?;
+    let data = web::block(move || sandbox.list(who, limit)).await.map_err(|_| ApiError::internal())?.map_err(|e| {
+        tracing::error!(error = %e, "cannot read the sandbox outbox");
+        ApiError::internal()
+    })?;
     Ok(HttpResponse::Ok().json(json!({
         "email_mode": if state.settings.smtp.is_some() { "smtp" } else { "sandbox" },
         "sms_mode": if state.settings.twilio.is_some() { "twilio" } else { "sandbox" },

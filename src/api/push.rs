@@ -73,7 +73,8 @@ pub async fn subscribe(
     if body.endpoint.len() > 2048 {
         return Err(ApiError::validation("endpoint", "must be at most 2048 characters"));
     }
-    endpoint_allowed(&body.endpoint, &state.settings.push_allowed_hosts).map_err(|e| ApiError::validation("endpoint", e))?;
+    endpoint_allowed(&body.endpoint, &state.settings.push_allowed_hosts)
+        .map_err(|e| ApiError::validation("endpoint", e))?;
     decoded_len("keys.p256dh", &body.keys.p256dh, 65)?;
     decoded_len("keys.auth", &body.keys.auth, 16)?;
     let sub = Subscription { endpoint: body.endpoint, p256dh: body.keys.p256dh, auth: body.keys.auth };
@@ -96,7 +97,8 @@ pub async fn unsubscribe(
     body: web::Json<EndpointBody>,
 ) -> Result<HttpResponse, ApiError> {
     let (uid, endpoint) = (user.user_id, body.into_inner().endpoint);
-    let deleted = state.store.call(move |db| async move { outbox::delete_subscription(&db, Some(uid), &endpoint).await }).await?;
+    let deleted =
+        state.store.call(move |db| async move { outbox::delete_subscription(&db, Some(uid), &endpoint).await }).await?;
     state.profiles.invalidate(uid);
     Ok(HttpResponse::Ok().json(json!({"success": true, "deleted": deleted})))
 }

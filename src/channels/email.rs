@@ -64,8 +64,13 @@ pub fn subject(content: &Content) -> String {
     match n.notification_type {
         NotificationType::SignalGenerated if m.get("symbol").is_some() => {
             let pattern = text_of(&m["pattern_type"]);
-            let pattern = pattern.chars().next().map(|c| c.to_uppercase().collect::<String>() + &pattern[c.len_utf8()..].to_lowercase()).unwrap_or_default();
-            let mut s = format!("{} {} {}%", text_of(&m["symbol"]), pattern, text_of(&m["confidence"]).trim_end_matches(".0"));
+            let pattern = pattern
+                .chars()
+                .next()
+                .map(|c| c.to_uppercase().collect::<String>() + &pattern[c.len_utf8()..].to_lowercase())
+                .unwrap_or_default();
+            let mut s =
+                format!("{} {} {}%", text_of(&m["symbol"]), pattern, text_of(&m["confidence"]).trim_end_matches(".0"));
             if let Some(entry) = m.get("entry_price") {
                 s.push_str(&format!(" — entry {}", text_of(entry)));
             }
@@ -112,7 +117,8 @@ pub fn render(content: &Content) -> RenderedEmail {
         "details": details,
         "created_at": n.created_at.format("%Y-%m-%d %H:%M UTC").to_string(),
     });
-    let html_name = if content.is_test { "test.html".to_string() } else { format!("{}.html", n.notification_type.as_str()) };
+    let html_name =
+        if content.is_test { "test.html".to_string() } else { format!("{}.html", n.notification_type.as_str()) };
     let env = templates();
     let html = env
         .get_template(&html_name)
@@ -136,7 +142,9 @@ impl SmtpSender {
     pub fn new(settings: &SmtpSettings) -> Result<Self, String> {
         let builder = match settings.tls {
             SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&settings.host),
-            SmtpTls::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&settings.host).map_err(|e| e.to_string())?,
+            SmtpTls::StartTls => {
+                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&settings.host).map_err(|e| e.to_string())?
+            }
             SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&settings.host).map_err(|e| e.to_string())?,
         };
         let mut builder = builder.port(settings.port).timeout(Some(Duration::from_secs(10)));
@@ -211,12 +219,17 @@ mod tests {
     #[test]
     fn subjects_a_trader_can_scan() {
         let u = uuid::Uuid::new_v4();
-        let signal = content(json!({"type": "signal_generated", "user_id": u, "signal": {"signal_id": "s", "symbol": "AAPL",
+        let signal =
+            content(json!({"type": "signal_generated", "user_id": u, "signal": {"signal_id": "s", "symbol": "AAPL",
             "pattern_type": "SPRING", "confidence": 87, "entry_price": "152.35"}}));
         assert_eq!(subject(&signal), "AAPL Spring 87% — entry 152.35");
-        let exit = content(json!({"type": "emergency_exit", "user_id": u, "exit": {"campaign_id": "C", "symbol": "TSLA", "reason": "creek breached"}}));
+        let exit = content(
+            json!({"type": "emergency_exit", "user_id": u, "exit": {"campaign_id": "C", "symbol": "TSLA", "reason": "creek breached"}}),
+        );
         assert_eq!(subject(&exit), "EMERGENCY EXIT TSLA — creek breached");
-        let risk = content(json!({"type": "risk_warning", "user_id": u, "risk": {"risk_type": "portfolio_heat", "current": 8.6}}));
+        let risk = content(
+            json!({"type": "risk_warning", "user_id": u, "risk": {"risk_type": "portfolio_heat", "current": 8.6}}),
+        );
         assert_eq!(subject(&risk), "[WARNING] Risk warning: portfolio heat 8.6% (limit 10%)");
     }
 
@@ -224,10 +237,22 @@ mod tests {
     fn every_template_renders_with_its_details() {
         let u = uuid::Uuid::new_v4();
         for (event, needle) in [
-            (json!({"type": "signal_generated", "user_id": u, "signal": {"signal_id": "s", "symbol": "AAPL", "pattern_type": "SPRING", "confidence": 91, "r_multiple": 3.2}}), "3.2R"),
-            (json!({"type": "risk_warning", "user_id": u, "risk": {"risk_type": "campaign_allocation", "current": 4.7, "affected_campaigns": ["C-1", "C-2"]}}), "C-1, C-2"),
-            (json!({"type": "emergency_exit", "user_id": u, "exit": {"campaign_id": "C-9", "symbol": "TSLA", "reason": "creek breached", "positions_closed": 3}}), "3 position(s) closed"),
-            (json!({"type": "system_error", "error": {"error_type": "db_down", "message": "boom", "correlation_id": "corr-1"}}), "corr-1"),
+            (
+                json!({"type": "signal_generated", "user_id": u, "signal": {"signal_id": "s", "symbol": "AAPL", "pattern_type": "SPRING", "confidence": 91, "r_multiple": 3.2}}),
+                "3.2R",
+            ),
+            (
+                json!({"type": "risk_warning", "user_id": u, "risk": {"risk_type": "campaign_allocation", "current": 4.7, "affected_campaigns": ["C-1", "C-2"]}}),
+                "C-1, C-2",
+            ),
+            (
+                json!({"type": "emergency_exit", "user_id": u, "exit": {"campaign_id": "C-9", "symbol": "TSLA", "reason": "creek breached", "positions_closed": 3}}),
+                "3 position(s) closed",
+            ),
+            (
+                json!({"type": "system_error", "error": {"error_type": "db_down", "message": "boom", "correlation_id": "corr-1"}}),
+                "corr-1",
+            ),
         ] {
             let c = content(event);
             let e = render(&c);
@@ -243,8 +268,10 @@ mod tests {
     #[test]
     fn html_is_escaped() {
         let u = uuid::Uuid::new_v4();
-        let c = content(json!({"type": "notification", "user_id": u, "notification_type": "system_error", "priority": "info",
-            "title": "<script>x</script>", "message": "<b>hi</b>"}));
+        let c = content(
+            json!({"type": "notification", "user_id": u, "notification_type": "system_error", "priority": "info",
+            "title": "<script>x</script>", "message": "<b>hi</b>"}),
+        );
         let e = render(&c);
         assert!(!e.html.contains("<script>x"), "{}", e.html);
     }

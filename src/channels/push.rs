@@ -84,7 +84,12 @@ pub struct PushSender {
 
 impl PushSender {
     /// A sender signing with the hub's VAPID key.
-    pub fn new(vapid_private_key: String, vapid_subject: String, allowed_hosts: Vec<String>, store: StoreHandle) -> Result<Self, String> {
+    pub fn new(
+        vapid_private_key: String,
+        vapid_subject: String,
+        allowed_hosts: Vec<String>,
+        store: StoreHandle,
+    ) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             // An allowed host must not bounce us somewhere else.
@@ -116,6 +121,11 @@ async fn send_one(
         Err(e) => return One::Final(format!("vapid: {e}")),
     };
     sig.add_claim("sub", subject);
+    // RFC 8292: the audience is the push resource's origin, port included when it is
+    // not the scheme's default (web-push leaves the port out).
+    if let Ok(url) = reqwest::Url::parse(&sub.endpoint) {
+        sig.add_claim("aud", url.origin().ascii_serialization());
+    }
     let signature = match sig.build() {
         Ok(s) => s,
         Err(e) => return One::Final(format!("vapid signature: {e}")),

@@ -16,10 +16,7 @@ pub struct TwilioSender {
 impl TwilioSender {
     /// A sender with a 10 s request timeout.
     pub fn new(settings: TwilioSettings) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| e.to_string())?;
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(|e| e.to_string())?;
         Ok(Self { client, settings })
     }
 }

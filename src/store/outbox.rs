@@ -230,7 +230,11 @@ pub struct DeliveryView {
 type DeliveryTuple = (String, String, Option<String>, i32, Option<String>, NaiveDateTime);
 
 /// The deliveries of one of the user's notifications; `None` when it is not theirs.
-pub async fn deliveries_of(db: &Db, user: Uuid, notification_id: Uuid) -> Result<Option<Vec<DeliveryView>>, StoreError> {
+pub async fn deliveries_of(
+    db: &Db,
+    user: Uuid,
+    notification_id: Uuid,
+) -> Result<Option<Vec<DeliveryView>>, StoreError> {
     let (uid, nid) = (user.to_string(), notification_id.to_string());
     let (owned, rows): (i64, Vec<DeliveryTuple>) = with_conn!(db, conn => {
         let owned: i64 = notifications::table

@@ -5,10 +5,13 @@ mod helpers;
 
 mod auth;
 mod bridge;
+mod channels;
 mod cli;
+mod crash;
 mod notifications;
 mod ops;
 mod outage;
 mod preferences;
 mod realtime;
+mod standins;
 mod storage;

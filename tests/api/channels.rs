@@ -1,0 +1,336 @@
+//! Delivery channels against real peers on loopback: SMTP (aiosmtpd), a Twilio
+//! stand-in, a push-service stand-in that verifies VAPID and decrypts; retries with an
+//! injected clock, the breaker's three states, rate limits across a restart, 410
+//! cleanup, the SSRF guard and every test-endpoint answer.
+
+use crate::bridge::{exit_event, info_event, signal_event};
+use crate::helpers::{assert_error, spawn_app_with, spawn_with_clock, Backend, TestApp};
+use crate::standins::{PushStandIn, SmtpSink, TwilioStandIn, TWILIO_FROM};
+use notifyhub::actors::channel::Wake;
+use notifyhub::auth::Role;
+use notifyhub::clock::{Clock, OffsetClock, SystemClock};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+async fn set_prefs(app: &TestApp, user: Uuid, body: Value) {
+    let res = app.post("/api/v1/notifications/preferences", &app.token(user, Role::User), &body).await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+}
+
+async fn deliveries(app: &TestApp, user: Uuid, id: &str) -> Vec<Value> {
+    let res = app.get(&format!("/api/v1/notifications/{id}/deliveries"), &app.token(user, Role::User)).await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    body["data"].as_array().unwrap().clone()
+}
+
+/// Waits until the `channel` delivery of notification `id` reaches `status`.
+async fn until_delivery(app: &TestApp, user: Uuid, id: &str, channel: &str, status: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows = deliveries(app, user, id).await;
+        if let Some(row) = rows.iter().find(|r| r["channel"] == channel && r["status"] == status) {
+            return row.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "{channel} never reached {status}: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn id_of(answer: &Value) -> String {
+    answer["notifications"][0]["notification_id"].as_str().unwrap().to_string()
+}
+
+fn env_pairs(pairs: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
+    pairs.to_vec()
+}
+
+async fn app_with(backend: Backend, env: Vec<(&'static str, String)>, clock: Arc<dyn Clock>) -> Option<TestApp> {
+    let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    spawn_app_with(backend, &refs, clock).await
+}
+
+async fn email_over_smtp(backend: Backend) {
+    let smtp = SmtpSink::start();
+    let env = env_pairs(&[
+        ("SMTP_HOST", "127.0.0.1".into()),
+        ("SMTP_PORT", smtp.port.to_string()),
+        ("SMTP_TLS", "none".into()),
+        ("SMTP_FROM_EMAIL", "alerts@notifyhub.test".into()),
+    ]);
+    let Some(app) = app_with(backend, env, Arc::new(SystemClock)).await else { return };
+    let user = Uuid::new_v4();
+    set_prefs(&app, user, json!({"email_address": "trader@example.com"})).await;
+    let answer = app.event(signal_event(user, 87.0), 202).await;
+    assert_eq!(answer["notifications"][0]["channels"], json!(["toast", "email"]));
+    let mail = &smtp.messages(1).await[0];
+    assert!(mail.contains("X-Envelope-To: trader@example.com"), "{mail}");
+    assert!(mail.contains("From: alerts@notifyhub.test"), "{mail}");
+    assert!(mail.contains("multipart/alternative"), "{mail}");
+    assert!(mail.contains("text/plain") && mail.contains("text/html"), "{mail}");
+    assert!(mail.contains("AAPL Spring 87%") || mail.contains("=?utf-8?"), "subject: {mail}");
+    let row = until_delivery(&app, user, &id_of(&answer), "email", "sent").await;
+    assert_eq!(row["attempts"], 1);
+    // The test endpoint sends through the same SMTP server.
+    let res = app.post("/api/v1/notifications/test/email", &app.token(user, Role::User), &json!({})).await;
+    assert_eq!(res.status(), 202);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body, json!({"success": true, "message": "Test email sent to tra***@example.com"}));
+    let mails = smtp.messages(2).await;
+    assert!(mails.iter().any(|m| m.contains("notifyhub test email")));
+}
+
+#[actix_web::test]
+async fn email_goes_out_over_real_smtp_as_multipart_on_sqlite() {
+    email_over_smtp(Backend::Sqlite).await;
+}
+
+#[actix_web::test]
+async fn email_goes_out_over_real_smtp_as_multipart_on_postgres() {
+    email_over_smtp(Backend::Postgres).await;
+}
+
+#[actix_web::test]
+async fn sms_goes_through_twilio_and_an_invalid_number_is_final() {
+    let mut twilio = TwilioStandIn::start().await;
+    let app = app_with(Backend::Sqlite, twilio.env(), Arc::new(SystemClock)).await.unwrap();
+    let user = Uuid::new_v4();
+    set_prefs(&app, user, json!({"sms_enabled": true, "sms_phone_number": "+12345678901"})).await;
+    let answer = app.event(exit_event(user), 202).await;
+    assert_eq!(answer["notifications"][0]["channels"], json!(["toast", "sms"]));
+    let req = twilio.next().await;
+    assert_eq!(req.to, "+12345678901");
+    assert_eq!(req.from, TWILIO_FROM);
+    assert!(req.body.starts_with("notifyhub: Emergency exit: TSLA"), "{}", req.body);
+    until_delivery(&app, user, &id_of(&answer), "sms", "sent").await;
+
+    twilio.script(&[400]);
+    let answer = app.event(exit_event(user), 202).await;
+    twilio.next().await;
+    let row = until_delivery(&app, user, &id_of(&answer), "sms", "failed").await;
+    assert!(row["reason"].as_str().unwrap().contains("21211"), "{row}");
+    assert_eq!(row["attempts"], 1, "a final refusal is not retried");
+}
+
+#[actix_web::test]
+async fn transient_failures_are_retried_after_1_2_and_4_seconds_then_given_up() {
+    let mut twilio = TwilioStandIn::start().await;
+    twilio.script(&[500, 429, 503, 500]);
+    let clock = Arc::new(OffsetClock::default());
+    let app = app_with(Backend::Sqlite, twilio.env(), clock.clone()).await.unwrap();
+    let user = Uuid::new_v4();
+    set_prefs(&app, user, json!({"sms_enabled": true, "sms_phone_number": "+12345678901"})).await;
+    let answer = app.event(exit_event(user), 202).await;
+    let id = id_of(&answer);
+    twilio.next().await;
+    for (attempt, backoff) in [(1, 1), (2, 2), (3, 4)] {
+        let row = until_delivery(&app, user, &id, "sms", "retrying").await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut row = row;
+        while row["attempts"] != attempt {
+            assert!(std::time::Instant::now() < deadline, "attempt {attempt}: {row}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            row = until_delivery(&app, user, &id, "sms", "retrying").await;
+        }
+        // Not retried before its time (the injected clock has not moved)…
+        app.state.channels.sms.do_send(Wake);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), twilio.requests.recv()).await.is_err(),
+            "retried early"
+        );
+        // …and retried once the backoff has passed.
+        clock.advance(chrono::Duration::seconds(backoff));
+        app.state.channels.sms.do_send(Wake);
+        twilio.next().await;
+    }
+    let row = until_delivery(&app, user, &id, "sms", "failed").await;
+    assert_eq!(row["attempts"], 4, "the first attempt and three retries");
+    assert!(row["last_error"].as_str().unwrap().contains("500"), "{row}");
+}
+
+#[actix_web::test]
+async fn the_breaker_opens_after_five_failures_pauses_sends_and_closes_after_a_good_trial() {
+    let mut twilio = TwilioStandIn::start().await;
+    twilio.script(&[500, 500, 500, 500, 500]);
+    let clock = Arc::new(OffsetClock::default());
+    let app = app_with(Backend::Sqlite, twilio.env(), clock.clone()).await.unwrap();
+    let (user, admin) = (Uuid::new_v4(), Uuid::new_v4());
+    app.get("/api/v1/notifications", &app.token(admin, Role::Admin)).await;
+    let mut admin_tab = app.ws_as(admin, Role::Admin, None).await;
+    admin_tab.until_ready().await;
+    set_prefs(&app, user, json!({"sms_enabled": true, "sms_phone_number": "+12345678901"})).await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(id_of(&app.event(exit_event(user), 202).await));
+        twilio.next().await;
+    }
+    // Open: the admins are told, the metrics and readiness show it, tests get 503.
+    let toast = admin_tab.next_toast().await;
+    assert_eq!(toast["notification"]["metadata"]["error_type"], "sms_circuit_open");
+    let metrics = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("notifyhub_channel_circuit_state{channel=\"sms\"} 1"), "{metrics}");
+    let ready: Value = app.client.get(format!("{}/readyz", app.address)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["checks"]["channels"]["sms"]["circuit"], "open");
+    let res = app.post("/api/v1/notifications/test/sms", &app.token(user, Role::User), &json!({})).await;
+    assert_error(res, 503, "CIRCUIT_OPEN").await;
+    // A new notification waits instead of being tried.
+    let waiting = id_of(&app.event(exit_event(user), 202).await);
+    clock.advance(chrono::Duration::seconds(30));
+    app.state.channels.sms.do_send(Wake);
+    assert!(tokio::time::timeout(Duration::from_millis(300), twilio.requests.recv()).await.is_err(), "sent while open");
+    // Half-open after 60 s: one trial; it succeeds, the circuit closes and the queue drains.
+    clock.advance(chrono::Duration::seconds(31));
+    app.state.channels.sms.do_send(Wake);
+    twilio.next().await;
+    for id in ids.iter().chain(std::iter::once(&waiting)) {
+        until_delivery(&app, user, id, "sms", "sent").await;
+    }
+    let metrics = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("notifyhub_channel_circuit_state{channel=\"sms\"} 0"), "{metrics}");
+}
+
+#[actix_web::test]
+async fn push_is_signed_encrypted_and_a_gone_subscription_is_removed() {
+    let probe = crate::helpers::spawn_app(Backend::Sqlite).await.unwrap();
+    let key: Value = probe
+        .client
+        .get(format!("{}/api/v1/push/vapid-public-key", probe.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // Same data dir → same VAPID key for the real app.
+    let vapid = key["public_key"].as_str().unwrap().to_string();
+    let mut push = PushStandIn::start(vapid.clone()).await;
+    let (env, dir) = probe.stop().await;
+    let mut env = env;
+    env.insert("NOTIFYHUB_PUSH_ALLOWED_HOSTS".into(), format!("127.0.0.1:{}", push.port));
+    let app = spawn_with_clock(Backend::Sqlite, env, dir, Arc::new(SystemClock)).await;
+    let user = Uuid::new_v4();
+    let token = app.token(user, Role::User);
+    let res = app.post("/api/v1/push/subscriptions", &token, &push.keys.subscription(&push.endpoint("a"))).await;
+    assert_eq!(res.status(), 201);
+    set_prefs(&app, user, json!({"push_enabled": true})).await;
+
+    let answer = app.event(exit_event(user), 202).await;
+    assert_eq!(answer["notifications"][0]["channels"], json!(["toast", "push"]));
+    let got = push.next().await;
+    assert_eq!(got.payload["title"], "Emergency exit: TSLA");
+    assert_eq!(got.payload["priority"], "critical");
+    assert_eq!(got.payload["notification_id"], answer["notifications"][0]["notification_id"]);
+    assert_eq!(got.urgency, "high");
+    assert_eq!(got.ttl, "86400");
+    until_delivery(&app, user, &id_of(&answer), "push", "sent").await;
+
+    // The test endpoint uses the same path.
+    let res = app.post("/api/v1/notifications/test/push", &token, &json!({})).await;
+    assert_eq!(res.status(), 202);
+    assert_eq!(push.next().await.payload["test"], true);
+
+    // 410 Gone: the subscription is deleted and the next push has nowhere to go.
+    push.answer(410);
+    let answer = app.event(signal_event(user, 95.0), 202).await;
+    push.next().await;
+    let row = until_delivery(&app, user, &id_of(&answer), "push", "failed").await;
+    assert!(row["reason"].as_str().unwrap().contains("410"), "{row}");
+    let res = app.post("/api/v1/notifications/test/push", &token, &json!({})).await;
+    assert_error(res, 400, "NO_ADDRESS").await;
+}
+
+#[actix_web::test]
+async fn push_endpoints_off_the_allow_list_are_refused_and_never_contacted() {
+    let app = crate::helpers::spawn_app(Backend::Sqlite).await.unwrap();
+    let token = app.token(Uuid::new_v4(), Role::User);
+    let keys = crate::standins::BrowserKeys::new();
+    for endpoint in [
+        "http://127.0.0.1:9/push/x",
+        "https://169.254.169.254/latest",
+        "https://evil.example.com/push",
+        "ftp://fcm.googleapis.com/x",
+    ] {
+        let res = app.post("/api/v1/push/subscriptions", &token, &keys.subscription(endpoint)).await;
+        let err = assert_error(res, 422, "VALIDATION_FAILED").await;
+        assert_eq!(err["error"]["details"]["field"], "endpoint");
+    }
+    let mut bad = keys.subscription("https://fcm.googleapis.com/fcm/send/x");
+    bad["keys"]["p256dh"] = json!("AAAA");
+    let err = assert_error(app.post("/api/v1/push/subscriptions", &token, &bad).await, 422, "VALIDATION_FAILED").await;
+    assert_eq!(err["error"]["details"]["field"], "keys.p256dh");
+    let ok = app
+        .post("/api/v1/push/subscriptions", &token, &keys.subscription("https://fcm.googleapis.com/fcm/send/x"))
+        .await;
+    assert_eq!(ok.status(), 201);
+    let gone = app
+        .client
+        .delete(format!("{}/api/v1/push/subscriptions", app.address))
+        .bearer_auth(&token)
+        .json(&json!({"endpoint": "https://fcm.googleapis.com/fcm/send/x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.json::<Value>().await.unwrap(), json!({"success": true, "deleted": true}));
+}
+
+#[actix_web::test]
+async fn sms_rate_limit_holds_across_a_restart() {
+    // Sandbox SMS (no Twilio): 30 per hour per user.
+    let app = crate::helpers::spawn_app(Backend::Sqlite).await.unwrap();
+    let user = Uuid::new_v4();
+    set_prefs(&app, user, json!({"sms_enabled": true, "sms_phone_number": "+12345678901"})).await;
+    let mut last = String::new();
+    for _ in 0..30 {
+        last = id_of(&app.event(exit_event(user), 202).await);
+    }
+    until_delivery(&app, user, &last, "sms", "sent").await;
+    let (env, dir) = app.stop().await;
+    let app = spawn_with_clock(Backend::Sqlite, env, dir, Arc::new(SystemClock)).await;
+    let over = id_of(&app.event(exit_event(user), 202).await);
+    let row = until_delivery(&app, user, &over, "sms", "suppressed").await;
+    assert_eq!(row["reason"], "rate_limited");
+    let outbox: Value =
+        app.get("/api/v1/sandbox/outbox?limit=500", &app.token(user, Role::User)).await.json().await.unwrap();
+    assert_eq!(outbox["sms_mode"], "sandbox");
+    assert_eq!(outbox["data"].as_array().unwrap().len(), 30);
+    assert_eq!(outbox["data"][0]["to"], "+1234***8901", "recipients are masked in the sandbox too");
+}
+
+#[actix_web::test]
+async fn test_endpoints_answer_every_case() {
+    let app = crate::helpers::spawn_app(Backend::Sqlite).await.unwrap();
+    let user = Uuid::new_v4();
+    let token = app.token(user, Role::User);
+    let test = |channel: &'static str| {
+        let (app, token) = (&app, token.clone());
+        async move { app.post(&format!("/api/v1/notifications/test/{channel}"), &token, &json!({})).await }
+    };
+    assert_error(test("email").await, 400, "NO_ADDRESS").await;
+    assert_error(test("sms").await, 400, "CHANNEL_DISABLED").await;
+    assert_error(test("push").await, 400, "CHANNEL_DISABLED").await;
+    assert_error(test("fax").await, 400, "BAD_REQUEST").await;
+    set_prefs(&app, user, json!({"email_address": "me@example.com", "sms_enabled": true, "sms_phone_number": "+447911123456", "push_enabled": true})).await;
+    assert_error(test("push").await, 400, "NO_ADDRESS").await;
+    let res = test("sms").await;
+    assert_eq!(res.status(), 202);
+    assert_eq!(res.json::<Value>().await.unwrap()["message"], "Test sms sent to +4479***3456");
+    assert_eq!(test("email").await.status(), 202);
+    let outbox: Value = app.get("/api/v1/sandbox/outbox", &token).await.json().await.unwrap();
+    let channels: Vec<&str> =
+        outbox["data"].as_array().unwrap().iter().map(|m| m["channel"].as_str().unwrap()).collect();
+    assert_eq!(channels, ["email", "sms"], "newest first");
+    assert_eq!(outbox["data"][0]["subject"], "notifyhub test email");
+    set_prefs(&app, user, json!({"email_enabled": false})).await;
+    assert_error(test("email").await, 400, "CHANNEL_DISABLED").await;
+    let mut tab = app.ws(user, None).await;
+    tab.until_ready().await;
+    assert_eq!(test("toast").await.status(), 202);
+    assert_eq!(tab.next_toast().await["notification"]["title"], "Test notification");
+    // Another user's sandbox messages are not listed.
+    let other: Value =
+        app.get("/api/v1/sandbox/outbox", &app.token(Uuid::new_v4(), Role::User)).await.json().await.unwrap();
+    assert_eq!(other["data"], json!([]));
+    let _ = info_event;
+}

@@ -1,0 +1,135 @@
+//! The real binary killed with SIGKILL mid-delivery: on restart the interrupted
+//! delivery is resumed and nothing is lost. Its logs and database file never hold a
+//! phone number or email address in clear.
+
+use crate::helpers::{JWT_SECRET, SERVICE_TOKEN};
+use crate::standins::TwilioStandIn;
+use notifyhub::auth::{JwtKeys, Role};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use uuid::Uuid;
+
+struct Hub {
+    child: Child,
+    port: u16,
+    logs: Arc<Mutex<String>>,
+}
+
+fn start_hub(dir: &std::path::Path, twilio: &TwilioStandIn) -> Hub {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_notifyhub"));
+    cmd.arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("NOTIFYHUB_DATA_DIR", dir)
+        .env("NOTIFYHUB_BIND", "127.0.0.1:0")
+        .env("NOTIFYHUB_WORKERS", "1")
+        .env("NOTIFYHUB_JWT_SECRET", JWT_SECRET)
+        .env("NOTIFYHUB_SERVICE_TOKENS", SERVICE_TOKEN)
+        .env("RUST_LOG", "info")
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in twilio.env() {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let logs = Arc::new(Mutex::new(String::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let stderr = child.stderr.take().unwrap();
+    let mut port = None;
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("notifyhub: listening on http://127.0.0.1:") {
+            port = rest.trim_end_matches('/').parse().ok();
+            break;
+        }
+    }
+    Hub { child, port: port.expect("the hub starts"), logs }
+}
+
+#[actix_web::test]
+async fn a_delivery_interrupted_by_sigkill_is_resumed_after_restart_and_no_pii_leaks() {
+    let mut twilio = TwilioStandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let user = Uuid::new_v4();
+    let token = JwtKeys::new(JWT_SECRET).issue(user, Role::User, Duration::from_secs(600));
+
+    let mut hub = start_hub(dir.path(), &twilio);
+    let base = format!("http://127.0.0.1:{}", hub.port);
+    let res = client
+        .post(format!("{base}/api/v1/notifications/preferences"))
+        .bearer_auth(&token)
+        .json(&json!({"sms_enabled": true, "sms_phone_number": "+12345678901", "email_address": "secret.trader@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // Twilio gets the request but the hub dies before the answer.
+    let release = twilio.hold();
+    let answer: Value = client
+        .post(format!("{base}/api/v1/events"))
+        .bearer_auth(SERVICE_TOKEN)
+        .json(&json!({"type": "emergency_exit", "user_id": user, "exit": {"campaign_id": "C-1", "symbol": "NVDA", "reason": "creek breached", "positions_closed": 1}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = answer["notifications"][0]["notification_id"].as_str().unwrap().to_string();
+    twilio.next().await;
+    hub.child.kill().unwrap(); // SIGKILL
+    hub.child.wait().unwrap();
+    let first_logs = hub.logs.lock().unwrap().clone();
+    let _ = release.send(true);
+
+    let mut hub = start_hub(dir.path(), &twilio);
+    let base = format!("http://127.0.0.1:{}", hub.port);
+    let resent = twilio.next().await;
+    assert_eq!(resent.to, "+12345678901");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let body: Value = client
+            .get(format!("{base}/api/v1/notifications/{id}/deliveries"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if body["data"].as_array().unwrap().iter().any(|d| d["channel"] == "sms" && d["status"] == "sent") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never resumed: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    hub.child.kill().unwrap();
+    hub.child.wait().unwrap();
+    let logs = format!("{first_logs}{}", hub.logs.lock().unwrap());
+    assert!(logs.contains("resuming deliveries interrupted by the last stop"), "{logs}");
+    assert!(logs.contains("+1234***8901"), "masked number logged: {logs}");
+    assert!(!logs.contains("12345678901"), "phone number in clear in the logs");
+    assert!(!logs.contains("secret.trader@example.com"), "email in clear in the logs");
+    for file in ["notifyhub.db", "notifyhub.db-wal"] {
+        let bytes = std::fs::read(dir.path().join("data").join(file))
+            .or_else(|_| std::fs::read(dir.path().join(file)))
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("12345678901") && !text.contains("secret.trader@example.com"), "PII in clear in {file}");
+    }
+}
