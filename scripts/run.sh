@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
+scripts/build-ui.sh
+export NOTIFYHUB_UI_DIR="${NOTIFYHUB_UI_DIR:-$PWD/frontend/dist}"
 
 echo "==> building notifyhub (release; the first build takes several minutes)"
 cargo build --release --locked --bin notifyhub

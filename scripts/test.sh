@@ -23,3 +23,16 @@ cargo clippy --all-targets --locked -- -D warnings
 echo "==> cargo test (SQLite and PostgreSQL)"
 # A hung test must fail the run, not eat CI's whole budget.
 timeout --signal=KILL 1800 cargo test --all-targets --locked
+
+echo "==> web UI: lint, type-check, unit and component tests, build"
+scripts/build-ui.sh --force
+(
+  cd frontend
+  npx eslint .
+  npx vue-tsc --noEmit
+  npx vitest run
+)
+
+echo "==> web UI end to end: Chromium against the real hub"
+export NOTIFYHUB_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/notifyhub"
+(cd frontend && timeout --signal=KILL 600 node --test --test-concurrency=1 e2e/)

@@ -1,0 +1,22 @@
+import { createApp } from 'vue'
+import { createPinia } from 'pinia'
+import PrimeVue from 'primevue/config'
+import ToastService from 'primevue/toastservice'
+import Aura from '@primeuix/themes/aura'
+import 'primeicons/primeicons.css'
+import App from './App.vue'
+import { router } from './router'
+import { captureTokenFromUrl } from './services/auth'
+
+captureTokenFromUrl()
+
+createApp(App)
+  .use(createPinia())
+  .use(router)
+  .use(PrimeVue, { theme: { preset: Aura, options: { darkModeSelector: '.app-dark' } } })
+  .use(ToastService)
+  .mount('#app')
+
+if ('serviceWorker' in navigator) {
+  navigator.serviceWorker.register('/sw.js').catch((e) => console.warn('service worker not registered', e))
+}
