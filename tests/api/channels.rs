@@ -187,8 +187,16 @@ async fn the_breaker_opens_after_five_failures_pauses_sends_and_closes_after_a_g
     for id in ids.iter().chain(std::iter::once(&waiting)) {
         until_delivery(&app, user, id, "sms", "sent").await;
     }
-    let metrics = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("notifyhub_channel_circuit_state{channel=\"sms\"} 0"), "{metrics}");
+    // The gauge follows the actor's state, which settles just after the last row is recorded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap().text().await.unwrap();
+        if metrics.contains("notifyhub_channel_circuit_state{channel=\"sms\"} 0") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[actix_web::test]
