@@ -12,6 +12,7 @@ pub mod api;
 pub mod auth;
 pub mod channels;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod crypto;
 pub mod domain;

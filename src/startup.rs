@@ -25,6 +25,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use std::net::TcpListener;
 use std::sync::Arc;
+use uuid::Uuid;
 
 /// Why the hub could not start.
 #[derive(Debug, thiserror::Error)]
@@ -110,11 +111,17 @@ impl Application {
             tracing::info!(versions = ?applied, "migrations applied");
         }
         let metrics = Arc::new(Metrics::default());
-        let hooks = Hooks { metrics: metrics.clone(), fanout: None };
+        // One id per running hub, so a node ignores its own NOTIFYs.
+        let node_id = Uuid::new_v4().simple().to_string()[..12].to_string();
+        let hooks = Hooks { metrics: metrics.clone(), fanout: None, node_id: node_id.clone() };
         let store =
             StoreHandle::start(settings.database_url.clone(), settings.db_pool_size, hooks).await.map_err(db_err)?;
         let sessions = Sessions::new(store.clone());
         store.set_fanout(sessions.clone()).await;
+        if let crate::config::DatabaseUrl::Postgres(url) = &settings.database_url {
+            let (url, node, sessions) = (url.clone(), node_id.clone(), sessions.clone());
+            actix::Arbiter::new().spawn(crate::cluster::listen(url, node, sessions));
+        }
         let pii = PiiCipher::new(&settings.pii_key);
         let profiles = ProfileCache::new(pii.clone());
         if matches!(settings.database_url, crate::config::DatabaseUrl::Sqlite(_)) {
@@ -150,6 +157,7 @@ impl Application {
             dispatcher,
             channels,
             sandbox: SandboxOutbox::new(&settings.data_dir),
+            node_id,
             clock,
             heartbeat: Heartbeat { interval: settings.ws_heartbeat, timeout: settings.ws_timeout },
             users: Arc::new(KnownUsers::default()),

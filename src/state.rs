@@ -50,6 +50,37 @@ pub struct AppState {
     pub channels: Channels,
     /// The sandbox outbox (email/SMS without SMTP/Twilio).
     pub sandbox: SandboxOutbox,
+    /// This node's id (cluster messages).
+    pub node_id: String,
+}
+
+impl AppState {
+    /// Tells this node's tabs — and, on PostgreSQL, the other nodes' — that a user's
+    /// unread count changed.
+    pub fn unread_changed(&self, user: Uuid, count: i64) {
+        self.sessions.unread_changed(user, count);
+        if self.store.backend() == "postgres" {
+            let payload = crate::cluster::ClusterEvent::Unread { node: self.node_id.clone(), user, count }.encode();
+            let store = self.store.clone();
+            actix::spawn(async move {
+                let sent = store
+                    .call(move |db| async move {
+                        use diesel_async::RunQueryDsl;
+                        crate::with_conn!(&db, conn => {
+                            diesel::sql_query("SELECT pg_notify('notifyhub', $1)")
+                                .bind::<diesel::sql_types::Text, _>(payload)
+                                .execute(conn)
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .await;
+                if let Err(e) = sent {
+                    tracing::warn!(error = %e, "cluster: could not tell the other nodes about an unread count");
+                }
+            });
+        }
+    }
 }
 
 /// Users recorded in the database, so a token seen again costs no write.

@@ -7,7 +7,7 @@
 //! Events are handled concurrently (each handler's future runs on the dispatcher's
 //! arbiter), so many in flight share one group-commit batch.
 
-use super::persistence::{Pending, StoreHandle};
+use super::persistence::StoreHandle;
 use crate::clock::Clock;
 use crate::crypto::PiiCipher;
 use crate::domain::delivery::NewDelivery;
@@ -264,14 +264,15 @@ impl DispatchCore {
                 created_at: now,
             };
             channels.push(routing.deliver.clone());
-            pending.push(Pending {
+            pending.push(StoreItem {
                 toast: routing.toast(),
-                item: StoreItem { notification, deliveries: NewDelivery::for_routing(&routing) },
+                notification,
+                deliveries: NewDelivery::for_routing(&routing),
             });
         }
         let mut due: Vec<Channel> = pending
             .iter()
-            .flat_map(|p| p.item.deliveries.iter())
+            .flat_map(|p| p.deliveries.iter())
             .filter(|d| d.status == crate::domain::delivery::DeliveryStatus::Pending)
             .map(|d| d.channel)
             .collect();

@@ -33,17 +33,8 @@ struct Run(Job);
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Store {
-    items: Vec<Pending>,
+    items: Vec<StoreItem>,
     reply: oneshot::Sender<Result<Vec<StoredNotification>, StoreError>>,
-}
-
-/// A notification waiting for the next batch, and whether its live toast goes out.
-pub struct Pending {
-    /// What to store.
-    pub item: StoreItem,
-    /// `true`: send the toast to the owner's open tabs; `false`: only tell them the
-    /// unread count changed (quiet hours, or routing without toast).
-    pub toast: bool,
 }
 
 /// Told, in commit order and on the persistence arbiter, about every stored batch:
@@ -60,6 +51,8 @@ pub struct Hooks {
     pub metrics: Arc<Metrics>,
     /// Live delivery.
     pub fanout: Option<Arc<dyn Fanout>>,
+    /// This node's id, in the NOTIFY payloads other nodes receive.
+    pub node_id: String,
 }
 
 /// Installs the live-delivery hook (the session registry needs the store first).
@@ -88,7 +81,7 @@ struct Waiter {
 /// The actor. Create it with [`StoreHandle::start`].
 pub struct Persistence {
     db: Db,
-    queue: Vec<Pending>,
+    queue: Vec<StoreItem>,
     waiters: Vec<Waiter>,
     writing: bool,
     in_flight: Arc<AtomicUsize>,
@@ -116,12 +109,13 @@ impl Persistence {
             take_items += w.count;
             take_waiters += 1;
         }
-        let (items, toast): (Vec<StoreItem>, Vec<bool>) =
-            self.queue.drain(..take_items).map(|p| (p.item, p.toast)).unzip();
+        let items: Vec<StoreItem> = self.queue.drain(..take_items).collect();
+        let toast: Vec<bool> = items.iter().map(|i| i.toast).collect();
+        let node = self.hooks.node_id.clone();
         let waiters: Vec<Waiter> = self.waiters.drain(..take_waiters).collect();
         self.writing = true;
         let db = self.db.clone();
-        let fut = async move { repository::store_batch(&db, items).await };
+        let fut = async move { repository::store_batch(&db, &node, items).await };
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
             act.writing = false;
             match result {
@@ -288,7 +282,7 @@ impl StoreHandle {
     }
 
     /// Stores notifications with group commit; returns them with sequence numbers.
-    pub async fn store_notifications(&self, items: Vec<Pending>) -> Result<Vec<StoredNotification>, StoreError> {
+    pub async fn store_notifications(&self, items: Vec<StoreItem>) -> Result<Vec<StoredNotification>, StoreError> {
         let (tx, rx) = oneshot::channel();
         self.addr
             .send(Store { items, reply: tx })

@@ -60,21 +60,43 @@ pub struct UnreadChanged {
     pub count: i64,
 }
 
+/// Another node stored a notification for this user.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct RemoteCommitted {
+    /// Its sequence number.
+    pub seq: i64,
+    /// Whether its toast goes out.
+    pub toast: bool,
+    /// The unread count after it.
+    pub unread: i64,
+}
+
+/// Check the database for anything missed (the cluster listener was down).
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct CatchUp;
+
+type ReplayResult = Result<(Vec<(Notification, bool)>, i64, i64), StoreError>;
+
 /// A page of replay, read for one socket.
 #[derive(Message)]
 #[rtype(result = "()")]
 struct ReplayPage {
     conn_id: u64,
-    /// The page (oldest first), the unread count, and the cursor it was read after.
-    result: Result<(Vec<Notification>, i64, i64), StoreError>,
+    /// The page (oldest first, with toast flags), the unread count, and the cursor it was read after.
+    result: ReplayResult,
 }
 
 enum Cursor {
     /// Reading stored notifications; live ones wait in `buffered`. `first`: the
-    /// socket has not been told `ready` yet.
+    /// socket has not been told `ready` yet (a first replay sends every notification as
+    /// a toast; a catch-up sends what the live tabs got). `recheck`: something was
+    /// committed elsewhere meanwhile, so read once more before going live.
     Replaying {
         buffered: Vec<Deliver>,
         first: bool,
+        recheck: bool,
     },
     Live {
         last: i64,
@@ -155,7 +177,7 @@ impl Handler<Join> for UserSession {
         }
         self.conns.insert(
             msg.conn_id,
-            Conn { addr: msg.addr, cursor: Cursor::Replaying { buffered: Vec::new(), first: true } },
+            Conn { addr: msg.addr, cursor: Cursor::Replaying { buffered: Vec::new(), first: true, recheck: false } },
         );
         self.replay(msg.conn_id, msg.since, ctx);
     }
@@ -185,17 +207,22 @@ impl Handler<ReplayPage> for UserSession {
                 return;
             }
         };
-        let Cursor::Replaying { buffered, first, .. } = &mut conn.cursor else { return };
+        let Cursor::Replaying { buffered, first, recheck } = &mut conn.cursor else { return };
         let first_round = *first;
+        let again = std::mem::take(recheck);
         let mut buffered = std::mem::take(buffered);
         let full_page = page.len() as i64 == REPLAY_PAGE;
         let mut cursor = after;
-        for n in page {
+        for (n, toast) in page {
             cursor = n.sequence_number;
-            Self::send(&conn.addr, toast_frame(n, unread));
+            if first_round || toast {
+                Self::send(&conn.addr, toast_frame(n, unread));
+            } else {
+                Self::send(&conn.addr, frame(&ServerMessage::UnreadCount { count: unread }));
+            }
         }
-        if full_page {
-            conn.cursor = Cursor::Replaying { buffered, first: first_round };
+        if full_page || again {
+            conn.cursor = Cursor::Replaying { buffered, first: first_round, recheck: false };
             self.replay(msg.conn_id, Some(cursor), ctx);
             return;
         }
@@ -217,7 +244,7 @@ impl Handler<ReplayPage> for UserSession {
             }
         }
         if gap {
-            conn.cursor = Cursor::Replaying { buffered: rest, first: first_round };
+            conn.cursor = Cursor::Replaying { buffered: rest, first: first_round, recheck: false };
             self.replay(msg.conn_id, Some(cursor), ctx);
             return;
         }
@@ -247,7 +274,7 @@ impl Handler<Deliver> for UserSession {
                         // A toast never reached us (another node, a lost message):
                         // fetch the missing ones before going on.
                         let after = *last;
-                        conn.cursor = Cursor::Replaying { buffered: vec![msg.clone()], first: false };
+                        conn.cursor = Cursor::Replaying { buffered: vec![msg.clone()], first: false, recheck: false };
                         catch_up.push((*id, after));
                     }
                 }
@@ -256,6 +283,57 @@ impl Handler<Deliver> for UserSession {
         for (id, after) in catch_up {
             self.replay(id, Some(after), ctx);
         }
+    }
+}
+
+impl UserSession {
+    /// Catch up every live socket whose cursor is before `seq` (all of them when
+    /// `None`); replaying ones read once more when done.
+    fn catch_up(&mut self, seq: Option<i64>, ctx: &mut Context<Self>) {
+        let mut start = Vec::new();
+        for (id, conn) in self.conns.iter_mut() {
+            match &mut conn.cursor {
+                Cursor::Replaying { recheck, .. } => *recheck = true,
+                Cursor::Live { last } => {
+                    if seq.is_none_or(|s| s > *last) {
+                        let after = *last;
+                        conn.cursor = Cursor::Replaying { buffered: Vec::new(), first: false, recheck: false };
+                        start.push((*id, after));
+                    }
+                }
+            }
+        }
+        for (id, after) in start {
+            self.replay(id, Some(after), ctx);
+        }
+    }
+}
+
+impl Handler<RemoteCommitted> for UserSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: RemoteCommitted, ctx: &mut Context<Self>) {
+        // The next number with no toast needs no read: only the badge moves.
+        if !msg.toast {
+            let f = frame(&ServerMessage::UnreadCount { count: msg.unread });
+            for conn in self.conns.values_mut() {
+                if let Cursor::Live { last } = &mut conn.cursor {
+                    if *last + 1 == msg.seq {
+                        *last = msg.seq;
+                        Self::send(&conn.addr, f.clone());
+                    }
+                }
+            }
+        }
+        self.catch_up(Some(msg.seq), ctx);
+    }
+}
+
+impl Handler<CatchUp> for UserSession {
+    type Result = ();
+
+    fn handle(&mut self, _: CatchUp, ctx: &mut Context<Self>) {
+        self.catch_up(None, ctx);
     }
 }
 
@@ -321,6 +399,20 @@ impl Sessions {
     pub fn unread_changed(&self, user: Uuid, count: i64) {
         if let Some(addr) = self.map.get(&user) {
             addr.do_send(UnreadChanged { count });
+        }
+    }
+
+    /// Another node stored a notification for `user`.
+    pub fn remote_committed(&self, user: Uuid, seq: i64, toast: bool, unread: i64) {
+        if let Some(addr) = self.map.get(&user) {
+            addr.do_send(RemoteCommitted { seq, toast, unread });
+        }
+    }
+
+    /// Every session checks the database for anything it missed.
+    pub fn catch_up_all(&self) {
+        for entry in self.map.iter() {
+            entry.value().do_send(CatchUp);
         }
     }
 

@@ -137,7 +137,7 @@ pub async fn mark_read(
         .call(move |db| async move { repository::mark_read(&db, uid, id).await })
         .await?
         .ok_or_else(not_found)?;
-    state.sessions.unread_changed(uid, unread);
+    state.unread_changed(uid, unread);
     Ok(HttpResponse::Ok().json(json!({"success": true, "notification_id": id})))
 }
 
@@ -151,7 +151,7 @@ pub async fn mark_read(
 pub async fn mark_all_read(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
     let uid = user.user_id;
     let n = state.store.call(move |db| async move { repository::mark_all_read(&db, uid).await }).await?;
-    state.sessions.unread_changed(uid, 0);
+    state.unread_changed(uid, 0);
     Ok(HttpResponse::Ok().json(json!({"success": true, "updated_count": n})))
 }
 
@@ -165,7 +165,7 @@ pub async fn mark_all_read(state: web::Data<AppState>, user: AuthUser) -> Result
 pub async fn delete_all(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
     let uid = user.user_id;
     let n = state.store.call(move |db| async move { repository::delete_notifications(&db, uid).await }).await?;
-    state.sessions.unread_changed(uid, 0);
+    state.unread_changed(uid, 0);
     tracing::info!(user_id = %uid, deleted = n, "notification history erased");
     Ok(HttpResponse::Ok().json(json!({"success": true, "deleted_count": n})))
 }

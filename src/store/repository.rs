@@ -34,6 +34,7 @@ pub struct NotificationRow {
     message: String,
     metadata: Json,
     read: bool,
+    toast: bool,
     created_at: NaiveDateTime,
 }
 
@@ -55,7 +56,7 @@ impl NotificationRow {
         })
     }
 
-    fn from_new(n: &NewNotification, sequence_number: i64) -> Self {
+    fn from_new(n: &NewNotification, sequence_number: i64, toast: bool) -> Self {
         Self {
             id: n.id.to_string(),
             user_id: n.user_id.to_string(),
@@ -66,6 +67,7 @@ impl NotificationRow {
             message: n.message.clone(),
             metadata: Json(n.metadata.clone()),
             read: false,
+            toast,
             created_at: n.created_at.naive_utc(),
         }
     }
@@ -114,6 +116,8 @@ pub struct StoreItem {
     pub notification: NewNotification,
     /// Its delivery rows, written in the same transaction.
     pub deliveries: Vec<NewDelivery>,
+    /// Whether its live toast goes out (false: the tabs only get the unread count).
+    pub toast: bool,
 }
 
 #[derive(Insertable)]
@@ -158,6 +162,17 @@ pub(super) struct NumberedBatch {
     pub(super) unread: Vec<i64>,
 }
 
+impl NumberedBatch {
+    /// `(user, sequence_number, toast, unread_count)` of each row, for NOTIFY.
+    fn notifications_meta(&self) -> Vec<(String, i64, bool, i64)> {
+        self.notifications
+            .iter()
+            .zip(&self.unread)
+            .map(|(n, u)| (n.user_id.clone(), n.sequence_number, n.toast, *u))
+            .collect()
+    }
+}
+
 /// Numbers a batch from each user's first new sequence number and unread count
 /// (`starts`), in arrival order.
 pub(super) fn number_batch(
@@ -175,7 +190,7 @@ pub(super) fn number_batch(
         let (seq, unread) = starts.get_mut(&n.user_id).ok_or_else(|| {
             diesel::result::Error::QueryBuilderError("sequence range missing for a user of the batch".into())
         })?;
-        out.notifications.push(NotificationRow::from_new(n, *seq));
+        out.notifications.push(NotificationRow::from_new(n, *seq, item.toast));
         out.unread.push(*unread);
         *seq += 1;
         *unread += 1;
@@ -215,7 +230,7 @@ pub(super) fn new_user_row(user: Uuid, now: NaiveDateTime) -> UserRow<'static> {
 /// multi-row insert, so on SQLite the whole batch runs as one blocking job on the
 /// connection (one thread hop instead of one per statement), in an `IMMEDIATE`
 /// transaction that takes the write lock up front.
-pub async fn store_batch(db: &Db, batch: Vec<StoreItem>) -> Result<Vec<StoredNotification>, StoreError> {
+pub async fn store_batch(db: &Db, node: &str, batch: Vec<StoreItem>) -> Result<Vec<StoredNotification>, StoreError> {
     if batch.is_empty() {
         return Ok(Vec::new());
     }
@@ -261,6 +276,14 @@ pub async fn store_batch(db: &Db, batch: Vec<StoreItem>) -> Result<Vec<StoredNot
                 }
                 for chunk in numbered.deliveries.chunks(1000) {
                     diesel::insert_into(deliveries::table).values(chunk).execute(conn).await?;
+                }
+                // Tell the other nodes; NOTIFY is transactional, so they hear of it at commit.
+                let payloads = crate::cluster::committed_payloads(node, &numbered.notifications_meta());
+                for chunk in payloads.chunks(1000) {
+                    diesel::sql_query("SELECT pg_notify('notifyhub', p) FROM unnest($1::text[]) AS p")
+                        .bind::<diesel::sql_types::Array<diesel::sql_types::Text>, _>(chunk)
+                        .execute(conn)
+                        .await?;
                 }
                 Ok(numbered)
             })
@@ -315,8 +338,14 @@ pub async fn list_notifications(db: &Db, user: Uuid, q: &ListQuery) -> Result<(V
     })
 }
 
-/// Notifications with a sequence number above `after`, oldest first (replay).
-pub async fn notifications_after(db: &Db, user: Uuid, after: i64, limit: i64) -> Result<Vec<Notification>, StoreError> {
+/// Notifications with a sequence number above `after`, oldest first (replay), each
+/// with whether its live toast went out.
+pub async fn notifications_after(
+    db: &Db,
+    user: Uuid,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<(Notification, bool)>, StoreError> {
     let uid = user.to_string();
     with_conn!(db, conn => {
         let rows: Vec<NotificationRow> = notifications::table
@@ -327,7 +356,7 @@ pub async fn notifications_after(db: &Db, user: Uuid, after: i64, limit: i64) ->
             .select(NotificationRow::as_select())
             .load(conn)
             .await?;
-        rows.into_iter().map(NotificationRow::into_domain).collect()
+        rows.into_iter().map(|r| { let toast = r.toast; r.into_domain().map(|n| (n, toast)) }).collect()
     })
 }
 

@@ -30,6 +30,7 @@ diesel::table! {
         message -> Text,
         metadata -> JsonDoc,
         read -> Bool,
+        toast -> Bool,
         created_at -> Timestamp,
     }
 }

@@ -1,7 +1,6 @@
 //! Spawns the real hub on a random port, on SQLite or on PostgreSQL, with a fresh
 //! database per test.
 
-use notifyhub::actors::persistence::Pending;
 use notifyhub::auth::{JwtKeys, Role};
 use notifyhub::clock::{Clock, SystemClock};
 use notifyhub::config::{Settings, Source};
@@ -210,7 +209,7 @@ impl TestApp {
     pub async fn store(&self, items: Vec<NewNotification>) -> Vec<Notification> {
         let pending = items
             .into_iter()
-            .map(|notification| Pending { item: StoreItem { notification, deliveries: Vec::new() }, toast: true })
+            .map(|notification| StoreItem { notification, deliveries: Vec::new(), toast: true })
             .collect();
         self.state
             .store

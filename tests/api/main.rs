@@ -7,6 +7,7 @@ mod auth;
 mod bridge;
 mod channels;
 mod cli;
+mod cluster;
 mod crash;
 mod notifications;
 mod ops;

@@ -1,7 +1,7 @@
 //! Sequence numbers under concurrent writers, group commit, and data surviving a restart.
 
 use crate::helpers::{new_notification, spawn_with_env, Backend, TestApp};
-use notifyhub::actors::persistence::{Pending, StoreHandle};
+use notifyhub::actors::persistence::StoreHandle;
 use notifyhub::auth::Role;
 use notifyhub::config::{Settings, Source};
 use notifyhub::domain::NotificationType;
@@ -31,7 +31,7 @@ crate::on_both_backends! {
                         batch.push(new_notification(user, NotificationType::RiskWarning, &format!("w{w}-{i}b")));
                         batch.push(new_notification(Uuid::new_v4(), NotificationType::RiskWarning, "someone else"));
                     }
-                    let pending = batch.into_iter().map(|notification| Pending { item: StoreItem { notification, deliveries: Vec::new() }, toast: true }).collect();
+                    let pending = batch.into_iter().map(|notification| StoreItem { notification, deliveries: Vec::new(), toast: true }).collect();
                     let stored = store.store_notifications(pending).await.expect("store");
                     seqs.extend(stored.iter().map(|s| &s.notification).filter(|n| n.user_id == user).map(|n| n.sequence_number));
                 }

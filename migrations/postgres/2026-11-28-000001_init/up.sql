@@ -21,6 +21,9 @@ CREATE TABLE notifications (
     message TEXT NOT NULL,
     metadata JSONB NOT NULL,
     read BOOLEAN NOT NULL DEFAULT FALSE,
+    -- Whether the live toast went out (false: quiet hours or routing withheld it), so
+    -- a tab catching up after a gap shows the same as the tabs that were live.
+    toast BOOLEAN NOT NULL DEFAULT TRUE,
     created_at TIMESTAMP NOT NULL,
     UNIQUE (user_id, sequence_number)
 );

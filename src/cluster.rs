@@ -1,0 +1,161 @@
+//! Several nodes on one PostgreSQL, with no broker of their own: a node that stores a
+//! notification NOTIFYs `notifyhub` in the same transaction; every node LISTENs on a
+//! dedicated connection and tells its local sessions, which fetch what they miss from
+//! the database. When the listener was down (reconnect with backoff), every local
+//! session checks the database for anything it missed.
+
+use crate::actors::session::Sessions;
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use futures_util::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The channel every node listens on.
+pub const CHANNEL: &str = "notifyhub";
+
+/// A message between nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterEvent {
+    /// A notification was stored.
+    Committed {
+        /// Node that stored it.
+        node: String,
+        /// Owner.
+        user: Uuid,
+        /// Its sequence number.
+        seq: i64,
+        /// Whether its toast goes out.
+        toast: bool,
+        /// Owner's unread count after it.
+        unread: i64,
+    },
+    /// A user's unread count changed (mark read, read-all, erase).
+    Unread {
+        /// Node that changed it.
+        node: String,
+        /// The user.
+        user: Uuid,
+        /// The new count.
+        count: i64,
+    },
+}
+
+impl ClusterEvent {
+    /// The NOTIFY payload (well under PostgreSQL's 8000-byte limit).
+    pub fn encode(&self) -> String {
+        match self {
+            ClusterEvent::Committed { node, user, seq, toast, unread } => {
+                format!("n|{node}|{user}|{seq}|{}|{unread}", u8::from(*toast))
+            }
+            ClusterEvent::Unread { node, user, count } => format!("u|{node}|{user}|{count}"),
+        }
+    }
+
+    /// Parses a payload; `None` for anything malformed (ignored, never fatal).
+    pub fn decode(payload: &str) -> Option<Self> {
+        let parts: Vec<&str> = payload.split('|').collect();
+        match parts.as_slice() {
+            ["n", node, user, seq, toast, unread] => Some(ClusterEvent::Committed {
+                node: node.to_string(),
+                user: Uuid::parse_str(user).ok()?,
+                seq: seq.parse().ok()?,
+                toast: *toast == "1",
+                unread: unread.parse().ok()?,
+            }),
+            ["u", node, user, count] => Some(ClusterEvent::Unread {
+                node: node.to_string(),
+                user: Uuid::parse_str(user).ok()?,
+                count: count.parse().ok()?,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Payloads for a committed batch: `(user, seq, toast, unread)` rows.
+pub fn committed_payloads(node: &str, rows: &[(String, i64, bool, i64)]) -> Vec<String> {
+    rows.iter()
+        .filter_map(|(user, seq, toast, unread)| {
+            Some(
+                ClusterEvent::Committed {
+                    node: node.to_string(),
+                    user: Uuid::parse_str(user).ok()?,
+                    seq: *seq,
+                    toast: *toast,
+                    unread: *unread,
+                }
+                .encode(),
+            )
+        })
+        .collect()
+}
+
+/// Listens for other nodes' events until the process ends; reconnects with backoff
+/// (1 s doubling to 30 s) and asks every local session to catch up after each
+/// (re)connection.
+pub async fn listen(url: String, node: String, sessions: Arc<Sessions>) {
+    let mut backoff = Duration::from_secs(1);
+    let mut first = true;
+    loop {
+        match AsyncPgConnection::establish(&url).await {
+            Ok(mut conn) => match conn.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+                Ok(()) => {
+                    tracing::info!(node = %node, "cluster: listening for other nodes");
+                    backoff = Duration::from_secs(1);
+                    if !first {
+                        // Whatever other nodes stored while we were deaf is in the database.
+                        sessions.catch_up_all();
+                    }
+                    first = false;
+                    let mut stream = std::pin::pin!(conn.notifications_stream());
+                    while let Some(item) = stream.next().await {
+                        match item {
+                            Ok(n) => match ClusterEvent::decode(&n.payload) {
+                                Some(ClusterEvent::Committed { node: from, user, seq, toast, unread })
+                                    if from != node =>
+                                {
+                                    sessions.remote_committed(user, seq, toast, unread);
+                                }
+                                Some(ClusterEvent::Unread { node: from, user, count }) if from != node => {
+                                    sessions.unread_changed(user, count);
+                                }
+                                Some(_) => {}
+                                None => tracing::debug!(payload = %n.payload, "cluster: ignoring a malformed payload"),
+                            },
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cluster: listener connection failed");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cluster: LISTEN failed"),
+            },
+            Err(e) => tracing::warn!(error = %e, "cluster: cannot connect the listener"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_round_trip_and_garbage_is_ignored() {
+        let user = Uuid::new_v4();
+        for e in [
+            ClusterEvent::Committed { node: "a1".into(), user, seq: 42, toast: false, unread: 7 },
+            ClusterEvent::Unread { node: "b2".into(), user, count: 0 },
+        ] {
+            assert_eq!(ClusterEvent::decode(&e.encode()), Some(e.clone()));
+        }
+        for bad in ["", "n|a|not-a-uuid|1|1|1", "x|y", "n|a|00000000-0000-0000-0000-000000000000|seq|1|1"] {
+            assert_eq!(ClusterEvent::decode(bad), None, "{bad}");
+        }
+        let p = committed_payloads("n1", &[(user.to_string(), 3, true, 9)]);
+        assert_eq!(p, vec![format!("n|n1|{user}|3|1|9")]);
+    }
+}

@@ -1,0 +1,92 @@
+//! Two hubs on one PostgreSQL behave as one: cross-node delivery in order, replay on
+//! either node, read state and throttles shared.
+
+use crate::bridge::{exit_event, info_event, risk_event};
+use crate::helpers::{fresh_pg_database, spawn_with_clock, test_env, Backend, TestApp};
+use notifyhub::auth::Role;
+use notifyhub::clock::SystemClock;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Two nodes sharing a database and the keys a cluster must share.
+async fn two_nodes() -> Option<(TestApp, TestApp)> {
+    let url = fresh_pg_database().await?;
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let mut env = test_env(Backend::Sqlite, dir.path()).await.unwrap();
+        env.insert("DATABASE_URL".into(), url.clone());
+        env.insert("NOTIFYHUB_PII_KEY".into(), "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into());
+        env.insert("VAPID_PRIVATE_KEY".into(), "IQ9Ur0ykXoHS9gzfYX0aBjy9lvdrjx_PFUXmie9YRcY".into());
+        nodes.push(spawn_with_clock(Backend::Postgres, env, dir, Arc::new(SystemClock)).await);
+    }
+    let b = nodes.pop().unwrap();
+    let a = nodes.pop().unwrap();
+    Some((a, b))
+}
+
+#[actix_web::test]
+async fn tabs_on_two_nodes_get_every_toast_in_order_whichever_node_stored_it() {
+    let Some((a, b)) = two_nodes().await else { return };
+    let user = Uuid::new_v4();
+    let mut tab_a = a.ws(user, None).await;
+    let mut tab_b = b.ws(user, None).await;
+    tab_a.until_ready().await;
+    tab_b.until_ready().await;
+    for i in 0..12 {
+        let node = if i % 3 == 0 { &b } else { &a };
+        node.event(info_event(user, &format!("event {i}")), 202).await;
+    }
+    for tab in [&mut tab_a, &mut tab_b] {
+        let mut seqs = Vec::new();
+        while seqs.len() < 12 {
+            let m = tab.next_toast().await;
+            assert_eq!(m["notification"]["title"], format!("event {}", seqs.len()));
+            seqs.push(m["sequence_number"].as_i64().unwrap());
+        }
+        assert_eq!(seqs, (1..=12).collect::<Vec<_>>());
+    }
+    // Replay works on either node.
+    let mut late = b.ws(user, Some(9)).await;
+    let (replayed, last) = late.until_ready().await;
+    assert_eq!(replayed.iter().map(|m| m["sequence_number"].as_i64().unwrap()).collect::<Vec<_>>(), vec![10, 11, 12]);
+    assert_eq!(last, 12);
+}
+
+#[actix_web::test]
+async fn withheld_toasts_and_read_state_cross_nodes_as_unread_counts() {
+    let Some((a, b)) = two_nodes().await else { return };
+    let user = Uuid::new_v4();
+    let token = a.token(user, Role::User);
+    let now = chrono::Utc::now();
+    let res = a
+        .post(
+            "/api/v1/notifications/preferences",
+            &token,
+            &json!({"quiet_hours": {"enabled": true, "timezone": "UTC",
+                "start_time": (now - chrono::Duration::hours(1)).format("%H:%M").to_string(),
+                "end_time": (now + chrono::Duration::hours(1)).format("%H:%M").to_string()}}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let mut tab_b = b.ws(user, None).await;
+    tab_b.until_ready().await;
+    let quiet = a.event(info_event(user, "quiet"), 202).await;
+    assert_eq!(tab_b.next_json().await, json!({"type": "unread_count", "count": 1}));
+    a.event(exit_event(user), 202).await;
+    let toast = tab_b.next_toast().await;
+    assert_eq!(toast["sequence_number"], 2);
+    let id = quiet["notifications"][0]["notification_id"].as_str().unwrap();
+    assert_eq!(a.patch(&format!("/api/v1/notifications/{id}/read"), &token).await.status(), 200);
+    assert_eq!(tab_b.next_json().await, json!({"type": "unread_count", "count": 1}));
+}
+
+#[actix_web::test]
+async fn throttles_hold_across_nodes() {
+    let Some((a, b)) = two_nodes().await else { return };
+    let user = Uuid::new_v4();
+    assert_eq!(a.event(risk_event(user, "portfolio_heat", 9.0), 202).await["accepted_count"], 1);
+    let body: Value = b.event(risk_event(user, "portfolio_heat", 9.5), 200).await;
+    assert_eq!(body["reason"], "risk_warning_throttled");
+}
