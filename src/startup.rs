@@ -95,6 +95,33 @@ pub struct Application {
     port: u16,
     server: Server,
     state: AppState,
+    /// Held while the hub runs: a second process on the same SQLite file is refused.
+    _single_node_lock: Option<std::fs::File>,
+}
+
+/// SQLite is single-node: takes an exclusive lock next to the database file.
+fn lock_sqlite(path: &std::path::Path) -> Result<std::fs::File, StartError> {
+    let lock_path = path.with_extension("db.lock");
+    if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StartError::Config(format!("cannot open {}: {e}", lock_path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartError::Config(format!(
+            "another notifyhub process is using {}: SQLite is single-node. Run one hub per database file, \
+             or point every node at PostgreSQL (DATABASE_URL=postgres://…) to run several",
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(StartError::Config(format!("cannot lock {}: {e}", lock_path.display())))
+        }
+    }
 }
 
 impl Application {
@@ -106,6 +133,10 @@ impl Application {
     /// As [`build`](Self::build), with the given clock (tests move time).
     pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
         let db_err = |source| StartError::Database { url: settings.database_url.redacted(), source };
+        let single_node_lock = match &settings.database_url {
+            crate::config::DatabaseUrl::Sqlite(path) => Some(lock_sqlite(path)?),
+            crate::config::DatabaseUrl::Postgres(_) => None,
+        };
         let applied = store::run_migrations(&settings.database_url).await.map_err(db_err)?;
         if !applied.is_empty() {
             tracing::info!(versions = ?applied, "migrations applied");
@@ -191,7 +222,7 @@ impl Application {
             workers = state.settings.workers,
             "notifyhub listening"
         );
-        Ok(Self { port, server, state })
+        Ok(Self { port, server, state, _single_node_lock: single_node_lock })
     }
 
     /// The bound port.

@@ -136,3 +136,30 @@ fn sigterm_stops_the_hub_gracefully() {
     std::io::Read::read_to_string(&mut stdout, &mut out).unwrap();
     assert!(out.contains("notifyhub stopped"), "{out}");
 }
+
+#[test]
+fn a_second_hub_on_the_same_sqlite_file_is_refused_with_a_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        bin()
+            .current_dir(dir.path())
+            .env("NOTIFYHUB_DATA_DIR", dir.path())
+            .env("NOTIFYHUB_BIND", "127.0.0.1:0")
+            .env("NOTIFYHUB_WORKERS", "1")
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = start();
+    let stderr = first.stderr.take().unwrap();
+    let listening = BufReader::new(stderr).lines().map_while(Result::ok).any(|l| l.contains("listening on"));
+    assert!(listening);
+    let second = start().wait_with_output().unwrap();
+    assert!(!second.status.success());
+    let text = String::from_utf8_lossy(&second.stderr);
+    assert!(text.contains("SQLite is single-node"), "{text}");
+    first.kill().unwrap();
+    first.wait().unwrap();
+}

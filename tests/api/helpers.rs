@@ -46,6 +46,7 @@ pub struct TestApp {
     /// Which backend.
     pub backend: Backend,
     handle: actix_web::dev::ServerHandle,
+    running: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
 }
 
 fn init_logs() {
@@ -137,7 +138,7 @@ pub async fn spawn_with_clock(
     let port = app.port();
     let state = app.state().clone();
     let handle = app.handle();
-    actix_web::rt::spawn(app.run_until_stopped());
+    let running = actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
@@ -148,6 +149,7 @@ pub async fn spawn_with_clock(
         data_dir,
         backend,
         handle,
+        running,
     }
 }
 
@@ -224,7 +226,8 @@ impl TestApp {
     /// Stops the server and waits until the persistence actor flushed.
     pub async fn stop(self) -> (HashMap<String, String>, std::sync::Arc<tempfile::TempDir>) {
         self.handle.stop(true).await;
-        self.state.store.flush().await;
+        // Wait for the hub to finish (flush, release the SQLite lock) before a restart.
+        let _ = self.running.await;
         (self.env, self.data_dir)
     }
 }
