@@ -20,23 +20,30 @@ impl Clock for SystemClock {
     }
 }
 
-/// Real time plus an offset that tests move forward.
-#[derive(Debug, Default)]
-pub struct OffsetClock {
-    offset: Mutex<Duration>,
+/// A clock that stands still until a test moves it (starts at the real time of its
+/// creation), so time-dependent behaviour happens exactly when the test says.
+#[derive(Debug)]
+pub struct ManualClock {
+    now: Mutex<DateTime<Utc>>,
 }
 
-impl OffsetClock {
+impl Default for ManualClock {
+    fn default() -> Self {
+        Self { now: Mutex::new(Utc::now()) }
+    }
+}
+
+impl ManualClock {
     /// Moves the clock forward.
     pub fn advance(&self, by: Duration) {
-        if let Ok(mut o) = self.offset.lock() {
-            *o += by;
+        if let Ok(mut now) = self.now.lock() {
+            *now += by;
         }
     }
 }
 
-impl Clock for OffsetClock {
+impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
-        Utc::now() + self.offset.lock().map(|o| *o).unwrap_or_else(|_| Duration::zero())
+        self.now.lock().map(|n| *n).unwrap_or_else(|_| Utc::now())
     }
 }

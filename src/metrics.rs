@@ -38,6 +38,7 @@ pub struct Metrics {
     database_down: std::sync::atomic::AtomicBool,
     /// Circuit state per channel (email, sms, push): 0 closed, 1 open, 2 half-open.
     breakers: [std::sync::atomic::AtomicU8; 3],
+    slow_consumers: AtomicU64,
 }
 
 fn breaker_slot(channel: crate::domain::Channel) -> Option<usize> {
@@ -67,6 +68,11 @@ impl Metrics {
     /// Records whether the database answers (the dispatcher's watch).
     pub fn set_database_up(&self, up: bool) {
         self.database_down.store(!up, Ordering::Relaxed);
+    }
+
+    /// Counts a socket cut off for not reading.
+    pub fn add_slow_consumer(&self) {
+        self.slow_consumers.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records a channel's circuit state (0 closed, 1 open, 2 half-open).
@@ -137,6 +143,16 @@ impl Metrics {
         for c in [crate::domain::Channel::Email, crate::domain::Channel::Sms, crate::domain::Channel::Push] {
             let _ = writeln!(out, "notifyhub_channel_circuit_state{{channel=\"{}\"}} {}", c.as_str(), self.breaker(c));
         }
+        let _ = writeln!(
+            out,
+            "# HELP notifyhub_ws_slow_consumer_disconnects_total Sockets closed because the client stopped reading."
+        );
+        let _ = writeln!(out, "# TYPE notifyhub_ws_slow_consumer_disconnects_total counter");
+        let _ = writeln!(
+            out,
+            "notifyhub_ws_slow_consumer_disconnects_total {}",
+            self.slow_consumers.load(Ordering::Relaxed)
+        );
         let _ = writeln!(out, "# HELP notifyhub_notifications_stored_total Notifications stored by this node.");
         let _ = writeln!(out, "# TYPE notifyhub_notifications_stored_total counter");
         let _ =

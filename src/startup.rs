@@ -147,7 +147,7 @@ impl Application {
         let hooks = Hooks { metrics: metrics.clone(), fanout: None, node_id: node_id.clone() };
         let store =
             StoreHandle::start(settings.database_url.clone(), settings.db_pool_size, hooks).await.map_err(db_err)?;
-        let sessions = Sessions::new(store.clone());
+        let sessions = Sessions::new(store.clone(), metrics.clone());
         store.set_fanout(sessions.clone()).await;
         if let crate::config::DatabaseUrl::Postgres(url) = &settings.database_url {
             let (url, node, sessions) = (url.clone(), node_id.clone(), sessions.clone());

@@ -16,11 +16,12 @@ use actix::prelude::*;
 use bytestring::ByteString;
 use dashmap::DashMap;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use uuid::Uuid;
 
 /// Notifications read per replay round trip.
-const REPLAY_PAGE: i64 = 500;
+const REPLAY_PAGE: i64 = 200;
 
 /// A frame for one user's sockets, serialised once for all of them.
 #[derive(Message, Clone)]
@@ -42,6 +43,10 @@ pub struct Join {
     pub addr: Addr<WsConnection>,
     /// The client's last seen sequence number.
     pub since: Option<i64>,
+    /// Set to end the socket's stream when its client is too slow.
+    pub abort: Arc<AtomicBool>,
+    /// Bytes the socket actor has taken from its mailbox.
+    pub written: Arc<AtomicU64>,
 }
 
 /// A socket closed.
@@ -106,6 +111,10 @@ enum Cursor {
 struct Conn {
     addr: Addr<WsConnection>,
     cursor: Cursor,
+    abort: Arc<AtomicBool>,
+    /// Bytes queued to the socket actor, and the actor's count of those it took.
+    sent: std::cell::Cell<u64>,
+    written: Arc<AtomicU64>,
 }
 
 /// One connected user.
@@ -159,8 +168,28 @@ impl UserSession {
         }));
     }
 
-    fn send(addr: &Addr<WsConnection>, frame: ByteString) {
-        addr.do_send(Outbound(frame));
+    /// Queues a frame; a backlog past `ws::MAX_BACKLOG_BYTES` marks the client too slow.
+    fn send(conn: &Conn, frame: ByteString) {
+        let backlog = conn.sent.get().saturating_sub(conn.written.load(Ordering::Relaxed));
+        if backlog > super::ws::MAX_BACKLOG_BYTES {
+            conn.abort.store(true, Ordering::Relaxed);
+            return;
+        }
+        conn.sent.set(conn.sent.get() + frame.len() as u64);
+        conn.addr.do_send(Outbound(frame));
+    }
+
+    /// Drops the sockets marked too slow (their streams end with a close frame).
+    fn drop_slow(&mut self, ctx: &mut Context<Self>) {
+        let before = self.conns.len();
+        self.conns.retain(|_, c| !c.abort.load(Ordering::Relaxed));
+        for _ in self.conns.len()..before {
+            tracing::warn!(user_id = %self.user, "slow consumer: socket cut off, it will catch up by replay");
+            self.registry.metrics.add_slow_consumer();
+        }
+        if before > 0 && self.conns.is_empty() {
+            ctx.stop();
+        }
     }
 }
 
@@ -177,7 +206,13 @@ impl Handler<Join> for UserSession {
         }
         self.conns.insert(
             msg.conn_id,
-            Conn { addr: msg.addr, cursor: Cursor::Replaying { buffered: Vec::new(), first: true, recheck: false } },
+            Conn {
+                addr: msg.addr,
+                cursor: Cursor::Replaying { buffered: Vec::new(), first: true, recheck: false },
+                abort: msg.abort,
+                sent: std::cell::Cell::new(0),
+                written: msg.written,
+            },
         );
         self.replay(msg.conn_id, msg.since, ctx);
     }
@@ -216,9 +251,9 @@ impl Handler<ReplayPage> for UserSession {
         for (n, toast) in page {
             cursor = n.sequence_number;
             if first_round || toast {
-                Self::send(&conn.addr, toast_frame(n, unread));
+                Self::send(conn, toast_frame(n, unread));
             } else {
-                Self::send(&conn.addr, frame(&ServerMessage::UnreadCount { count: unread }));
+                Self::send(conn, frame(&ServerMessage::UnreadCount { count: unread }));
             }
         }
         if full_page || again {
@@ -237,7 +272,7 @@ impl Handler<ReplayPage> for UserSession {
                 continue;
             } else if d.seq == cursor + 1 {
                 cursor = d.seq;
-                Self::send(&conn.addr, d.frame);
+                Self::send(conn, d.frame);
             } else {
                 gap = true;
                 rest.push(d);
@@ -250,8 +285,9 @@ impl Handler<ReplayPage> for UserSession {
         }
         conn.cursor = Cursor::Live { last: cursor };
         if first_round {
-            Self::send(&conn.addr, frame(&ServerMessage::Ready { last_sequence_number: cursor }));
+            Self::send(conn, frame(&ServerMessage::Ready { last_sequence_number: cursor }));
         }
+        self.drop_slow(ctx);
     }
 }
 
@@ -269,7 +305,7 @@ impl Handler<Deliver> for UserSession {
                     }
                     if msg.seq == *last + 1 {
                         *last = msg.seq;
-                        Self::send(&conn.addr, msg.frame.clone());
+                        Self::send(conn, msg.frame.clone());
                     } else {
                         // A toast never reached us (another node, a lost message):
                         // fetch the missing ones before going on.
@@ -283,6 +319,7 @@ impl Handler<Deliver> for UserSession {
         for (id, after) in catch_up {
             self.replay(id, Some(after), ctx);
         }
+        self.drop_slow(ctx);
     }
 }
 
@@ -320,7 +357,7 @@ impl Handler<RemoteCommitted> for UserSession {
                 if let Cursor::Live { last } = &mut conn.cursor {
                     if *last + 1 == msg.seq {
                         *last = msg.seq;
-                        Self::send(&conn.addr, f.clone());
+                        Self::send(conn, f.clone());
                     }
                 }
             }
@@ -340,11 +377,12 @@ impl Handler<CatchUp> for UserSession {
 impl Handler<UnreadChanged> for UserSession {
     type Result = ();
 
-    fn handle(&mut self, msg: UnreadChanged, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: UnreadChanged, ctx: &mut Context<Self>) {
         let f = frame(&ServerMessage::UnreadCount { count: msg.count });
         for conn in self.conns.values() {
-            Self::send(&conn.addr, f.clone());
+            Self::send(conn, f.clone());
         }
+        self.drop_slow(ctx);
     }
 }
 
@@ -352,12 +390,13 @@ impl Handler<UnreadChanged> for UserSession {
 pub struct Sessions {
     map: DashMap<Uuid, Addr<UserSession>>,
     store: StoreHandle,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Sessions {
     /// An empty registry.
-    pub fn new(store: StoreHandle) -> Arc<Self> {
-        Arc::new(Self { map: DashMap::new(), store })
+    pub fn new(store: StoreHandle, metrics: Arc<crate::metrics::Metrics>) -> Arc<Self> {
+        Arc::new(Self { map: DashMap::new(), store, metrics })
     }
 
     /// Adds a socket to its user's session, creating the session when needed.

@@ -7,7 +7,7 @@ use super::session::{Join, Sessions};
 use actix::prelude::*;
 use actix_web_actors::ws;
 use bytestring::ByteString;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -45,6 +45,62 @@ pub struct Heartbeat {
     pub timeout: Duration,
 }
 
+/// Bytes of frames a socket may have waiting before its client counts as too slow. The
+/// socket actor runs inside its response stream, which the HTTP layer stops polling
+/// while the client does not read: frames then wait in the actor's mailbox. Past this
+/// bound the client is cut off (it catches up by replay when it reconnects with
+/// `since`), so memory stays bounded and nobody else waits for it. It holds a full
+/// replay page of the largest notifications (200 × 17 KiB).
+pub const MAX_BACKLOG_BYTES: u64 = 4 * 1024 * 1024;
+
+/// A WebSocket response stream that can be ended from outside with a close frame
+/// (1013, "client too slow") — the socket's actor cannot be reached while stalled.
+pub struct AbortableBody {
+    inner: actix_web::body::BoxBody,
+    abort: Arc<AtomicBool>,
+    closed: bool,
+}
+
+impl AbortableBody {
+    /// Wraps a WebSocket response body.
+    pub fn new(inner: actix_web::body::BoxBody, abort: Arc<AtomicBool>) -> Self {
+        Self { inner, abort, closed: false }
+    }
+}
+
+/// A close frame, 1013 "try again later", with a reason.
+fn close_frame(reason: &str) -> actix_web::web::Bytes {
+    let reason = &reason.as_bytes()[..reason.len().min(120)];
+    let mut f = Vec::with_capacity(4 + reason.len());
+    f.push(0x88);
+    f.push((2 + reason.len()) as u8);
+    f.extend_from_slice(&1013u16.to_be_bytes());
+    f.extend_from_slice(reason);
+    actix_web::web::Bytes::from(f)
+}
+
+impl actix_web::body::MessageBody for AbortableBody {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> actix_web::body::BodySize {
+        self.inner.size()
+    }
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<actix_web::web::Bytes, Self::Error>>> {
+        if self.abort.load(Ordering::Relaxed) {
+            if self.closed {
+                return std::task::Poll::Ready(None);
+            }
+            self.closed = true;
+            return std::task::Poll::Ready(Some(Ok(close_frame("client too slow; reconnect with since"))));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_next(cx)
+    }
+}
+
 /// One socket.
 pub struct WsConnection {
     id: u64,
@@ -53,11 +109,21 @@ pub struct WsConnection {
     sessions: Arc<Sessions>,
     heartbeat: Heartbeat,
     last_heard: Instant,
+    abort: Arc<AtomicBool>,
+    written: Arc<AtomicU64>,
 }
 
 impl WsConnection {
-    /// A socket for `user`, replaying after `since`.
-    pub fn new(user: Uuid, since: Option<i64>, sessions: Arc<Sessions>, heartbeat: Heartbeat) -> Self {
+    /// A socket for `user`, replaying after `since`; `abort` is shared with its
+    /// [`AbortableBody`].
+    pub fn new(
+        user: Uuid,
+        since: Option<i64>,
+        sessions: Arc<Sessions>,
+        heartbeat: Heartbeat,
+        abort: Arc<AtomicBool>,
+    ) -> Self {
+        let written = Arc::new(AtomicU64::new(0));
         Self {
             id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
             user,
@@ -65,6 +131,8 @@ impl WsConnection {
             sessions,
             heartbeat,
             last_heard: Instant::now(),
+            abort,
+            written,
         }
     }
 }
@@ -85,7 +153,13 @@ impl Actor for WsConnection {
             }
             ctx.ping(b"");
         });
-        let join = Join { conn_id: self.id, addr: ctx.address(), since: self.since };
+        let join = Join {
+            conn_id: self.id,
+            addr: ctx.address(),
+            since: self.since,
+            abort: self.abort.clone(),
+            written: self.written.clone(),
+        };
         let (sessions, user) = (self.sessions.clone(), self.user);
         ctx.spawn(async move { sessions.join(user, join).await }.into_actor(self));
     }
@@ -99,6 +173,7 @@ impl Handler<Outbound> for WsConnection {
     type Result = ();
 
     fn handle(&mut self, msg: Outbound, ctx: &mut Self::Context) {
+        self.written.fetch_add(msg.0.len() as u64, Ordering::Relaxed);
         ctx.text(msg.0);
     }
 }

@@ -1,13 +1,15 @@
 //! `GET /ws?token=JWT[&since=N]`: the dashboard's live channel. The token is checked
 //! before the upgrade, so a bad one gets a 401 in the error format, not a socket.
 
-use crate::actors::ws::WsConnection;
+use crate::actors::ws::{AbortableBody, WsConnection};
 use crate::auth::authenticate_user;
 use crate::error::ApiError;
 use crate::state::AppState;
 use actix_web::{get, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 /// Query of the upgrade request.
 #[derive(Debug, Deserialize)]
@@ -39,9 +41,11 @@ pub async fn connect(
             }
         },
     };
-    let actor = WsConnection::new(user.user_id, since, state.sessions.clone(), state.heartbeat);
-    actix_web_actors::ws::WsResponseBuilder::new(actor, &req, stream)
+    let abort = Arc::new(AtomicBool::new(false));
+    let actor = WsConnection::new(user.user_id, since, state.sessions.clone(), state.heartbeat, abort.clone());
+    let res = actix_web_actors::ws::WsResponseBuilder::new(actor, &req, stream)
         .frame_size(MAX_CLIENT_FRAME)
         .start()
-        .map_err(|e| ApiError::bad_request(format!("WebSocket handshake failed: {e}")))
+        .map_err(|e| ApiError::bad_request(format!("WebSocket handshake failed: {e}")))?;
+    Ok(res.map_body(|_, body| AbortableBody::new(body, abort)).map_into_boxed_body())
 }

@@ -204,7 +204,8 @@ pub(super) fn number_batch(
                 reason: d.reason.clone(),
                 attempts: 0,
                 last_error: None,
-                next_attempt_at: (d.status == DeliveryStatus::Pending).then_some(now),
+                // Due from the notification's own time (the dispatcher's clock).
+                next_attempt_at: (d.status == DeliveryStatus::Pending).then_some(n.created_at.naive_utc()),
                 claimed_by: None,
                 sent_at: None,
                 created_at: now,

@@ -3,7 +3,7 @@
 
 use crate::helpers::{assert_error, spawn_app_with, Backend, TestApp, SERVICE_TOKEN};
 use notifyhub::auth::Role;
-use notifyhub::clock::OffsetClock;
+use notifyhub::clock::ManualClock;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -32,8 +32,8 @@ async fn inbox_total(app: &TestApp, user: Uuid) -> i64 {
     body["pagination"]["total_count"].as_i64().unwrap()
 }
 
-async fn clocked(backend: Backend) -> Option<(TestApp, Arc<OffsetClock>)> {
-    let clock = Arc::new(OffsetClock::default());
+async fn clocked(backend: Backend) -> Option<(TestApp, Arc<ManualClock>)> {
+    let clock = Arc::new(ManualClock::default());
     let app = spawn_app_with(backend, &[], clock.clone()).await?;
     Some((app, clock))
 }

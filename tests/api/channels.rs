@@ -8,7 +8,7 @@ use crate::helpers::{assert_error, spawn_app_with, spawn_with_clock, Backend, Te
 use crate::standins::{PushStandIn, SmtpSink, TwilioStandIn, TWILIO_FROM};
 use notifyhub::actors::channel::Wake;
 use notifyhub::auth::Role;
-use notifyhub::clock::{Clock, OffsetClock, SystemClock};
+use notifyhub::clock::{Clock, ManualClock, SystemClock};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,7 +118,7 @@ async fn sms_goes_through_twilio_and_an_invalid_number_is_final() {
 async fn transient_failures_are_retried_after_1_2_and_4_seconds_then_given_up() {
     let mut twilio = TwilioStandIn::start().await;
     twilio.script(&[500, 429, 503, 500]);
-    let clock = Arc::new(OffsetClock::default());
+    let clock = Arc::new(ManualClock::default());
     let app = app_with(Backend::Sqlite, twilio.env(), clock.clone()).await.unwrap();
     let user = Uuid::new_v4();
     set_prefs(&app, user, json!({"sms_enabled": true, "sms_phone_number": "+12345678901"})).await;
@@ -154,7 +154,7 @@ async fn transient_failures_are_retried_after_1_2_and_4_seconds_then_given_up() 
 async fn the_breaker_opens_after_five_failures_pauses_sends_and_closes_after_a_good_trial() {
     let mut twilio = TwilioStandIn::start().await;
     twilio.script(&[500, 500, 500, 500, 500]);
-    let clock = Arc::new(OffsetClock::default());
+    let clock = Arc::new(ManualClock::default());
     let app = app_with(Backend::Sqlite, twilio.env(), clock.clone()).await.unwrap();
     let (user, admin) = (Uuid::new_v4(), Uuid::new_v4());
     app.get("/api/v1/notifications", &app.token(admin, Role::Admin)).await;

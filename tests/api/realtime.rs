@@ -264,3 +264,53 @@ async fn the_heartbeat_closes_a_dead_socket_and_keeps_a_live_one() {
     let toast = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
     assert_eq!(toast["notification"]["title"], "still here");
 }
+
+#[actix_web::test]
+async fn a_client_that_stops_reading_is_cut_off_without_slowing_a_healthy_one() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(crate::helpers::Backend::Sqlite, &[], Arc::new(SystemClock)).await.unwrap();
+    let (stalled, healthy) = (Uuid::new_v4(), Uuid::new_v4());
+    // The stalled client: a tiny receive buffer, a handshake, then it never reads again.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut raw = socket.connect(([127, 0, 0, 1], app.port).into()).await.unwrap();
+    let req = format!(
+        "GET /ws?token={} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        app.token(stalled, Role::User)
+    );
+    raw.write_all(req.as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    raw.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 101");
+
+    let mut tab = app.ws(healthy, None).await;
+    tab.until_ready().await;
+    let big = "x".repeat(15 * 1024);
+    let flood = |i: usize| {
+        json!({"type": "notification", "user_id": stalled, "notification_type": "system_error", "priority": "info",
+        "title": format!("flood {i}"), "message": "m".repeat(1000), "metadata": {"blob": big}})
+    };
+    let mut cut_at = None;
+    for i in 0..600 {
+        app.event(flood(i), 202).await;
+        if i % 50 == 0 {
+            // The healthy tab keeps getting its toasts while the other socket backs up.
+            app.event(info_event(healthy, &format!("healthy {i}")), 202).await;
+            assert_eq!(tab.next_toast().await["notification"]["title"], format!("healthy {i}"));
+            let metrics =
+                app.client.get(format!("{}/metrics", app.address)).send().await.unwrap().text().await.unwrap();
+            if metrics.contains("notifyhub_ws_slow_consumer_disconnects_total 1") {
+                cut_at = Some(i);
+                break;
+            }
+        }
+    }
+    assert!(cut_at.is_some(), "the stalled socket was never cut off");
+    drop(raw);
+    // Back, it catches up by replay.
+    let mut back = app.ws(stalled, Some(3)).await;
+    let (replayed, last) = back.until_ready().await;
+    assert_eq!(replayed.len() as i64, last - 3);
+    assert_eq!(replayed[0]["sequence_number"], 4);
+}
