@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Benchmarks notifyhub beside the reference peer nchan (nginx + libnginx-mod-nchan), one
+# after the other on this machine, as bench/README.md describes: the server pinned to
+# CPU 1 with one worker, the load generator pinned to CPU 0, both under `chrt -r 10`
+# when allowed. Prints our figures beside nchan's and writes JSON to test-output/bench/.
+# Knobs: CLIENTS (1000), IDLE_CLIENTS (10000), MESSAGES (20000), BROADCASTS (50),
+#        RATE (1000/s), SECONDS (10), DATABASE_URL (SQLite by default).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CLIENTS=${CLIENTS:-1000}
+IDLE_CLIENTS=${IDLE_CLIENTS:-10000}
+MESSAGES=${MESSAGES:-20000}
+BROADCASTS=${BROADCASTS:-50}
+RATE=${RATE:-1000}
+SECONDS_=${SECONDS:-10}
+OUT=test-output/bench
+mkdir -p "$OUT"
+
+scripts/install-deps.sh
+if ! [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ]; then
+  echo "==> installing nginx + nchan (the reference peer)"
+  sudo_cmd=(); [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends nginx libnginx-mod-nchan >/dev/null
+fi
+cargo build --release --locked --bins
+BIN="${CARGO_TARGET_DIR:-target}/release"
+ulimit -n 65536 || true
+RT=()
+if chrt -r 10 true 2>/dev/null; then RT=(chrt -r 10); fi
+SERVER=(taskset -c 1 "${RT[@]}")
+LOADGEN=(taskset -c 0 "${RT[@]}" "$BIN/notifyhub-loadgen")
+
+wait_port() {
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "server on port $1 did not start" >&2
+  return 1
+}
+
+scenarios() { # target url pid
+  local t=$1 url=$2 pid=$3
+  "${LOADGEN[@]}" --target "$t" --url "$url" --server-pid "$pid" --scenario idle --clients "$IDLE_CLIENTS" --json "$OUT/$t-idle.json"
+  "${LOADGEN[@]}" --target "$t" --url "$url" --server-pid "$pid" --scenario user --clients "$CLIENTS" --messages "$MESSAGES" --json "$OUT/$t-user.json"
+  "${LOADGEN[@]}" --target "$t" --url "$url" --server-pid "$pid" --scenario broadcast --clients "$CLIENTS" --messages "$BROADCASTS" --json "$OUT/$t-broadcast.json"
+  "${LOADGEN[@]}" --target "$t" --url "$url" --server-pid "$pid" --scenario rate --clients "$CLIENTS" --rate "$RATE" --seconds "$SECONDS_" --json "$OUT/$t-rate.json"
+  "${LOADGEN[@]}" --target "$t" --url "$url" --server-pid "$pid" --scenario ingest --clients 100 --messages "$MESSAGES" --json "$OUT/$t-ingest.json"
+}
+
+echo "==> nchan"
+NCHAN_DIR=$(mktemp -d)
+mkdir -p "$NCHAN_DIR/tmp"
+"${SERVER[@]}" nginx -p "$NCHAN_DIR" -c "$PWD/bench/nchan.conf" -g 'daemon off;' &
+NCHAN_PID=$!
+wait_port 8101
+WORKER=$(pgrep -P "$NCHAN_PID" nginx | head -1 || echo "$NCHAN_PID")
+scenarios nchan http://127.0.0.1:8101 "$WORKER" || true
+kill "$NCHAN_PID"; wait "$NCHAN_PID" 2>/dev/null || true
+
+echo "==> notifyhub"
+HUB_DIR=$(mktemp -d)
+export NOTIFYHUB_JWT_SECRET=bench-secret-0123456789abcdef NOTIFYHUB_SERVICE_TOKEN=bench-service-token-0123456789
+NOTIFYHUB_DATA_DIR="$HUB_DIR" NOTIFYHUB_BIND=127.0.0.1:8102 NOTIFYHUB_WORKERS=1 NOTIFYHUB_SERVICE_TOKENS=$NOTIFYHUB_SERVICE_TOKEN \
+  RUST_LOG=warn "${SERVER[@]}" "$BIN/notifyhub" serve >/dev/null 2>"$OUT/notifyhub.stderr" &
+HUB_PID=$!
+wait_port 8102
+scenarios notifyhub http://127.0.0.1:8102 "$HUB_PID"
+kill -TERM "$HUB_PID"; wait "$HUB_PID" 2>/dev/null || true
+
+python3 - "$OUT" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+def load(t, s):
+    try:
+        return json.load(open(os.path.join(out, f"{t}-{s}.json")))
+    except OSError:
+        return {}
+rows = [
+    ("idle: RSS per socket (KiB)", "idle", "rss_kib_per_socket"),
+    ("user: server CPU µs/message", "user", "server_cpu_us_per_message"),
+    ("user: messages/s", "user", "sent_per_s"),
+    ("user: p99 latency (ms)", "user", ("latency_ms", "p99")),
+    ("broadcast: server CPU µs/delivery", "broadcast", "server_cpu_us_per_message"),
+    ("broadcast: deliveries/s", "broadcast", "delivered_per_s"),
+    ("rate: p50 / p99 / max (ms)", "rate", "latency_ms"),
+    ("ingest: publishes/s", "ingest", "sent_per_s"),
+    ("ingest: server CPU µs/publish", "ingest", "server_cpu_us_per_message"),
+]
+def get(d, k):
+    if isinstance(k, tuple):
+        v = d.get(k[0], {})
+        return v.get(k[1], "—") if isinstance(v, dict) else "—"
+    v = d.get(k, "—")
+    if isinstance(v, dict):
+        return f"{v.get('p50')} / {v.get('p99')} / {v.get('max')}"
+    return v
+print(f"\n| {'figure':<36} | {'notifyhub':>22} | {'nchan':>22} |")
+print(f"|{'-'*38}|{'-'*24}|{'-'*24}|")
+for label, s, k in rows:
+    print(f"| {label:<36} | {str(get(load('notifyhub', s), k)):>22} | {str(get(load('nchan', s), k)):>22} |")
+PY

@@ -1,0 +1,379 @@
+//! `notifyhub-loadgen`: drives notifyhub — or the reference peer nchan, with
+//! `--target nchan` — with real WebSocket clients and HTTP publishers, and reports
+//! throughput, event→delivery latency (from a timestamp inside each message) and the
+//! server's CPU per message and RSS per socket, read from /proc/PID.
+//!
+//! Scenarios: `idle` (C sockets; RSS per socket), `user` (M messages to single users,
+//! P in flight), `broadcast` (B messages to all C users), `rate` (R messages/s for D s;
+//! latency percentiles), `ingest` (POST throughput, no sockets).
+
+use clap::{Parser, ValueEnum};
+use futures_util::{SinkExt, StreamExt};
+use notifyhub::auth::{JwtKeys, Role};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio_tungstenite::tungstenite::Message;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Target {
+    Notifyhub,
+    Nchan,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    Idle,
+    User,
+    Broadcast,
+    Rate,
+    Ingest,
+}
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "notifyhub-loadgen", about = "Load generator for notifyhub and the nchan reference peer")]
+struct Args {
+    /// What to drive: notifyhub's API, or nchan's publish/subscribe URLs.
+    #[arg(long, value_enum, default_value = "notifyhub")]
+    target: Target,
+    /// Server base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    #[arg(long, value_enum)]
+    scenario: Scenario,
+    /// WebSocket clients.
+    #[arg(long, default_value_t = 1000)]
+    clients: usize,
+    /// Messages to send (user, broadcast, ingest).
+    #[arg(long, default_value_t = 20_000)]
+    messages: usize,
+    /// Publish requests in flight.
+    #[arg(long, default_value_t = 32)]
+    in_flight: usize,
+    /// Messages per second (rate).
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Seconds (rate).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Approximate message size in bytes.
+    #[arg(long, default_value_t = 500)]
+    size: usize,
+    /// The server's PID, for CPU and RSS from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// notifyhub: the JWT secret (to sign the clients' tokens).
+    #[arg(long, env = "NOTIFYHUB_JWT_SECRET", default_value = "")]
+    jwt_secret: String,
+    /// notifyhub: a bridge token.
+    #[arg(long, env = "NOTIFYHUB_SERVICE_TOKEN", default_value = "")]
+    service_token: String,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+/// utime+stime (ticks) and VmRSS (KiB) of a process.
+fn proc_stats(pid: u32) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some((ticks, rss))
+}
+
+const TICKS_PER_SEC: f64 = 100.0;
+
+struct Recorder {
+    latencies_us: Mutex<Vec<u64>>,
+    received: AtomicU64,
+}
+
+impl Recorder {
+    fn record(&self, sent_us: u64) {
+        let lat = now_us().saturating_sub(sent_us);
+        self.received.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut l) = self.latencies_us.lock() {
+            l.push(lat);
+        }
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+fn ws_url(args: &Args, user: &str, keys: &JwtKeys) -> String {
+    let base = args.url.replacen("http", "ws", 1);
+    match args.target {
+        Target::Notifyhub => {
+            let id = Uuid::parse_str(user).unwrap_or_default();
+            format!("{base}/ws?token={}", keys.issue(id, Role::User, Duration::from_secs(3600)))
+        }
+        Target::Nchan => format!("{base}/ws?user={user}"),
+    }
+}
+
+/// The timestamp a delivered message carries.
+fn sent_at(target: Target, text: &str) -> Option<u64> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    match target {
+        Target::Notifyhub => {
+            if v["type"] != "notification_toast" {
+                return None;
+            }
+            v["notification"]["metadata"]["sent_at_us"].as_u64()
+        }
+        Target::Nchan => v["sent_at_us"].as_u64(),
+    }
+}
+
+async fn connect_all(args: &Args, users: &[String], keys: &JwtKeys, rec: Arc<Recorder>) -> usize {
+    let mut connected = 0;
+    for chunk in users.chunks(200) {
+        let mut tasks = Vec::new();
+        for user in chunk {
+            let url = ws_url(args, user, keys);
+            let (rec, target) = (rec.clone(), args.target);
+            tasks.push(tokio::task::spawn_local(async move {
+                let Ok((ws, _)) = tokio_tungstenite::connect_async(url).await else { return false };
+                let (mut tx, mut rx) = ws.split();
+                let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+                let mut ready_tx = Some(ready_tx);
+                if target == Target::Nchan {
+                    let _ = ready_tx.take().map(|t| t.send(()));
+                }
+                tokio::task::spawn_local(async move {
+                    while let Some(Ok(msg)) = rx.next().await {
+                        match msg {
+                            Message::Text(t) => {
+                                if t.as_str().contains("\"ready\"") {
+                                    if let Some(r) = ready_tx.take() {
+                                        let _ = r.send(());
+                                    }
+                                } else if let Some(ts) = sent_at(target, t.as_str()) {
+                                    rec.record(ts);
+                                }
+                            }
+                            Message::Ping(p) => {
+                                let _ = tx.send(Message::Pong(p)).await;
+                            }
+                            Message::Close(_) => break,
+                            _ => {}
+                        }
+                    }
+                });
+                ready_rx.await.is_ok()
+            }));
+        }
+        for t in tasks {
+            if t.await.unwrap_or(false) {
+                connected += 1;
+            }
+        }
+    }
+    connected
+}
+
+fn payload(size: usize) -> String {
+    "x".repeat(size.saturating_sub(200))
+}
+
+fn publish_request(
+    client: &reqwest::Client,
+    args: &Args,
+    users: &[String],
+    broadcast: bool,
+    pad: &str,
+) -> reqwest::RequestBuilder {
+    let sent = now_us();
+    match args.target {
+        Target::Notifyhub => {
+            let body = if broadcast {
+                json!({"type": "notification", "user_ids": users, "notification_type": "signal_generated", "priority": "info",
+                       "title": "load", "message": "load test", "metadata": {"sent_at_us": sent, "pad": pad}})
+            } else {
+                json!({"type": "notification", "user_id": users[0], "notification_type": "signal_generated", "priority": "info",
+                       "title": "load", "message": "load test", "metadata": {"sent_at_us": sent, "pad": pad}})
+            };
+            client.post(format!("{}/api/v1/events", args.url)).bearer_auth(&args.service_token).json(&body)
+        }
+        Target::Nchan => {
+            let url = if broadcast {
+                format!("{}/publish/broadcast", args.url)
+            } else {
+                format!("{}/publish/user/{}", args.url, users[0])
+            };
+            client.post(url).body(json!({"sent_at_us": sent, "pad": pad}).to_string())
+        }
+    }
+}
+
+async fn wait_received(rec: &Recorder, expected: u64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while rec.received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let local = tokio::task::LocalSet::new();
+    let result = local.block_on(&rt, run(args));
+    if let Err(e) = result {
+        eprintln!("notifyhub-loadgen: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    if args.target == Target::Notifyhub
+        && (args.jwt_secret.is_empty() || args.service_token.is_empty())
+        && args.scenario != Scenario::Ingest
+    {
+        return Err(
+            "notifyhub needs --jwt-secret and --service-token (or NOTIFYHUB_JWT_SECRET / NOTIFYHUB_SERVICE_TOKEN)"
+                .into(),
+        );
+    }
+    let keys = JwtKeys::new(if args.jwt_secret.is_empty() { "unused-secret-unused" } else { &args.jwt_secret });
+    let users: Vec<String> = (0..args.clients)
+        .map(|i| match args.target {
+            Target::Notifyhub => Uuid::new_v4().to_string(),
+            Target::Nchan => format!("u{i}"),
+        })
+        .collect();
+    let rec = Arc::new(Recorder { latencies_us: Mutex::new(Vec::new()), received: AtomicU64::new(0) });
+    let client =
+        reqwest::Client::builder().pool_max_idle_per_host(args.in_flight).build().map_err(|e| e.to_string())?;
+    let pad = payload(args.size);
+    let before_connect = args.server_pid.and_then(proc_stats);
+    let connected =
+        if args.scenario == Scenario::Ingest { 0 } else { connect_all(&args, &users, &keys, rec.clone()).await };
+    if args.scenario != Scenario::Ingest && connected < args.clients {
+        eprintln!("warning: {connected} of {} clients connected", args.clients);
+    }
+    let after_connect = args.server_pid.and_then(proc_stats);
+    let mut out = json!({"target": format!("{:?}", args.target).to_lowercase(), "scenario": format!("{:?}", args.scenario).to_lowercase(),
+                         "clients": connected, "message_bytes": args.size});
+    if let (Some((_, r0)), Some((_, r1))) = (before_connect, after_connect) {
+        if connected > 0 {
+            out["rss_kib_per_socket"] = json!(((r1 as f64 - r0 as f64) / connected as f64 * 100.0).round() / 100.0);
+        }
+        out["server_rss_kib"] = json!(r1);
+    }
+    let start_stats = args.server_pid.and_then(proc_stats);
+    let started = Instant::now();
+    let (sent, expected) = match args.scenario {
+        Scenario::Idle => (0u64, 0u64),
+        Scenario::User | Scenario::Ingest => {
+            let next = Arc::new(AtomicU64::new(0));
+            let mut workers = Vec::new();
+            for _ in 0..args.in_flight {
+                let (client, next, users, pad) = (client.clone(), next.clone(), users.clone(), pad.clone());
+                let args2 = args.clone();
+                workers.push(tokio::task::spawn_local(async move {
+                    let mut ok = 0u64;
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                        if i >= args2.messages {
+                            break;
+                        }
+                        let to =
+                            if users.is_empty() { Uuid::new_v4().to_string() } else { users[i % users.len()].clone() };
+                        if let Ok(r) = publish_request(&client, &args2, &[to], false, &pad).send().await {
+                            if r.status().is_success() {
+                                ok += 1;
+                            }
+                        }
+                    }
+                    ok
+                }));
+            }
+            let mut ok = 0;
+            for w in workers {
+                ok += w.await.unwrap_or(0);
+            }
+            (ok, if args.scenario == Scenario::User { ok } else { 0 })
+        }
+        Scenario::Broadcast => {
+            let mut ok = 0u64;
+            let mut i = 0;
+            while i < args.messages {
+                let batch: Vec<_> = (0..4.min(args.messages - i))
+                    .map(|_| publish_request(&client, &args, &users, true, &pad).send())
+                    .collect();
+                for r in futures_util::future::join_all(batch).await {
+                    if r.is_ok_and(|r| r.status().is_success()) {
+                        ok += 1;
+                    }
+                }
+                i += 4;
+            }
+            (ok, ok * connected as u64)
+        }
+        Scenario::Rate => {
+            let total = args.rate * args.seconds;
+            let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let ok = Arc::new(AtomicU64::new(0));
+            let mut pending = Vec::with_capacity(total as usize);
+            for i in 0..total as usize {
+                tick.tick().await;
+                let req = publish_request(&client, &args, &[users[i % users.len()].clone()], false, &pad);
+                let ok = ok.clone();
+                pending.push(tokio::task::spawn_local(async move {
+                    if req.send().await.is_ok_and(|r| r.status().is_success()) {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                }));
+            }
+            for p in pending {
+                let _ = p.await;
+            }
+            let n = ok.load(Ordering::Relaxed);
+            (n, n)
+        }
+    };
+    wait_received(&rec, expected, Duration::from_secs(60)).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let end_stats = args.server_pid.and_then(proc_stats);
+    let received = rec.received.load(Ordering::Relaxed);
+    out["sent"] = json!(sent);
+    out["delivered"] = json!(received);
+    out["seconds"] = json!((elapsed * 1000.0).round() / 1000.0);
+    if sent > 0 {
+        out["sent_per_s"] = json!((sent as f64 / elapsed).round());
+        out["delivered_per_s"] = json!((received as f64 / elapsed).round());
+    }
+    if let (Some((t0, _)), Some((t1, _))) = (start_stats, end_stats) {
+        let cpu_us = (t1 - t0) as f64 / TICKS_PER_SEC * 1e6;
+        out["server_cpu_s"] = json!(((t1 - t0) as f64 / TICKS_PER_SEC * 1000.0).round() / 1000.0);
+        let per = if args.scenario == Scenario::Broadcast { received.max(1) } else { sent.max(1) };
+        out["server_cpu_us_per_message"] = json!((cpu_us / per as f64 * 10.0).round() / 10.0);
+    }
+    let mut lat = rec.latencies_us.lock().map(|l| l.clone()).unwrap_or_default();
+    lat.sort_unstable();
+    if !lat.is_empty() {
+        out["latency_ms"] = json!({"p50": percentile(&lat, 0.5), "p90": percentile(&lat, 0.9), "p99": percentile(&lat, 0.99), "max": percentile(&lat, 1.0)});
+    }
+    println!("{}", serde_json::to_string(&out).unwrap_or_default());
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&out).unwrap_or_default()).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
