@@ -4,7 +4,7 @@
 # CPU 1 with one worker, the load generator pinned to CPU 0, both under `chrt -r 10`
 # when allowed. Prints our figures beside nchan's and writes JSON to test-output/bench/.
 # Knobs: CLIENTS (1000), IDLE_CLIENTS (10000), MESSAGES (20000), BROADCASTS (50),
-#        RATE (1000/s), SECONDS (10), DATABASE_URL (SQLite by default).
+#        RATE (1000/s), DURATION (10 s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +13,7 @@ IDLE_CLIENTS=${IDLE_CLIENTS:-10000}
 MESSAGES=${MESSAGES:-20000}
 BROADCASTS=${BROADCASTS:-50}
 RATE=${RATE:-1000}
-SECONDS_=${SECONDS:-10}
+DURATION=${DURATION:-10}
 OUT=test-output/bench
 mkdir -p "$OUT"
 
@@ -46,7 +46,7 @@ scenarios() { # target url pid
   "${LOADGEN[@]}" --target "$t" --url "$url" --server-pid "$pid" --scenario idle --clients "$IDLE_CLIENTS" --json "$OUT/$t-idle.json"
   "${LOADGEN[@]}" --target "$t" --url "$url" --server-pid "$pid" --scenario user --clients "$CLIENTS" --messages "$MESSAGES" --json "$OUT/$t-user.json"
   "${LOADGEN[@]}" --target "$t" --url "$url" --server-pid "$pid" --scenario broadcast --clients "$CLIENTS" --messages "$BROADCASTS" --json "$OUT/$t-broadcast.json"
-  "${LOADGEN[@]}" --target "$t" --url "$url" --server-pid "$pid" --scenario rate --clients "$CLIENTS" --rate "$RATE" --seconds "$SECONDS_" --json "$OUT/$t-rate.json"
+  "${LOADGEN[@]}" --target "$t" --url "$url" --server-pid "$pid" --scenario rate --clients "$CLIENTS" --rate "$RATE" --seconds "$DURATION" --json "$OUT/$t-rate.json"
   "${LOADGEN[@]}" --target "$t" --url "$url" --server-pid "$pid" --scenario ingest --clients 100 --messages "$MESSAGES" --json "$OUT/$t-ingest.json"
 }
 

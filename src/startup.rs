@@ -167,13 +167,14 @@ impl Application {
             }
         }
         let channels = start_channels(&settings, &store, &clock, &pii, &metrics).map_err(StartError::Config)?;
-        let dispatcher = Dispatcher::start_on_own_arbiter(Arc::new(DispatchCore {
+        let dispatch = Arc::new(DispatchCore {
             store: store.clone(),
             profiles: profiles.clone(),
             clock: clock.clone(),
             metrics: metrics.clone(),
             channels: Some(channels.clone()),
-        }));
+        });
+        let dispatcher = Dispatcher::start_on_own_arbiter(dispatch.clone());
         for addr in [&channels.email, &channels.sms, &channels.push] {
             addr.do_send(SetRaiser(dispatcher.clone().recipient()));
         }
@@ -186,6 +187,7 @@ impl Application {
             sessions,
             profiles,
             dispatcher,
+            dispatch,
             channels,
             sandbox: SandboxOutbox::new(&settings.data_dir),
             node_id,

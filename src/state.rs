@@ -40,8 +40,11 @@ pub struct AppState {
     pub sessions: Arc<Sessions>,
     /// Recipients' cached preferences.
     pub profiles: Arc<ProfileCache>,
-    /// The dispatcher.
+    /// The dispatcher actor (database watch, the hub's own errors).
     pub dispatcher: Addr<Dispatcher>,
+    /// The dispatch rules, run by the bridge on the request's own worker: one thread
+    /// hop fewer per event than going through the dispatcher's mailbox.
+    pub dispatch: Arc<crate::actors::dispatcher::DispatchCore>,
     /// Time.
     pub clock: Arc<dyn Clock>,
     /// WebSocket heartbeat timing.

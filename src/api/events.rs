@@ -1,6 +1,6 @@
 //! The HTTP bridge: internal services post events with a service token.
 
-use crate::actors::dispatcher::{Dispatch, Outcome};
+use crate::actors::dispatcher::Outcome;
 use crate::auth::ServiceCaller;
 use crate::domain::events::Event;
 use crate::error::ApiError;
@@ -90,12 +90,7 @@ pub async fn post_event(
             }
         }
     }
-    let outcome = state
-        .dispatcher
-        .send(Dispatch(event))
-        .await
-        .map_err(|_| ApiError::unavailable("the dispatcher is not running"))
-        .and_then(|r| r.map_err(ApiError::from));
+    let outcome = state.dispatch.dispatch(event).await.map_err(ApiError::from);
     let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
