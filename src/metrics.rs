@@ -39,6 +39,7 @@ pub struct Metrics {
     /// Circuit state per channel (email, sms, push): 0 closed, 1 open, 2 half-open.
     breakers: [std::sync::atomic::AtomicU8; 3],
     slow_consumers: AtomicU64,
+    store_batches: AtomicU64,
 }
 
 fn breaker_slot(channel: crate::domain::Channel) -> Option<usize> {
@@ -60,9 +61,10 @@ impl Metrics {
         self.latency.entry(route.to_string()).or_default().observe(elapsed);
     }
 
-    /// Counts stored notifications.
+    /// Counts a committed batch of `n` stored notifications.
     pub fn add_notifications_stored(&self, n: u64) {
         self.notifications_stored.fetch_add(n, Ordering::Relaxed);
+        self.store_batches.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records whether the database answers (the dispatcher's watch).
@@ -143,6 +145,12 @@ impl Metrics {
         for c in [crate::domain::Channel::Email, crate::domain::Channel::Sms, crate::domain::Channel::Push] {
             let _ = writeln!(out, "notifyhub_channel_circuit_state{{channel=\"{}\"}} {}", c.as_str(), self.breaker(c));
         }
+        let _ = writeln!(
+            out,
+            "# HELP notifyhub_store_batches_total Group-commit transactions (stored / batches = batch size)."
+        );
+        let _ = writeln!(out, "# TYPE notifyhub_store_batches_total counter");
+        let _ = writeln!(out, "notifyhub_store_batches_total {}", self.store_batches.load(Ordering::Relaxed));
         let _ = writeln!(
             out,
             "# HELP notifyhub_ws_slow_consumer_disconnects_total Sockets closed because the client stopped reading."

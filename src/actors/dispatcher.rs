@@ -254,7 +254,9 @@ impl DispatchCore {
             };
             let routing = route(content.priority, &profile.prefs, profile.has_push, now);
             let notification = NewNotification {
-                id: Uuid::new_v4(),
+                // Time-ordered ids: inserts append to the primary-key index instead of
+                // dirtying random pages, which keeps each group commit small.
+                id: Uuid::now_v7(),
                 user_id: *user,
                 notification_type: content.notification_type,
                 priority: content.priority,

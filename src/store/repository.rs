@@ -196,7 +196,7 @@ pub(super) fn number_batch(
         *unread += 1;
         for d in &item.deliveries {
             out.deliveries.push(DeliveryRow {
-                id: Uuid::new_v4().to_string(),
+                id: Uuid::now_v7().to_string(),
                 notification_id: n.id.to_string(),
                 user_id: n.user_id.to_string(),
                 channel: d.channel.as_str().to_string(),
