@@ -9,6 +9,7 @@ use crate::store::bridge::{self, IdempotencyState};
 use actix_web::http::StatusCode;
 use actix_web::{post, web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
+use tracing::Instrument;
 
 /// Up to this many recipients are listed one by one in the answer.
 const LIST_LIMIT: usize = 100;
@@ -46,6 +47,34 @@ fn answer(outcome: &Outcome) -> (StatusCode, Value) {
             (StatusCode::OK, json!({"status": "throttled", "reason": reason, "accepted_count": 0}))
         }
     }
+}
+
+async fn dispatch_and_record(
+    state: &AppState,
+    event: Event,
+    key: Option<String>,
+) -> Result<(StatusCode, Value), ApiError> {
+    let outcome = match state.dispatch.dispatch(event).await {
+        Ok(o) => o,
+        Err(e) => {
+            if let Some(k) = key {
+                // Let the caller's retry run again.
+                let _ = state.store.call(move |db| async move { bridge::idempotency_abort(&db, &k).await }).await;
+            }
+            return Err(e.into());
+        }
+    };
+    let (status, body) = answer(&outcome);
+    if let Some(k) = key {
+        let stored = body.clone();
+        let code = status.as_u16();
+        if let Err(e) =
+            state.store.call(move |db| async move { bridge::idempotency_complete(&db, &k, code, stored).await }).await
+        {
+            tracing::warn!(error = %e, "could not record the idempotent answer");
+        }
+    }
+    Ok((status, body))
 }
 
 /// Post an event (service token). With `Idempotency-Key`, a retry gets the first
@@ -90,26 +119,12 @@ pub async fn post_event(
             }
         }
     }
-    let outcome = state.dispatch.dispatch(event).await.map_err(ApiError::from);
-    let outcome = match outcome {
-        Ok(o) => o,
-        Err(e) => {
-            if let Some(k) = key {
-                // Let the caller's retry run again.
-                let _ = state.store.call(move |db| async move { bridge::idempotency_abort(&db, &k).await }).await;
-            }
-            return Err(e);
-        }
-    };
-    let (status, body) = answer(&outcome);
-    if let Some(k) = key {
-        let stored = body.clone();
-        let code = status.as_u16();
-        if let Err(e) =
-            state.store.call(move |db| async move { bridge::idempotency_complete(&db, &k, code, stored).await }).await
-        {
-            tracing::warn!(error = %e, "could not record the idempotent answer");
-        }
-    }
+    // Dispatch and record the answer in a task of its own: a caller that hangs up
+    // half-way must not leave a throttle taken and nothing stored.
+    let state2 = state.clone();
+    // The task keeps the request's id and span, so its log lines still carry them.
+    let work = async move { dispatch_and_record(&state2, event, key).await }.instrument(tracing::Span::current());
+    let task = actix_web::rt::spawn(crate::error::REQUEST_ID.scope(crate::error::current_request_id(), work));
+    let (status, body) = task.await.map_err(|_| ApiError::internal())??;
     Ok(HttpResponse::build(status).json(body))
 }
