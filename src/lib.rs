@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod startup;
 pub mod state;
 pub mod store;
+pub mod sys;
 pub mod telemetry;
 pub mod ui;
 pub mod vapid;

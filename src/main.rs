@@ -118,6 +118,8 @@ fn serve() -> ExitCode {
         Err(e) => return config_failure(e),
     };
     notifyhub::telemetry::init("info", std::io::stdout);
+    let fd_limit = notifyhub::sys::raise_fd_limit();
+    tracing::info!(fd_limit, "open-file limit (each socket takes one)");
     let system = actix_web::rt::System::new();
     let result = system.block_on(async move {
         let bind = settings.bind;

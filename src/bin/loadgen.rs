@@ -140,15 +140,41 @@ fn sent_at(target: Target, text: &str) -> Option<u64> {
     }
 }
 
+/// Sockets per loopback source address: one address has ~28k ephemeral ports.
+const SOCKETS_PER_SOURCE: usize = 25_000;
+
+/// A client socket from 127.0.0.x, x chosen by the socket's index (past ~28k sockets
+/// one source address runs out of ports), with small buffers (tungstenite's defaults
+/// cost over 100 KiB a socket).
+async fn open_socket(url: String, index: usize) -> Option<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>> {
+    let parsed = reqwest::Url::parse(&url).ok()?;
+    let host = parsed.host_str()?.to_string();
+    let port = parsed.port_or_known_default()?;
+    let server: std::net::SocketAddr = format!("{host}:{port}").parse().ok()?;
+    let socket = tokio::net::TcpSocket::new_v4().ok()?;
+    if server.ip().is_loopback() {
+        let source = std::net::Ipv4Addr::new(127, 0, 0, 1 + (index / SOCKETS_PER_SOURCE) as u8);
+        socket.bind((source, 0).into()).ok()?;
+    }
+    let stream = socket.connect(server).await.ok()?;
+    let _ = stream.set_nodelay(true);
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(1 << 20);
+    tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await.ok().map(|(ws, _)| ws)
+}
+
 async fn connect_all(args: &Args, users: &[String], keys: &JwtKeys, rec: Arc<Recorder>) -> usize {
     let mut connected = 0;
-    for chunk in users.chunks(200) {
+    for (c, chunk) in users.chunks(200).enumerate() {
         let mut tasks = Vec::new();
-        for user in chunk {
+        for (k, user) in chunk.iter().enumerate() {
             let url = ws_url(args, user, keys);
+            let index = c * 200 + k;
             let (rec, target) = (rec.clone(), args.target);
             tasks.push(tokio::task::spawn_local(async move {
-                let Ok((ws, _)) = tokio_tungstenite::connect_async(url).await else { return false };
+                let Some(ws) = open_socket(url, index).await else { return false };
                 let (mut tx, mut rx) = ws.split();
                 let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
                 let mut ready_tx = Some(ready_tx);
@@ -230,6 +256,7 @@ async fn wait_received(rec: &Recorder, expected: u64, limit: Duration) {
 
 fn main() {
     let args = Args::parse();
+    notifyhub::sys::raise_fd_limit();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let local = tokio::task::LocalSet::new();
     let result = local.block_on(&rt, run(args));
