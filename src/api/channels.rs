@@ -13,7 +13,6 @@ use actix_web::{get, post, web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::oneshot;
-use uuid::Uuid;
 
 /// Send a test message on one channel to myself.
 #[utoipa::path(
@@ -112,8 +111,8 @@ pub async fn deliveries(
     user: AuthUser,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let not_found = || ApiError::not_found("notification not found");
-    let id = Uuid::parse_str(path.trim()).map_err(|_| not_found())?;
+    let not_found = super::notifications::notification_not_found;
+    let id = super::notifications::notification_id(&path)?;
     let uid = user.user_id;
     let mut rows = state
         .store

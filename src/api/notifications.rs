@@ -47,6 +47,17 @@ pub struct NotificationPage {
     pub pagination: Pagination,
 }
 
+/// Any id that is not one of mine — malformed, absent or someone else's — is a 404, so
+/// ids cannot be probed.
+pub fn notification_not_found() -> ApiError {
+    ApiError::not_found("notification not found")
+}
+
+/// A notification id from the path (404 when malformed).
+pub fn notification_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw.trim()).map_err(|_| notification_not_found())
+}
+
 fn query_field(field: &str, reason: impl Into<String>) -> ApiError {
     let reason = reason.into();
     ApiError::bad_request(format!("{field}: {reason}")).with_details(json!({"field": field, "reason": reason}))
@@ -127,16 +138,13 @@ pub async fn mark_read(
     user: AuthUser,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    // Any id that is not one of mine — malformed, absent or someone else's — is a 404,
-    // so ids cannot be probed.
-    let not_found = || ApiError::not_found("notification not found");
-    let id = Uuid::parse_str(path.trim()).map_err(|_| not_found())?;
+    let id = notification_id(&path)?;
     let uid = user.user_id;
     let unread = state
         .store
         .call(move |db| async move { repository::mark_read(&db, uid, id).await })
         .await?
-        .ok_or_else(not_found)?;
+        .ok_or_else(notification_not_found)?;
     state.unread_changed(uid, unread);
     Ok(HttpResponse::Ok().json(json!({"success": true, "notification_id": id})))
 }
