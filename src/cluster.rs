@@ -1,9 +1,10 @@
 //! Several nodes on one PostgreSQL, with no broker of their own: a node that stores a
 //! notification NOTIFYs `notifyhub` in the same transaction; every node LISTENs on a
 //! dedicated connection and tells its local sessions, which fetch what they miss from
-//! the database. When the listener was down (reconnect with backoff), every local
+//! the database; preference changes drop the other nodes' cached copies. When the listener was down (reconnect with backoff), every local
 //! session checks the database for anything it missed.
 
+use crate::actors::dispatcher::ProfileCache;
 use crate::actors::session::Sessions;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use futures_util::StreamExt;
@@ -30,6 +31,13 @@ pub enum ClusterEvent {
         /// Owner's unread count after it.
         unread: i64,
     },
+    /// A user's preferences or push subscriptions changed: drop cached copies.
+    Profile {
+        /// Node that changed them.
+        node: String,
+        /// The user.
+        user: Uuid,
+    },
     /// A user's unread count changed (mark read, read-all, erase).
     Unread {
         /// Node that changed it.
@@ -49,6 +57,7 @@ impl ClusterEvent {
                 format!("n|{node}|{user}|{seq}|{}|{unread}", u8::from(*toast))
             }
             ClusterEvent::Unread { node, user, count } => format!("u|{node}|{user}|{count}"),
+            ClusterEvent::Profile { node, user } => format!("p|{node}|{user}"),
         }
     }
 
@@ -63,6 +72,9 @@ impl ClusterEvent {
                 toast: *toast == "1",
                 unread: unread.parse().ok()?,
             }),
+            ["p", node, user] => {
+                Some(ClusterEvent::Profile { node: node.to_string(), user: Uuid::parse_str(user).ok()? })
+            }
             ["u", node, user, count] => Some(ClusterEvent::Unread {
                 node: node.to_string(),
                 user: Uuid::parse_str(user).ok()?,
@@ -94,7 +106,7 @@ pub fn committed_payloads(node: &str, rows: &[(String, i64, bool, i64)]) -> Vec<
 /// Listens for other nodes' events until the process ends; reconnects with backoff
 /// (1 s doubling to 30 s) and asks every local session to catch up after each
 /// (re)connection.
-pub async fn listen(url: String, node: String, sessions: Arc<Sessions>) {
+pub async fn listen(url: String, node: String, sessions: Arc<Sessions>, profiles: Arc<ProfileCache>) {
     let mut backoff = Duration::from_secs(1);
     let mut first = true;
     loop {
@@ -119,6 +131,9 @@ pub async fn listen(url: String, node: String, sessions: Arc<Sessions>) {
                                 }
                                 Some(ClusterEvent::Unread { node: from, user, count }) if from != node => {
                                     sessions.unread_changed(user, count);
+                                }
+                                Some(ClusterEvent::Profile { node: from, user }) if from != node => {
+                                    profiles.invalidate(user);
                                 }
                                 Some(_) => {}
                                 None => tracing::debug!(payload = %n.payload, "cluster: ignoring a malformed payload"),
@@ -149,6 +164,7 @@ mod tests {
         for e in [
             ClusterEvent::Committed { node: "a1".into(), user, seq: 42, toast: false, unread: 7 },
             ClusterEvent::Unread { node: "b2".into(), user, count: 0 },
+            ClusterEvent::Profile { node: "c3".into(), user },
         ] {
             assert_eq!(ClusterEvent::decode(&e.encode()), Some(e.clone()));
         }

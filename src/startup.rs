@@ -149,12 +149,12 @@ impl Application {
             StoreHandle::start(settings.database_url.clone(), settings.db_pool_size, hooks).await.map_err(db_err)?;
         let sessions = Sessions::new(store.clone(), metrics.clone());
         store.set_fanout(sessions.clone()).await;
-        if let crate::config::DatabaseUrl::Postgres(url) = &settings.database_url {
-            let (url, node, sessions) = (url.clone(), node_id.clone(), sessions.clone());
-            actix::Arbiter::new().spawn(crate::cluster::listen(url, node, sessions));
-        }
         let pii = PiiCipher::new(&settings.pii_key);
         let profiles = ProfileCache::new(pii.clone());
+        if let crate::config::DatabaseUrl::Postgres(url) = &settings.database_url {
+            let (url, node, sessions, profiles) = (url.clone(), node_id.clone(), sessions.clone(), profiles.clone());
+            actix::Arbiter::new().spawn(crate::cluster::listen(url, node, sessions, profiles));
+        }
         if matches!(settings.database_url, crate::config::DatabaseUrl::Sqlite(_)) {
             // One node per SQLite file: whoever claimed unfinished deliveries is gone.
             let now = clock.now();

@@ -62,27 +62,39 @@ impl AppState {
     /// unread count changed.
     pub fn unread_changed(&self, user: Uuid, count: i64) {
         self.sessions.unread_changed(user, count);
-        if self.store.backend() == "postgres" {
-            let payload = crate::cluster::ClusterEvent::Unread { node: self.node_id.clone(), user, count }.encode();
-            let store = self.store.clone();
-            actix::spawn(async move {
-                let sent = store
-                    .call(move |db| async move {
-                        use diesel_async::RunQueryDsl;
-                        crate::with_conn!(&db, conn => {
-                            diesel::sql_query("SELECT pg_notify('notifyhub', $1)")
-                                .bind::<diesel::sql_types::Text, _>(payload)
-                                .execute(conn)
-                                .await?;
-                            Ok(())
-                        })
-                    })
-                    .await;
-                if let Err(e) = sent {
-                    tracing::warn!(error = %e, "cluster: could not tell the other nodes about an unread count");
-                }
-            });
+        self.tell_other_nodes(crate::cluster::ClusterEvent::Unread { node: self.node_id.clone(), user, count });
+    }
+
+    /// A user's preferences or push subscriptions changed: forget the cached profile
+    /// here and, on PostgreSQL, on the other nodes.
+    pub fn profile_changed(&self, user: Uuid) {
+        self.profiles.invalidate(user);
+        self.tell_other_nodes(crate::cluster::ClusterEvent::Profile { node: self.node_id.clone(), user });
+    }
+
+    fn tell_other_nodes(&self, event: crate::cluster::ClusterEvent) {
+        if self.store.backend() != "postgres" {
+            return;
         }
+        let payload = event.encode();
+        let store = self.store.clone();
+        actix::spawn(async move {
+            let sent = store
+                .call(move |db| async move {
+                    use diesel_async::RunQueryDsl;
+                    crate::with_conn!(&db, conn => {
+                        diesel::sql_query("SELECT pg_notify('notifyhub', $1)")
+                            .bind::<diesel::sql_types::Text, _>(payload)
+                            .execute(conn)
+                            .await?;
+                        Ok(())
+                    })
+                })
+                .await;
+            if let Err(e) = sent {
+                tracing::warn!(error = %e, "cluster: could not tell the other nodes");
+            }
+        });
     }
 }
 

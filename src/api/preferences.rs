@@ -30,7 +30,7 @@ pub async fn update(
     let doc = preferences_doc::encode(&next, &state.pii);
     let at = next.updated_at.unwrap_or_else(chrono::Utc::now);
     state.store.call(move |db| async move { repository::save_preferences(&db, user, doc, at).await }).await?;
-    state.profiles.invalidate(user);
+    state.profile_changed(user);
     tracing::info!(
         user_id = %user,
         email = next.email_address.as_ref().map(|e| mask_email(e.as_str())).unwrap_or_default(),
@@ -79,6 +79,6 @@ pub async fn update_preferences(
 pub async fn delete_preferences(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
     let uid = user.user_id;
     let n = state.store.call(move |db| async move { repository::delete_preferences(&db, uid).await }).await?;
-    state.profiles.invalidate(uid);
+    state.profile_changed(uid);
     Ok(HttpResponse::Ok().json(json!({"success": true, "deleted": n > 0})))
 }

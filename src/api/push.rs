@@ -80,7 +80,7 @@ pub async fn subscribe(
     let sub = Subscription { endpoint: body.endpoint, p256dh: body.keys.p256dh, auth: body.keys.auth };
     let (uid, now) = (user.user_id, state.clock.now());
     state.store.call(move |db| async move { outbox::save_subscription(&db, uid, sub, now).await }).await?;
-    state.profiles.invalidate(uid);
+    state.profile_changed(uid);
     Ok(HttpResponse::Created().json(json!({"success": true})))
 }
 
@@ -99,6 +99,6 @@ pub async fn unsubscribe(
     let (uid, endpoint) = (user.user_id, body.into_inner().endpoint);
     let deleted =
         state.store.call(move |db| async move { outbox::delete_subscription(&db, Some(uid), &endpoint).await }).await?;
-    state.profiles.invalidate(uid);
+    state.profile_changed(uid);
     Ok(HttpResponse::Ok().json(json!({"success": true, "deleted": deleted})))
 }

@@ -90,3 +90,27 @@ async fn throttles_hold_across_nodes() {
     let body: Value = b.event(risk_event(user, "portfolio_heat", 9.5), 200).await;
     assert_eq!(body["reason"], "risk_warning_throttled");
 }
+
+#[actix_web::test]
+async fn a_preference_change_on_one_node_applies_at_once_on_the_other() {
+    let Some((a, b)) = two_nodes().await else { return };
+    let user = Uuid::new_v4();
+    // Node A caches the user's defaults (threshold 85) by routing a signal.
+    assert_eq!(a.event(crate::bridge::signal_event(user, 87.0), 202).await["accepted_count"], 1);
+    let res = b
+        .post("/api/v1/notifications/preferences", &b.token(user, Role::User), &json!({"min_confidence_threshold": 90}))
+        .await;
+    assert_eq!(res.status(), 200);
+    // The change reaches A through the database's NOTIFY; wait for it by polling A's answer.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let res = a.post_event(&crate::bridge::signal_event(user, 87.0)).await;
+        let body: Value = res.json().await.unwrap();
+        if body["status"] == "filtered" {
+            assert_eq!(body["reason"], "below_confidence_threshold");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "node A kept the old threshold: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
