@@ -34,7 +34,8 @@ pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migration
 /// Per-connection SQLite settings: WAL so readers never wait for the writer, a busy
 /// timeout instead of instant `SQLITE_BUSY`, and enforced foreign keys.
 const SQLITE_PRAGMAS: &str =
-    "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
+    "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+     PRAGMA cache_size = -16000; PRAGMA mmap_size = 268435456;";
 
 /// A pooled async SQLite connection.
 pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
