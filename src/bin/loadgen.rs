@@ -38,9 +38,9 @@ struct Args {
     /// What to drive: notifyhub's API, or nchan's publish/subscribe URLs.
     #[arg(long, value_enum, default_value = "notifyhub")]
     target: Target,
-    /// Server base URL.
+    /// Server base URL; repeat it for several nodes (clients and publishes go round-robin).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
-    url: String,
+    url: Vec<String>,
     #[arg(long, value_enum)]
     scenario: Scenario,
     /// WebSocket clients.
@@ -115,8 +115,13 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
-fn ws_url(args: &Args, user: &str, keys: &JwtKeys) -> String {
-    let base = args.url.replacen("http", "ws", 1);
+/// The node for the `i`-th client or publish.
+fn node(args: &Args, i: usize) -> &str {
+    &args.url[i % args.url.len()]
+}
+
+fn ws_url(args: &Args, user: &str, keys: &JwtKeys, i: usize) -> String {
+    let base = node(args, i).replacen("http", "ws", 1);
     match args.target {
         Target::Notifyhub => {
             let id = Uuid::parse_str(user).unwrap_or_default();
@@ -170,8 +175,8 @@ async fn connect_all(args: &Args, users: &[String], keys: &JwtKeys, rec: Arc<Rec
     for (c, chunk) in users.chunks(200).enumerate() {
         let mut tasks = Vec::new();
         for (k, user) in chunk.iter().enumerate() {
-            let url = ws_url(args, user, keys);
             let index = c * 200 + k;
+            let url = ws_url(args, user, keys, index);
             let (rec, target) = (rec.clone(), args.target);
             tasks.push(tokio::task::spawn_local(async move {
                 let Some(ws) = open_socket(url, index).await else { return false };
@@ -224,6 +229,8 @@ fn publish_request(
     broadcast: bool,
     pad: &str,
 ) -> reqwest::RequestBuilder {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let base = node(args, NEXT.fetch_add(1, Ordering::Relaxed) as usize);
     let sent = now_us();
     match args.target {
         Target::Notifyhub => {
@@ -234,13 +241,13 @@ fn publish_request(
                 json!({"type": "notification", "user_id": users[0], "notification_type": "signal_generated", "priority": "info",
                        "title": "load", "message": "load test", "metadata": {"sent_at_us": sent, "pad": pad}})
             };
-            client.post(format!("{}/api/v1/events", args.url)).bearer_auth(&args.service_token).json(&body)
+            client.post(format!("{base}/api/v1/events")).bearer_auth(&args.service_token).json(&body)
         }
         Target::Nchan => {
             let url = if broadcast {
-                format!("{}/publish/broadcast", args.url)
+                format!("{base}/publish/broadcast")
             } else {
-                format!("{}/publish/user/{}", args.url, users[0])
+                format!("{base}/publish/user/{}", users[0])
             };
             client.post(url).body(json!({"sent_at_us": sent, "pad": pad}).to_string())
         }
