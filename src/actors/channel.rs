@@ -289,10 +289,7 @@ async fn load_job(
     let pii = pii.clone();
     store
         .call(move |db| async move {
-            let prefs = match repository::load_preferences(&db, user).await? {
-                Some(doc) => preferences_doc::decode(doc, &pii)?,
-                None => NotificationPreferences::defaults(user),
-            };
+            let prefs = preferences_doc::decode_or_default(repository::load_preferences(&db, user).await?, user, &pii)?;
             let subs = if channel == Channel::Push { outbox::subscriptions_of(&db, user).await? } else { Vec::new() };
             Ok((prefs, subs))
         })

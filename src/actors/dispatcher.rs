@@ -78,10 +78,7 @@ impl ProfileCache {
             .await?;
         let mut docs = docs;
         for id in missing {
-            let prefs = match docs.remove(&id) {
-                Some(doc) => preferences_doc::decode(doc, &self.pii)?,
-                None => NotificationPreferences::defaults(id),
-            };
+            let prefs = preferences_doc::decode_or_default(docs.remove(&id), id, &self.pii)?;
             let profile = Arc::new(Profile { prefs, has_push: push.contains(&id) });
             self.map.insert(id, (profile.clone(), Instant::now()));
             out.insert(id, profile);
@@ -120,11 +117,6 @@ pub enum Outcome {
     /// Nothing stored: a throttle dropped it.
     Throttled(&'static str),
 }
-
-/// Dispatches one event.
-#[derive(Message)]
-#[rtype(result = "Result<Outcome, StoreError>")]
-pub struct Dispatch(pub Event);
 
 /// Everything the dispatcher works with (shared by its concurrent handlers).
 pub struct DispatchCore {
@@ -389,15 +381,6 @@ impl Actor for Dispatcher {
                 let _ = core.store.call(move |db| async move { bridge::idempotency_purge(&db, now).await }).await;
             });
         });
-    }
-}
-
-impl Handler<Dispatch> for Dispatcher {
-    type Result = ResponseFuture<Result<Outcome, StoreError>>;
-
-    fn handle(&mut self, msg: Dispatch, _: &mut Context<Self>) -> Self::Result {
-        let core = self.core.clone();
-        Box::pin(async move { core.dispatch(msg.0).await })
     }
 }
 

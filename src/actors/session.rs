@@ -454,11 +454,6 @@ impl Sessions {
             entry.value().do_send(CatchUp);
         }
     }
-
-    /// How many users have a session on this node.
-    pub fn connected_users(&self) -> usize {
-        self.map.len()
-    }
 }
 
 impl Fanout for Sessions {

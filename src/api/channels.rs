@@ -1,7 +1,7 @@
 //! Test messages per channel, delivery status per notification, and the sandbox outbox.
 
 use crate::actors::channel::{SendTest, TestRefusal};
-use crate::actors::dispatcher::{Dispatch, Outcome};
+use crate::actors::dispatcher::Outcome;
 use crate::auth::{AuthUser, Role};
 use crate::domain::events::{Audience, Content, Event, EventKind};
 use crate::domain::{Channel, NotificationType, Priority};
@@ -44,12 +44,7 @@ pub async fn send_test(
             }),
             audience: Audience::Users(vec![user.user_id]),
         };
-        return match state
-            .dispatcher
-            .send(Dispatch(event))
-            .await
-            .map_err(|_| ApiError::unavailable("dispatcher stopped"))??
-        {
+        return match state.dispatch.dispatch(event).await? {
             Outcome::Accepted { notifications, .. }
                 if notifications.first().is_some_and(|n| n.channels.contains(&Channel::Toast)) =>
             {

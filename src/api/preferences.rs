@@ -13,10 +13,7 @@ use uuid::Uuid;
 /// Loads a user's preferences, or the defaults when they never saved any.
 pub async fn load(state: &AppState, user: Uuid) -> Result<NotificationPreferences, ApiError> {
     let doc = state.store.call(move |db| async move { repository::load_preferences(&db, user).await }).await?;
-    match doc {
-        None => Ok(NotificationPreferences::defaults(user)),
-        Some(doc) => Ok(preferences_doc::decode(doc, &state.pii)?),
-    }
+    Ok(preferences_doc::decode_or_default(doc, user, &state.pii)?)
 }
 
 /// Applies a partial update for `user` and stores the result.

@@ -22,6 +22,19 @@ pub fn encode(prefs: &NotificationPreferences, cipher: &PiiCipher) -> Value {
     doc
 }
 
+/// A user's preferences from their stored document, or the defaults when they never
+/// saved any.
+pub fn decode_or_default(
+    doc: Option<Value>,
+    user: uuid::Uuid,
+    cipher: &PiiCipher,
+) -> Result<NotificationPreferences, StoreError> {
+    match doc {
+        Some(doc) => decode(doc, cipher),
+        None => Ok(NotificationPreferences::defaults(user)),
+    }
+}
+
 /// Stored JSON → preferences (contact fields decrypted).
 pub fn decode(mut doc: Value, cipher: &PiiCipher) -> Result<NotificationPreferences, StoreError> {
     if let Some(obj) = doc.as_object_mut() {

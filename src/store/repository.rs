@@ -501,12 +501,3 @@ pub async fn delete_preferences(db: &Db, user: Uuid) -> Result<usize, StoreError
         Ok(n)
     })
 }
-
-/// Whether the user exists (seen by token or event).
-pub async fn user_exists(db: &Db, user: Uuid) -> Result<bool, StoreError> {
-    let uid = user.to_string();
-    with_conn!(db, conn => {
-        let n: i64 = users::table.filter(users::id.eq(&uid)).count().get_result(conn).await?;
-        Ok(n > 0)
-    })
-}

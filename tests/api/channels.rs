@@ -3,7 +3,7 @@
 //! injected clock, the breaker's three states, rate limits across a restart, 410
 //! cleanup, the SSRF guard and every test-endpoint answer.
 
-use crate::bridge::{exit_event, info_event, signal_event};
+use crate::bridge::{exit_event, signal_event};
 use crate::helpers::{assert_error, spawn_app_with, spawn_with_clock, Backend, TestApp};
 use crate::standins::{PushStandIn, SmtpSink, TwilioStandIn, TWILIO_FROM};
 use notifyhub::actors::channel::Wake;
@@ -43,10 +43,6 @@ fn id_of(answer: &Value) -> String {
     answer["notifications"][0]["notification_id"].as_str().unwrap().to_string()
 }
 
-fn env_pairs(pairs: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
-    pairs.to_vec()
-}
-
 async fn app_with(backend: Backend, env: Vec<(&'static str, String)>, clock: Arc<dyn Clock>) -> Option<TestApp> {
     let refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     spawn_app_with(backend, &refs, clock).await
@@ -54,12 +50,12 @@ async fn app_with(backend: Backend, env: Vec<(&'static str, String)>, clock: Arc
 
 async fn email_over_smtp(backend: Backend) {
     let smtp = SmtpSink::start();
-    let env = env_pairs(&[
+    let env = vec![
         ("SMTP_HOST", "127.0.0.1".into()),
         ("SMTP_PORT", smtp.port.to_string()),
         ("SMTP_TLS", "none".into()),
         ("SMTP_FROM_EMAIL", "alerts@notifyhub.test".into()),
-    ]);
+    ];
     let Some(app) = app_with(backend, env, Arc::new(SystemClock)).await else { return };
     let user = Uuid::new_v4();
     set_prefs(&app, user, json!({"email_address": "trader@example.com"})).await;
@@ -340,5 +336,4 @@ async fn test_endpoints_answer_every_case() {
     let other: Value =
         app.get("/api/v1/sandbox/outbox", &app.token(Uuid::new_v4(), Role::User)).await.json().await.unwrap();
     assert_eq!(other["data"], json!([]));
-    let _ = info_event;
 }

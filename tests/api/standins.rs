@@ -67,6 +67,17 @@ impl Drop for SmtpSink {
     }
 }
 
+/// Serves the routes `configure` adds on `listener` (one worker) while the test runs.
+fn serve(listener: std::net::TcpListener, configure: impl Fn(&mut web::ServiceConfig) + Send + Clone + 'static) {
+    let server = HttpServer::new(move || App::new().configure(configure.clone()))
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .expect("stand-in listens")
+        .run();
+    actix_web::rt::spawn(server);
+}
+
 /// One request the Twilio stand-in accepted for checking.
 #[derive(Debug, Clone)]
 pub struct TwilioRequest {
@@ -143,17 +154,10 @@ impl TwilioStandIn {
         let state = TwilioState { script: script.clone(), tx, hold: hold.clone() };
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(web::Data::new(state.clone()))
-                .route("/2010-04-01/Accounts/{sid}/Messages.json", web::post().to(twilio_messages))
-        })
-        .workers(1)
-        .disable_signals()
-        .listen(listener)
-        .unwrap()
-        .run();
-        actix_web::rt::spawn(server);
+        serve(listener, move |cfg| {
+            cfg.app_data(web::Data::new(state.clone()))
+                .route("/2010-04-01/Accounts/{sid}/Messages.json", web::post().to(twilio_messages));
+        });
         Self { base: format!("http://127.0.0.1:{port}"), requests, script, hold }
     }
 
@@ -336,15 +340,9 @@ impl PushStandIn {
             status: status.clone(),
             tx,
         };
-        let server = HttpServer::new(move || {
-            App::new().app_data(web::Data::new(state.clone())).route("/push/{id}", web::post().to(push_endpoint))
-        })
-        .workers(1)
-        .disable_signals()
-        .listen(listener)
-        .unwrap()
-        .run();
-        actix_web::rt::spawn(server);
+        serve(listener, move |cfg| {
+            cfg.app_data(web::Data::new(state.clone())).route("/push/{id}", web::post().to(push_endpoint));
+        });
         Self { port, keys, status, deliveries }
     }
 

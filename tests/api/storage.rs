@@ -1,6 +1,6 @@
 //! Sequence numbers under concurrent writers, group commit, and data surviving a restart.
 
-use crate::helpers::{new_notification, spawn_with_env, Backend, TestApp};
+use crate::helpers::{new_notification, spawn_with_env, TestApp};
 use notifyhub::actors::persistence::StoreHandle;
 use notifyhub::auth::Role;
 use notifyhub::config::{Settings, Source};
@@ -89,6 +89,5 @@ crate::on_both_backends! {
         assert_eq!(p["email_address"], "keep@example.com");
         let next = again.store(vec![new_notification(user, NotificationType::EmergencyExit, "after")]).await;
         assert_eq!(next[0].sequence_number, 3);
-        let _ = Backend::Sqlite;
     }
 }
