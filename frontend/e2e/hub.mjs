@@ -5,6 +5,7 @@ import { mkdtempSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { chromium } from 'playwright-core'
 
 export const JWT_SECRET = 'e2e-secret-0123456789abcdef'
 export const SERVICE_TOKEN = 'e2e-service-token-000000001'
@@ -111,3 +112,14 @@ export const info = (userId, title) => ({
 export const exit = (userId) => ({
   type: 'emergency_exit', user_id: userId, exit: { campaign_id: 'C-7', symbol: 'TSLA', reason: 'creek breached', positions_closed: 2 },
 })
+
+/** Debian's Chromium, headless, with no network of its own (this machine has none). */
+export function launchChromium() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: [
+      '--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    ],
+  })
+}

@@ -3,16 +3,10 @@
 import assert from 'node:assert/strict'
 import { mkdirSync } from 'node:fs'
 import { after, before, describe, test } from 'node:test'
-import { chromium } from 'playwright-core'
-import { Hub, exit, freePort, info, newUser, signal, token } from './hub.mjs'
+import { Hub, exit, freePort, info, launchChromium, newUser, signal, token } from './hub.mjs'
 
 const SHOTS = '../test-output/screens'
 mkdirSync(SHOTS, { recursive: true })
-
-const CHROMIUM_ARGS = [
-  '--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-]
 
 let hub
 let browser
@@ -20,7 +14,7 @@ let browser
 before(async () => {
   hub = new Hub({ port: await freePort() })
   await hub.start()
-  browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', args: CHROMIUM_ARGS })
+  browser = await launchChromium()
 })
 
 after(async () => {

@@ -7,8 +7,7 @@ import assert from 'node:assert/strict'
 import { createDecipheriv, createECDH, createHmac, randomBytes } from 'node:crypto'
 import { createServer } from 'node:http'
 import { after, before, test } from 'node:test'
-import { chromium } from 'playwright-core'
-import { Hub, freePort, newUser, token } from './hub.mjs'
+import { Hub, freePort, launchChromium, newUser, token } from './hub.mjs'
 
 const hmac = (key, data) => createHmac('sha256', key).update(data).digest()
 
@@ -62,10 +61,7 @@ before(async () => {
   await new Promise((r) => standIn.listen(pushPort, '127.0.0.1', r))
   hub = new Hub({ port: await freePort(), extraEnv: { NOTIFYHUB_PUSH_ALLOWED_HOSTS: `127.0.0.1:${pushPort}` } })
   await hub.start()
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    args: ['--headless=new', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  })
+  browser = await launchChromium()
 })
 
 after(async () => {
