@@ -4,7 +4,8 @@
 # CPU 1 with one worker, the load generator pinned to CPU 0, both under `chrt -r 10`
 # when allowed. Prints our figures beside nchan's and writes JSON to test-output/bench/.
 # Knobs: CLIENTS (1000), IDLE_CLIENTS (10000), MESSAGES (20000), BROADCASTS (50),
-#        RATE (1000/s), DURATION (10 s).
+#        RATE (1000/s), DURATION (10 s), TARGETS ("nchan notifyhub"),
+#        SCENARIOS ("idle user broadcast rate ingest").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,8 @@ MESSAGES=${MESSAGES:-20000}
 BROADCASTS=${BROADCASTS:-50}
 RATE=${RATE:-1000}
 DURATION=${DURATION:-10}
+TARGETS=${TARGETS:-nchan notifyhub}
+SCENARIOS=${SCENARIOS:-idle user broadcast rate ingest}
 OUT=test-output/bench
 mkdir -p "$OUT"
 
@@ -42,14 +45,21 @@ wait_port() {
 }
 
 scenarios() { # target url pid
-  local t=$1 url=$2 pid=$3
-  "${LOADGEN[@]}" --target "$t" --url "$url" --server-pid "$pid" --scenario idle --clients "$IDLE_CLIENTS" --json "$OUT/$t-idle.json"
-  "${LOADGEN[@]}" --target "$t" --url "$url" --server-pid "$pid" --scenario user --clients "$CLIENTS" --messages "$MESSAGES" --json "$OUT/$t-user.json"
-  "${LOADGEN[@]}" --target "$t" --url "$url" --server-pid "$pid" --scenario broadcast --clients "$CLIENTS" --messages "$BROADCASTS" --json "$OUT/$t-broadcast.json"
-  "${LOADGEN[@]}" --target "$t" --url "$url" --server-pid "$pid" --scenario rate --clients "$CLIENTS" --rate "$RATE" --seconds "$DURATION" --json "$OUT/$t-rate.json"
-  "${LOADGEN[@]}" --target "$t" --url "$url" --server-pid "$pid" --scenario ingest --clients 100 --messages "$MESSAGES" --json "$OUT/$t-ingest.json"
+  local t=$1 url=$2 pid=$3 s
+  local common=(--target "$t" --url "$url" --server-pid "$pid")
+  for s in $SCENARIOS; do
+    case $s in
+      idle) "${LOADGEN[@]}" "${common[@]}" --scenario idle --clients "$IDLE_CLIENTS" --json "$OUT/$t-idle.json" ;;
+      user) "${LOADGEN[@]}" "${common[@]}" --scenario user --clients "$CLIENTS" --messages "$MESSAGES" --json "$OUT/$t-user.json" ;;
+      broadcast) "${LOADGEN[@]}" "${common[@]}" --scenario broadcast --clients "$CLIENTS" --messages "$BROADCASTS" --json "$OUT/$t-broadcast.json" ;;
+      rate) "${LOADGEN[@]}" "${common[@]}" --scenario rate --clients "$CLIENTS" --rate "$RATE" --seconds "$DURATION" --json "$OUT/$t-rate.json" ;;
+      ingest) "${LOADGEN[@]}" "${common[@]}" --scenario ingest --clients 100 --messages "$MESSAGES" --json "$OUT/$t-ingest.json" ;;
+      *) echo "unknown scenario $s (idle user broadcast rate ingest)" >&2; return 2 ;;
+    esac
+  done
 }
 
+if [[ " $TARGETS " == *" nchan "* ]]; then
 echo "==> nchan"
 NCHAN_DIR=$(mktemp -d)
 mkdir -p "$NCHAN_DIR/tmp"
@@ -59,7 +69,9 @@ wait_port 8101
 WORKER=$(pgrep -P "$NCHAN_PID" nginx | head -1 || echo "$NCHAN_PID")
 scenarios nchan http://127.0.0.1:8101 "$WORKER" || true
 kill "$NCHAN_PID"; wait "$NCHAN_PID" 2>/dev/null || true
+fi
 
+if [[ " $TARGETS " == *" notifyhub "* ]]; then
 echo "==> notifyhub"
 HUB_DIR=$(mktemp -d)
 export NOTIFYHUB_JWT_SECRET=bench-secret-0123456789abcdef NOTIFYHUB_SERVICE_TOKEN=bench-service-token-0123456789
@@ -69,6 +81,7 @@ HUB_PID=$!
 wait_port 8102
 scenarios notifyhub http://127.0.0.1:8102 "$HUB_PID"
 kill -TERM "$HUB_PID"; wait "$HUB_PID" 2>/dev/null || true
+fi
 
 python3 - "$OUT" <<'PY'
 import json, os, sys

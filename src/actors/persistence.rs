@@ -88,6 +88,8 @@ pub struct Persistence {
     idle: Arc<Notify>,
     flushers: Vec<oneshot::Sender<()>>,
     hooks: Hooks,
+    /// SQLite only: copies the WAL back while the actor lives.
+    checkpointer: Option<crate::store::sqlite_checkpoint::Checkpointer>,
 }
 
 impl Actor for Persistence {
@@ -115,7 +117,8 @@ impl Persistence {
         let waiters: Vec<Waiter> = self.waiters.drain(..take_waiters).collect();
         self.writing = true;
         let db = self.db.clone();
-        let fut = async move { repository::store_batch(&db, &node, items).await };
+        let log_restart = self.checkpointer.as_ref().map(|c| c.log_restart());
+        let fut = async move { repository::store_batch(&db, &node, items, log_restart).await };
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
             act.writing = false;
             match result {
@@ -230,6 +233,18 @@ impl StoreHandle {
         let arbiter = Arbiter::new();
         let (tx, rx) = oneshot::channel();
         let spawned = arbiter.spawn(async move {
+            let checkpointer = match &url {
+                crate::config::DatabaseUrl::Sqlite(path) => {
+                    match crate::store::sqlite_checkpoint::Checkpointer::start(path.display().to_string()) {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            let _ = tx.send(Err(StoreError::Unavailable(format!("cannot start checkpoints: {e}"))));
+                            return;
+                        }
+                    }
+                }
+                crate::config::DatabaseUrl::Postgres(_) => None,
+            };
             let result = Db::connect(&url, pool_size).await.map(|db| {
                 let backend = db.backend_name();
                 let addr = Persistence {
@@ -241,6 +256,7 @@ impl StoreHandle {
                     idle: Arc::new(Notify::new()),
                     flushers: Vec::new(),
                     hooks,
+                    checkpointer,
                 }
                 .start();
                 (addr, backend)

@@ -14,6 +14,7 @@ pub mod preferences_doc;
 pub mod repository;
 pub mod schema;
 mod sqlite_batch;
+pub mod sqlite_checkpoint;
 
 use crate::config::DatabaseUrl;
 use diesel::result::{ConnectionError, DatabaseErrorKind};
@@ -32,10 +33,12 @@ pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
 /// Per-connection SQLite settings: WAL so readers never wait for the writer, a busy
-/// timeout instead of instant `SQLITE_BUSY`, and enforced foreign keys.
+/// timeout instead of instant `SQLITE_BUSY`, enforced foreign keys, and no checkpoints
+/// inside commits (see [`sqlite_checkpoint`]).
 const SQLITE_PRAGMAS: &str =
     "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
-     PRAGMA cache_size = -16000; PRAGMA mmap_size = 268435456;";
+     PRAGMA cache_size = -16000; PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0; \
+     PRAGMA journal_size_limit = 67108864;";
 
 /// A pooled async SQLite connection.
 pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;

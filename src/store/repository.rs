@@ -230,8 +230,14 @@ pub(super) fn new_user_row(user: Uuid, now: NaiveDateTime) -> UserRow<'static> {
 /// This is the one query written per backend: diesel-async cannot send SQLite a
 /// multi-row insert, so on SQLite the whole batch runs as one blocking job on the
 /// connection (one thread hop instead of one per statement), in an `IMMEDIATE`
-/// transaction that takes the write lock up front.
-pub async fn store_batch(db: &Db, node: &str, batch: Vec<StoreItem>) -> Result<Vec<StoredNotification>, StoreError> {
+/// transaction that takes the write lock up front, after finishing a WAL checkpoint when
+/// `log_restart` asks for one.
+pub async fn store_batch(
+    db: &Db,
+    node: &str,
+    batch: Vec<StoreItem>,
+    log_restart: Option<super::sqlite_checkpoint::LogRestart>,
+) -> Result<Vec<StoredNotification>, StoreError> {
     if batch.is_empty() {
         return Ok(Vec::new());
     }
@@ -247,7 +253,13 @@ pub async fn store_batch(db: &Db, node: &str, batch: Vec<StoreItem>) -> Result<V
     let numbered = match db {
         Db::Sqlite(pool) => {
             let mut conn = pool.get().await?;
-            conn.spawn_blocking(move |conn| super::sqlite_batch::store(conn, &per_user, now, &batch)).await?
+            conn.spawn_blocking(move |conn| {
+                if let Some(restart) = &log_restart {
+                    restart.before_write(conn);
+                }
+                super::sqlite_batch::store(conn, &per_user, now, &batch)
+            })
+            .await?
         }
         Db::Postgres(pool) => {
             let mut conn = pool.get().await?;
