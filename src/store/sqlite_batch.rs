@@ -34,12 +34,14 @@ pub(super) fn store(
             starts.insert(*user, (last - count + 1, unread - count + 1));
         }
         let numbered = number_batch(batch, starts, now)?;
-        // SQLite binds at most 32766 parameters per statement.
-        for chunk in numbered.notifications.chunks(1000) {
-            diesel::insert_into(notifications::table).values(chunk).execute(conn)?;
+        // One row per statement: SQLite has no round trip to save, and a single-row
+        // insert is prepared once and cached, where a multi-row one is built and parsed
+        // anew for every batch size.
+        for row in &numbered.notifications {
+            diesel::insert_into(notifications::table).values(row).execute(conn)?;
         }
-        for chunk in numbered.deliveries.chunks(1000) {
-            diesel::insert_into(deliveries::table).values(chunk).execute(conn)?;
+        for row in &numbered.deliveries {
+            diesel::insert_into(deliveries::table).values(row).execute(conn)?;
         }
         Ok(numbered)
     })
