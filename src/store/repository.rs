@@ -265,22 +265,42 @@ pub async fn store_batch(
             let mut conn = pool.get().await?;
             let batch = &batch;
             conn.transaction::<_, StoreError, _>(async |conn| {
+                // A handful of round trips whatever the number of recipients, and rows
+                // created and locked in id order, so that two nodes storing batches for
+                // the same users wait for each other instead of deadlocking.
+                let mut users_in_order: Vec<&(Uuid, i64)> = per_user.iter().collect();
+                users_in_order.sort_unstable();
+                let new_rows: Vec<UserRow> = users_in_order.iter().map(|(u, _)| new_user_row(*u, now)).collect();
+                for chunk in new_rows.chunks(1000) {
+                    diesel::insert_into(users::table).values(chunk).on_conflict_do_nothing().execute(conn).await?;
+                }
+                let ids: Vec<String> = users_in_order.iter().map(|(u, _)| u.to_string()).collect();
+                users::table
+                    .filter(users::id.eq_any(&ids))
+                    .order(users::id)
+                    .select(users::id)
+                    .for_update()
+                    .load::<String>(conn)
+                    .await?;
+                let mut by_count: std::collections::BTreeMap<i64, Vec<String>> = Default::default();
+                for (user, count) in &users_in_order {
+                    by_count.entry(*count).or_default().push(user.to_string());
+                }
                 let mut starts: HashMap<Uuid, (i64, i64)> = HashMap::with_capacity(per_user.len());
-                for (user, count) in &per_user {
-                    diesel::insert_into(users::table)
-                        .values(&new_user_row(*user, now))
-                        .on_conflict_do_nothing()
-                        .execute(conn)
-                        .await?;
-                    let (last, unread): (i64, i64) = diesel::update(users::table.find(user.to_string()))
+                for (count, ids) in by_count {
+                    let bumped: Vec<(String, i64, i64)> = diesel::update(users::table.filter(users::id.eq_any(&ids)))
                         .set((
-                            users::last_sequence_number.eq(users::last_sequence_number + *count),
-                            users::unread_count.eq(users::unread_count + *count),
+                            users::last_sequence_number.eq(users::last_sequence_number + count),
+                            users::unread_count.eq(users::unread_count + count),
                         ))
-                        .returning((users::last_sequence_number, users::unread_count))
-                        .get_result(conn)
+                        .returning((users::id, users::last_sequence_number, users::unread_count))
+                        .get_results(conn)
                         .await?;
-                    starts.insert(*user, (last - count + 1, unread - count + 1));
+                    for (id, last, unread) in bumped {
+                        let user =
+                            Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(format!("user id {id}: {e}")))?;
+                        starts.insert(user, (last - count + 1, unread - count + 1));
+                    }
                 }
                 let numbered = number_batch(batch, starts, now)?;
                 // Bound each statement's parameters (PostgreSQL allows 65535).

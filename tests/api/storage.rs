@@ -69,6 +69,29 @@ crate::on_both_backends! {
         assert_eq!(got, vec![("a1".into(), 1), ("b1".into(), 1), ("a2".into(), 2), ("a3".into(), 3), ("b2".into(), 2)]);
     }
 
+    async fn a_batch_mixes_known_and_new_recipients(app) {
+        // Counters are bumped per group of recipients, not per recipient: known users
+        // go on from their numbers, new ones start at 1, whatever the mix.
+        let (known, new) = (Uuid::new_v4(), Uuid::new_v4());
+        app.store(vec![
+            new_notification(known, NotificationType::SignalGenerated, "k1"),
+            new_notification(known, NotificationType::SignalGenerated, "k2"),
+        ]).await;
+        let batch = vec![
+            new_notification(new, NotificationType::SignalGenerated, "n1"),
+            new_notification(known, NotificationType::SignalGenerated, "k3"),
+            new_notification(new, NotificationType::SignalGenerated, "n2"),
+            new_notification(known, NotificationType::SignalGenerated, "k4"),
+            new_notification(Uuid::new_v4(), NotificationType::SignalGenerated, "x1"),
+        ];
+        let pending = batch.into_iter().map(|notification| StoreItem { notification, deliveries: Vec::new(), toast: true }).collect();
+        let stored = app.state.store.store_notifications(pending).await.expect("store");
+        let got: Vec<(&str, i64, i64)> =
+            stored.iter().map(|s| (s.notification.title.as_str(), s.notification.sequence_number, s.unread_count)).collect();
+        // (title, sequence number, unread count after it)
+        assert_eq!(got, vec![("n1", 1, 1), ("k3", 3, 3), ("n2", 2, 2), ("k4", 4, 4), ("x1", 1, 1)]);
+    }
+
     async fn data_survives_a_restart(app) {
         let user = Uuid::new_v4();
         let token = app.token(user, Role::User);
