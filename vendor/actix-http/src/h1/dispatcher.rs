@@ -38,7 +38,8 @@ use crate::{
 
 // notifyhub: 8 KiB read and write buffers per connection were most of an idle
 // WebSocket's memory (the dispatcher lives as long as the socket). 2 KiB holds a bridge
-// call or an upgrade request in one read; both buffers still grow on demand.
+// call or an upgrade request in one read; both buffers still grow on demand, and both
+// are released while the connection is idle (see `poll_flush` and `read_available`).
 const LW_BUFFER_SIZE: usize = 512;
 const HW_BUFFER_SIZE: usize = 1024 * 2;
 const MAX_PIPELINED_MESSAGES: usize = 16;
@@ -401,12 +402,9 @@ where
         }
 
         // All bytes have been accepted by the I/O stream, so the buffer can be reused or released.
-        if *write_buf_needs_reset {
-            *write_buf = BytesMut::with_capacity(HW_BUFFER_SIZE);
-            *write_buf_needs_reset = false;
-        } else {
-            write_buf.clear();
-        }
+        // notifyhub: nor a write buffer once everything is written.
+        *write_buf = BytesMut::new();
+        *write_buf_needs_reset = false;
 
         // flush the I/O and check if get blocked
         io.poll_flush(cx)
@@ -1259,6 +1257,11 @@ where
                 }
 
                 Poll::Pending => {
+                    // notifyhub: an idle connection (a WebSocket between frames) keeps
+                    // no read buffer; the next read allocates one again.
+                    if this.read_buf.is_empty() {
+                        *this.read_buf = BytesMut::new();
+                    }
                     return Ok(false);
                 }
 
