@@ -6,7 +6,8 @@
 //!
 //! Notification inserts are group-committed: requests that arrive while a batch is
 //! being written wait and go together in the next transaction, so ingest is not one
-//! transaction per event.
+//! transaction per event; and the requests a thread makes in one turn of its event loop
+//! reach the actor as one message (see [`StoreHandle::store_notifications`]).
 
 use crate::domain::StoredNotification;
 use crate::metrics::Metrics;
@@ -29,12 +30,35 @@ type Job = Box<dyn FnOnce(Db) -> LocalBoxFuture<'static, ()> + Send>;
 #[rtype(result = "()")]
 struct Run(Job);
 
-/// Stores notifications (group commit); replies with them, sequence numbers assigned.
-#[derive(Message)]
-#[rtype(result = "()")]
+/// Notifications to store (group commit), answered with their sequence numbers.
 struct Store {
     items: Vec<StoreItem>,
     reply: oneshot::Sender<Result<Vec<StoredNotification>, StoreError>>,
+}
+
+/// The requests one thread gathered in one turn of its event loop (see
+/// [`StoreHandle::store_notifications`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct StoreMany(Vec<Store>);
+
+thread_local! {
+    /// Requests made on this thread since its last hand-over, with their actor.
+    static GATHERED: std::cell::RefCell<Vec<(Addr<Persistence>, Store)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Hands what this thread gathered to the persistence actor(s), one message each.
+fn hand_over_gathered() {
+    let mut gathered = GATHERED.with(|g| std::mem::take(&mut *g.borrow_mut()));
+    while let Some((addr, first)) = gathered.pop() {
+        let (same, rest): (Vec<_>, Vec<_>) = gathered.into_iter().partition(|(a, _)| *a == addr);
+        let mut requests: Vec<Store> = same.into_iter().map(|(_, s)| s).collect();
+        requests.push(first);
+        // Popped from the end: restore arrival order.
+        requests.reverse();
+        addr.do_send(StoreMany(requests));
+        gathered = rest;
+    }
 }
 
 /// Told, in commit order and on the persistence arbiter, about every stored batch:
@@ -179,16 +203,18 @@ impl Handler<Run> for Persistence {
     }
 }
 
-impl Handler<Store> for Persistence {
+impl Handler<StoreMany> for Persistence {
     type Result = ();
 
-    fn handle(&mut self, msg: Store, ctx: &mut Context<Self>) {
-        if msg.items.is_empty() {
-            let _ = msg.reply.send(Ok(Vec::new()));
-            return;
+    fn handle(&mut self, msg: StoreMany, ctx: &mut Context<Self>) {
+        for request in msg.0 {
+            if request.items.is_empty() {
+                let _ = request.reply.send(Ok(Vec::new()));
+                continue;
+            }
+            self.waiters.push(Waiter { count: request.items.len(), reply: request.reply });
+            self.queue.extend(request.items);
         }
-        self.waiters.push(Waiter { count: msg.items.len(), reply: msg.reply });
-        self.queue.extend(msg.items);
         self.start_batch(ctx);
     }
 }
@@ -298,12 +324,26 @@ impl StoreHandle {
     }
 
     /// Stores notifications with group commit; returns them with sequence numbers.
+    ///
+    /// Requests are not sent one by one: the first one made on a thread since the last
+    /// hand-over schedules a hand-over task behind the tasks already ready there, so
+    /// every event that thread parses in the same turn of its loop goes to the actor in
+    /// one message and, normally, into one transaction. Sent one by one, the first woke
+    /// the persistence thread, which on a busy core started a batch of one before the
+    /// request thread had parsed the next event.
     pub async fn store_notifications(&self, items: Vec<StoreItem>) -> Result<Vec<StoredNotification>, StoreError> {
+        if !self.addr.connected() {
+            return Err(StoreError::Unavailable("persistence actor stopped".into()));
+        }
         let (tx, rx) = oneshot::channel();
-        self.addr
-            .send(Store { items, reply: tx })
-            .await
-            .map_err(|_| StoreError::Unavailable("persistence actor stopped".into()))?;
+        let first = GATHERED.with(|g| {
+            let mut g = g.borrow_mut();
+            g.push((self.addr.clone(), Store { items, reply: tx }));
+            g.len() == 1
+        });
+        if first {
+            actix::spawn(async { hand_over_gathered() });
+        }
         rx.await.map_err(|_| StoreError::Unavailable("persistence batch was dropped".into()))?
     }
 

@@ -92,6 +92,31 @@ crate::on_both_backends! {
         assert_eq!(got, vec![("n1", 1, 1), ("k3", 3, 3), ("n2", 2, 2), ("k4", 4, 4), ("x1", 1, 1)]);
     }
 
+    async fn requests_made_in_one_turn_share_one_transaction(app) {
+        // Ten requests made before the thread yields (as the events one turn of a
+        // worker's loop parses) reach the writer together: one transaction, not a first
+        // one alone and the rest after it.
+        let batches = || async {
+            let text = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap().text().await.unwrap();
+            text.lines()
+                .find_map(|l| l.strip_prefix("notifyhub_store_batches_total "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .expect("notifyhub_store_batches_total")
+        };
+        let before = batches().await;
+        let requests = (0..10).map(|i| {
+            let item = StoreItem {
+                notification: new_notification(Uuid::new_v4(), NotificationType::SignalGenerated, &format!("t{i}")),
+                deliveries: Vec::new(),
+                toast: true,
+            };
+            app.state.store.store_notifications(vec![item])
+        });
+        let stored = futures_util::future::join_all(requests).await;
+        assert!(stored.iter().all(|s| s.as_ref().is_ok_and(|s| s.len() == 1)));
+        assert_eq!(batches().await - before, 1, "ten requests of one turn took more than one transaction");
+    }
+
     async fn data_survives_a_restart(app) {
         let user = Uuid::new_v4();
         let token = app.token(user, Role::User);
