@@ -1,8 +1,9 @@
 //! Several nodes on one PostgreSQL, with no broker of their own: a node that stores a
-//! notification NOTIFYs `notifyhub` in the same transaction; every node LISTENs on a
-//! dedicated connection and tells its local sessions, which fetch what they miss from
-//! the database; preference changes drop the other nodes' cached copies. When the listener was down (reconnect with backoff), every local
-//! session checks the database for anything it missed.
+//! notification NOTIFYs `notifyhub` in the same transaction, with the toast frame when it
+//! fits in a payload; every node LISTENs on a dedicated connection and tells its local
+//! sessions, which send the frame or fetch what they miss from the database; preference
+//! changes drop the other nodes' cached copies. When the listener was down (reconnect
+//! with backoff), every local session checks the database for anything it missed.
 
 use crate::actors::dispatcher::ProfileCache;
 use crate::actors::session::Sessions;
@@ -14,6 +15,10 @@ use uuid::Uuid;
 
 /// The channel every node listens on.
 pub const CHANNEL: &str = "notifyhub";
+
+/// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more; a toast frame that would
+/// not fit stays behind and the receiving node reads the notification instead.
+const MAX_PAYLOAD_BYTES: usize = 7999;
 
 /// A message between nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +35,8 @@ pub enum ClusterEvent {
         toast: bool,
         /// Owner's unread count after it.
         unread: i64,
+        /// Its toast frame, when it fitted.
+        frame: Option<String>,
     },
     /// A user's preferences or push subscriptions changed: drop cached copies.
     Profile {
@@ -50,11 +57,16 @@ pub enum ClusterEvent {
 }
 
 impl ClusterEvent {
-    /// The NOTIFY payload (well under PostgreSQL's 8000-byte limit).
+    /// The NOTIFY payload; a `Committed` frame is left out when the payload would reach
+    /// PostgreSQL's 8000-byte limit.
     pub fn encode(&self) -> String {
         match self {
-            ClusterEvent::Committed { node, user, seq, toast, unread } => {
-                format!("n|{node}|{user}|{seq}|{}|{unread}", u8::from(*toast))
+            ClusterEvent::Committed { node, user, seq, toast, unread, frame } => {
+                let head = format!("n|{node}|{user}|{seq}|{}|{unread}", u8::from(*toast));
+                match frame {
+                    Some(f) if head.len() + 1 + f.len() <= MAX_PAYLOAD_BYTES => format!("{head}|{f}"),
+                    _ => head,
+                }
             }
             ClusterEvent::Unread { node, user, count } => format!("u|{node}|{user}|{count}"),
             ClusterEvent::Profile { node, user } => format!("p|{node}|{user}"),
@@ -63,14 +75,16 @@ impl ClusterEvent {
 
     /// Parses a payload; `None` for anything malformed (ignored, never fatal).
     pub fn decode(payload: &str) -> Option<Self> {
-        let parts: Vec<&str> = payload.split('|').collect();
+        // A frame is JSON and may hold `|`: it is everything after the sixth field.
+        let parts: Vec<&str> = payload.splitn(7, '|').collect();
         match parts.as_slice() {
-            ["n", node, user, seq, toast, unread] => Some(ClusterEvent::Committed {
+            ["n", node, user, seq, toast, unread, rest @ ..] if rest.len() <= 1 => Some(ClusterEvent::Committed {
                 node: node.to_string(),
                 user: Uuid::parse_str(user).ok()?,
                 seq: seq.parse().ok()?,
                 toast: *toast == "1",
                 unread: unread.parse().ok()?,
+                frame: rest.first().map(|f| f.to_string()),
             }),
             ["p", node, user] => {
                 Some(ClusterEvent::Profile { node: node.to_string(), user: Uuid::parse_str(user).ok()? })
@@ -85,17 +99,32 @@ impl ClusterEvent {
     }
 }
 
-/// Payloads for a committed batch: `(user, seq, toast, unread)` rows.
-pub fn committed_payloads(node: &str, rows: &[(String, i64, bool, i64)]) -> Vec<String> {
-    rows.iter()
-        .filter_map(|(user, seq, toast, unread)| {
+/// One stored notification, as the other nodes hear of it.
+pub struct CommittedRow {
+    /// Owner.
+    pub user: String,
+    /// Its sequence number.
+    pub seq: i64,
+    /// Whether its toast goes out.
+    pub toast: bool,
+    /// Owner's unread count after it.
+    pub unread: i64,
+    /// The toast frame (for toasts that go out).
+    pub frame: Option<String>,
+}
+
+/// Payloads for a committed batch.
+pub fn committed_payloads(node: &str, rows: Vec<CommittedRow>) -> Vec<String> {
+    rows.into_iter()
+        .filter_map(|r| {
             Some(
                 ClusterEvent::Committed {
                     node: node.to_string(),
-                    user: Uuid::parse_str(user).ok()?,
-                    seq: *seq,
-                    toast: *toast,
-                    unread: *unread,
+                    user: Uuid::parse_str(&r.user).ok()?,
+                    seq: r.seq,
+                    toast: r.toast,
+                    unread: r.unread,
+                    frame: r.frame,
                 }
                 .encode(),
             )
@@ -124,10 +153,10 @@ pub async fn listen(url: String, node: String, sessions: Arc<Sessions>, profiles
                     while let Some(item) = stream.next().await {
                         match item {
                             Ok(n) => match ClusterEvent::decode(&n.payload) {
-                                Some(ClusterEvent::Committed { node: from, user, seq, toast, unread })
+                                Some(ClusterEvent::Committed { node: from, user, seq, toast, unread, frame })
                                     if from != node =>
                                 {
-                                    sessions.remote_committed(user, seq, toast, unread);
+                                    sessions.remote_committed(user, seq, toast, unread, frame);
                                 }
                                 Some(ClusterEvent::Unread { node: from, user, count }) if from != node => {
                                     sessions.unread_changed(user, count);
@@ -161,8 +190,10 @@ mod tests {
     #[test]
     fn payloads_round_trip_and_garbage_is_ignored() {
         let user = Uuid::new_v4();
+        let frame = r#"{"type":"notification_toast","notification":{"title":"a|b"}}"#.to_string();
         for e in [
-            ClusterEvent::Committed { node: "a1".into(), user, seq: 42, toast: false, unread: 7 },
+            ClusterEvent::Committed { node: "a1".into(), user, seq: 42, toast: false, unread: 7, frame: None },
+            ClusterEvent::Committed { node: "a1".into(), user, seq: 43, toast: true, unread: 8, frame: Some(frame) },
             ClusterEvent::Unread { node: "b2".into(), user, count: 0 },
             ClusterEvent::Profile { node: "c3".into(), user },
         ] {
@@ -171,7 +202,19 @@ mod tests {
         for bad in ["", "n|a|not-a-uuid|1|1|1", "x|y", "n|a|00000000-0000-0000-0000-000000000000|seq|1|1"] {
             assert_eq!(ClusterEvent::decode(bad), None, "{bad}");
         }
-        let p = committed_payloads("n1", &[(user.to_string(), 3, true, 9)]);
+        let row = |frame: &str| CommittedRow {
+            user: user.to_string(),
+            seq: 3,
+            toast: true,
+            unread: 9,
+            frame: Some(frame.to_string()),
+        };
+        let p = committed_payloads("n1", vec![row("{}")]);
+        assert_eq!(p, vec![format!("n|n1|{user}|3|1|9|{{}}")]);
+        // A frame that would break PostgreSQL's payload limit stays behind.
+        let big = format!("\"{}\"", "x".repeat(8000));
+        let p = committed_payloads("n1", vec![row(&big)]);
         assert_eq!(p, vec![format!("n|n1|{user}|3|1|9")]);
+        assert!(p[0].len() < 8000);
     }
 }

@@ -40,6 +40,7 @@ pub struct Metrics {
     breakers: [std::sync::atomic::AtomicU8; 3],
     slow_consumers: AtomicU64,
     store_batches: AtomicU64,
+    replay_reads: AtomicU64,
 }
 
 fn breaker_slot(channel: crate::domain::Channel) -> Option<usize> {
@@ -70,6 +71,11 @@ impl Metrics {
     /// Records whether the database answers (the dispatcher's watch).
     pub fn set_database_up(&self, up: bool) {
         self.database_down.store(!up, Ordering::Relaxed);
+    }
+
+    /// Counts a page of notifications read back for a socket (joining, catching up).
+    pub fn add_replay_read(&self) {
+        self.replay_reads.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a socket cut off for not reading.
@@ -161,6 +167,12 @@ impl Metrics {
             "notifyhub_ws_slow_consumer_disconnects_total {}",
             self.slow_consumers.load(Ordering::Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# HELP notifyhub_ws_replay_reads_total Database reads for sockets joining or catching up (not live toasts)."
+        );
+        let _ = writeln!(out, "# TYPE notifyhub_ws_replay_reads_total counter");
+        let _ = writeln!(out, "notifyhub_ws_replay_reads_total {}", self.replay_reads.load(Ordering::Relaxed));
         let _ = writeln!(out, "# HELP notifyhub_notifications_stored_total Notifications stored by this node.");
         let _ = writeln!(out, "# TYPE notifyhub_notifications_stored_total counter");
         let _ =

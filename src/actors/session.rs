@@ -66,7 +66,7 @@ pub struct UnreadChanged {
 }
 
 /// Another node stored a notification for this user.
-#[derive(Message, Clone, Copy)]
+#[derive(Message, Clone)]
 #[rtype(result = "()")]
 pub struct RemoteCommitted {
     /// Its sequence number.
@@ -75,6 +75,8 @@ pub struct RemoteCommitted {
     pub toast: bool,
     /// The unread count after it.
     pub unread: i64,
+    /// The toast frame, when the storing node could send it along.
+    pub frame: Option<ByteString>,
 }
 
 /// Check the database for anything missed (the cluster listener was down).
@@ -140,16 +142,12 @@ pub fn frame(msg: &ServerMessage) -> ByteString {
 }
 
 fn toast_frame(notification: Notification, unread_count: i64) -> ByteString {
-    frame(&ServerMessage::NotificationToast(NotificationToast {
-        sequence_number: notification.sequence_number,
-        notification,
-        unread_count,
-        timestamp: chrono::Utc::now(),
-    }))
+    ByteString::from(NotificationToast::frame(notification, unread_count, chrono::Utc::now()))
 }
 
 impl UserSession {
     fn replay(&mut self, conn_id: u64, after: Option<i64>, ctx: &mut Context<Self>) {
+        self.registry.metrics.add_replay_read();
         let user = self.user;
         let store = self.store.clone();
         let fut = async move {
@@ -350,9 +348,10 @@ impl Handler<RemoteCommitted> for UserSession {
     type Result = ();
 
     fn handle(&mut self, msg: RemoteCommitted, ctx: &mut Context<Self>) {
-        // The next number with no toast needs no read: only the badge moves.
-        if !msg.toast {
-            let f = frame(&ServerMessage::UnreadCount { count: msg.unread });
+        // The next number needs no read when there is nothing to show (only the badge
+        // moves) or when the storing node sent the toast along.
+        let next = if msg.toast { msg.frame } else { Some(frame(&ServerMessage::UnreadCount { count: msg.unread })) };
+        if let Some(f) = next {
             for conn in self.conns.values_mut() {
                 if let Cursor::Live { last } = &mut conn.cursor {
                     if *last + 1 == msg.seq {
@@ -441,10 +440,11 @@ impl Sessions {
         }
     }
 
-    /// Another node stored a notification for `user`.
-    pub fn remote_committed(&self, user: Uuid, seq: i64, toast: bool, unread: i64) {
+    /// Another node stored a notification for `user` (with its toast frame when the
+    /// NOTIFY payload had room for it).
+    pub fn remote_committed(&self, user: Uuid, seq: i64, toast: bool, unread: i64, frame: Option<String>) {
         if let Some(addr) = self.map.get(&user) {
-            addr.do_send(RemoteCommitted { seq, toast, unread });
+            addr.do_send(RemoteCommitted { seq, toast, unread, frame: frame.map(ByteString::from) });
         }
     }
 

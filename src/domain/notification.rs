@@ -176,6 +176,15 @@ pub struct NotificationToast {
     pub timestamp: DateTime<Utc>,
 }
 
+impl NotificationToast {
+    /// The serialised `notification_toast` frame of `notification`.
+    pub fn frame(notification: Notification, unread_count: i64, timestamp: DateTime<Utc>) -> String {
+        let toast =
+            NotificationToast { sequence_number: notification.sequence_number, notification, unread_count, timestamp };
+        serde_json::to_string(&ServerMessage::NotificationToast(toast)).unwrap_or_default()
+    }
+}
+
 /// Every message the server sends over the WebSocket, tagged by `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 #[serde(tag = "type", rename_all = "snake_case")]

@@ -41,6 +41,10 @@ pub struct NotificationRow {
 impl NotificationRow {
     /// The domain form.
     pub fn into_domain(self) -> Result<Notification, StoreError> {
+        self.to_domain()
+    }
+
+    fn to_domain(&self) -> Result<Notification, StoreError> {
         let corrupt = |what: &str, e: String| StoreError::Corrupt(format!("notification {}: {what}: {e}", self.id));
         Ok(Notification {
             id: Uuid::parse_str(&self.id).map_err(|e| corrupt("id", e.to_string()))?,
@@ -163,12 +167,27 @@ pub(super) struct NumberedBatch {
 }
 
 impl NumberedBatch {
-    /// `(user, sequence_number, toast, unread_count)` of each row, for NOTIFY.
-    fn notifications_meta(&self) -> Vec<(String, i64, bool, i64)> {
+    /// What the other nodes hear of each row: numbers, and the toast frame so that
+    /// the nodes holding the owner's sockets need not read it back.
+    fn committed_rows(&self) -> Result<Vec<crate::cluster::CommittedRow>, StoreError> {
+        let now = Utc::now();
         self.notifications
             .iter()
             .zip(&self.unread)
-            .map(|(n, u)| (n.user_id.clone(), n.sequence_number, n.toast, *u))
+            .map(|(n, &unread)| {
+                let frame = if n.toast {
+                    Some(crate::domain::NotificationToast::frame(n.to_domain()?, unread, now))
+                } else {
+                    None
+                };
+                Ok(crate::cluster::CommittedRow {
+                    user: n.user_id.clone(),
+                    seq: n.sequence_number,
+                    toast: n.toast,
+                    unread,
+                    frame,
+                })
+            })
             .collect()
     }
 }
@@ -311,7 +330,7 @@ pub async fn store_batch(
                     diesel::insert_into(deliveries::table).values(chunk).execute(conn).await?;
                 }
                 // Tell the other nodes; NOTIFY is transactional, so they hear of it at commit.
-                let payloads = crate::cluster::committed_payloads(node, &numbered.notifications_meta());
+                let payloads = crate::cluster::committed_payloads(node, numbered.committed_rows()?);
                 for chunk in payloads.chunks(1000) {
                     diesel::sql_query("SELECT pg_notify('notifyhub', p) FROM unnest($1::text[]) AS p")
                         .bind::<diesel::sql_types::Array<diesel::sql_types::Text>, _>(chunk)

@@ -55,6 +55,35 @@ async fn tabs_on_two_nodes_get_every_toast_in_order_whichever_node_stored_it() {
 }
 
 #[actix_web::test]
+async fn a_toast_crosses_nodes_in_its_notify_payload_unless_too_large() {
+    let Some((a, b)) = two_nodes().await else { return };
+    let user = Uuid::new_v4();
+    let mut tab = b.ws(user, None).await;
+    tab.until_ready().await;
+    let reads = b.counter("notifyhub_ws_replay_reads_total").await;
+    for i in 0..5 {
+        a.event(info_event(user, &format!("small {i}")), 202).await;
+    }
+    for i in 0..5 {
+        assert_eq!(tab.next_toast().await["notification"]["title"], format!("small {i}"));
+    }
+    assert_eq!(
+        b.counter("notifyhub_ws_replay_reads_total").await,
+        reads,
+        "a small toast was read back from the database"
+    );
+
+    // 10 KB of metadata cannot ride in a NOTIFY (under 8000 bytes): node b reads it.
+    let mut big = info_event(user, "big");
+    big["metadata"] = json!({"pad": "x".repeat(10_000)});
+    a.event(big, 202).await;
+    let toast = tab.next_toast().await;
+    assert_eq!(toast["notification"]["title"], "big");
+    assert_eq!(toast["notification"]["metadata"]["pad"].as_str().map(str::len), Some(10_000));
+    assert!(b.counter("notifyhub_ws_replay_reads_total").await > reads);
+}
+
+#[actix_web::test]
 async fn withheld_toasts_and_read_state_cross_nodes_as_unread_counts() {
     let Some((a, b)) = two_nodes().await else { return };
     let user = Uuid::new_v4();

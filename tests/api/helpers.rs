@@ -95,6 +95,9 @@ pub async fn test_env(backend: Backend, data_dir: &std::path::Path) -> Option<Ha
     env.insert("NOTIFYHUB_DATA_DIR".into(), data_dir.display().to_string());
     env.insert("NOTIFYHUB_JWT_SECRET".into(), JWT_SECRET.into());
     env.insert("NOTIFYHUB_SERVICE_TOKENS".into(), SERVICE_TOKEN.into());
+    // Dozens of hubs run at once against one PostgreSQL server: keep each one's pool
+    // small (16 by default) so that together they stay under its connection limit.
+    env.insert("NOTIFYHUB_DB_POOL_SIZE".into(), "4".into());
     if backend == Backend::Postgres {
         env.insert("DATABASE_URL".into(), fresh_pg_database().await?);
     }
@@ -154,6 +157,16 @@ pub async fn spawn_with_clock(
 }
 
 impl TestApp {
+    /// The value of a counter in /metrics.
+    pub async fn counter(&self, name: &str) -> u64 {
+        let text = self.client.get(format!("{}/metrics", self.address)).send().await.unwrap().text().await.unwrap();
+        let prefix = format!("{name} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} is not in /metrics"))
+    }
+
     /// A token for `user` with `role`.
     pub fn token(&self, user: Uuid, role: Role) -> String {
         self.jwt.issue(user, role, Duration::from_secs(3600))

@@ -96,14 +96,7 @@ crate::on_both_backends! {
         // Ten requests made before the thread yields (as the events one turn of a
         // worker's loop parses) reach the writer together: one transaction, not a first
         // one alone and the rest after it.
-        let batches = || async {
-            let text = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap().text().await.unwrap();
-            text.lines()
-                .find_map(|l| l.strip_prefix("notifyhub_store_batches_total "))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .expect("notifyhub_store_batches_total")
-        };
-        let before = batches().await;
+        let before = app.counter("notifyhub_store_batches_total").await;
         let requests = (0..10).map(|i| {
             let item = StoreItem {
                 notification: new_notification(Uuid::new_v4(), NotificationType::SignalGenerated, &format!("t{i}")),
@@ -114,7 +107,7 @@ crate::on_both_backends! {
         });
         let stored = futures_util::future::join_all(requests).await;
         assert!(stored.iter().all(|s| s.as_ref().is_ok_and(|s| s.len() == 1)));
-        assert_eq!(batches().await - before, 1, "ten requests of one turn took more than one transaction");
+        assert_eq!(app.counter("notifyhub_store_batches_total").await - before, 1, "ten requests of one turn took more than one transaction");
     }
 
     async fn data_survives_a_restart(app) {
