@@ -105,6 +105,11 @@ struct Waiter {
 /// The actor. Create it with [`StoreHandle::start`].
 pub struct Persistence {
     db: Db,
+    /// Where batches are written: on SQLite a pool of one connection, whose page cache
+    /// stays warm (SQLite drops a connection's cached pages when another connection has
+    /// written since it last read, and the pool hands out any of its connections); on
+    /// PostgreSQL the shared pool.
+    batch_db: Db,
     queue: Vec<StoreItem>,
     waiters: Vec<Waiter>,
     writing: bool,
@@ -140,7 +145,7 @@ impl Persistence {
         let node = self.hooks.node_id.clone();
         let waiters: Vec<Waiter> = self.waiters.drain(..take_waiters).collect();
         self.writing = true;
-        let db = self.db.clone();
+        let db = self.batch_db.clone();
         let log_restart = self.checkpointer.as_ref().map(|c| c.log_restart());
         let fut = async move { repository::store_batch(&db, &node, items, log_restart).await };
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
@@ -271,10 +276,19 @@ impl StoreHandle {
                 }
                 crate::config::DatabaseUrl::Postgres(_) => None,
             };
-            let result = Db::connect(&url, pool_size).await.map(|db| {
+            let pools = async {
+                let db = Db::connect(&url, pool_size).await?;
+                let batch_db = match &db {
+                    Db::Sqlite(_) => Db::connect(&url, 1).await?,
+                    Db::Postgres(_) => db.clone(),
+                };
+                Ok::<_, StoreError>((db, batch_db))
+            };
+            let result = pools.await.map(|(db, batch_db)| {
                 let backend = db.backend_name();
                 let addr = Persistence {
                     db,
+                    batch_db,
                     queue: Vec::new(),
                     waiters: Vec::new(),
                     writing: false,
