@@ -141,7 +141,7 @@ pub fn frame(msg: &ServerMessage) -> ByteString {
     ByteString::from(serde_json::to_string(msg).unwrap_or_default())
 }
 
-fn toast_frame(notification: Notification, unread_count: i64) -> ByteString {
+fn toast_frame(notification: &Notification, unread_count: i64) -> ByteString {
     ByteString::from(NotificationToast::frame(notification, unread_count, chrono::Utc::now()))
 }
 
@@ -249,7 +249,7 @@ impl Handler<ReplayPage> for UserSession {
         for (n, toast) in page {
             cursor = n.sequence_number;
             if first_round || toast {
-                Self::send(conn, toast_frame(n, unread));
+                Self::send(conn, toast_frame(&n, unread));
             } else {
                 Self::send(conn, frame(&ServerMessage::UnreadCount { count: unread }));
             }
@@ -462,7 +462,7 @@ impl Fanout for Sessions {
             // Serialise only for users with a socket here, once for all their tabs.
             let Some(addr) = self.map.get(&stored.notification.user_id).map(|a| a.clone()) else { continue };
             let frame = if toast {
-                toast_frame(stored.notification.clone(), stored.unread_count)
+                toast_frame(&stored.notification, stored.unread_count)
             } else {
                 frame(&ServerMessage::UnreadCount { count: stored.unread_count })
             };

@@ -177,11 +177,20 @@ pub struct NotificationToast {
 }
 
 impl NotificationToast {
-    /// The serialised `notification_toast` frame of `notification`.
-    pub fn frame(notification: Notification, unread_count: i64, timestamp: DateTime<Utc>) -> String {
-        let toast =
-            NotificationToast { sequence_number: notification.sequence_number, notification, unread_count, timestamp };
-        serde_json::to_string(&ServerMessage::NotificationToast(toast)).unwrap_or_default()
+    /// The serialised `notification_toast` frame of `notification`: the JSON of
+    /// `ServerMessage::NotificationToast`, written without copying the notification (a
+    /// broadcast writes one per recipient).
+    pub fn frame(notification: &Notification, unread_count: i64, timestamp: DateTime<Utc>) -> String {
+        #[derive(Serialize)]
+        #[serde(tag = "type", rename = "notification_toast")]
+        struct Frame<'a> {
+            sequence_number: i64,
+            notification: &'a Notification,
+            unread_count: i64,
+            timestamp: DateTime<Utc>,
+        }
+        let frame = Frame { sequence_number: notification.sequence_number, notification, unread_count, timestamp };
+        serde_json::to_string(&frame).unwrap_or_default()
     }
 }
 
@@ -207,6 +216,32 @@ pub enum ServerMessage {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_toast_frame_is_the_server_message_it_stands_for() {
+        let notification = Notification {
+            id: Uuid::now_v7(),
+            user_id: Uuid::new_v4(),
+            sequence_number: 7,
+            notification_type: NotificationType::RiskWarning,
+            priority: Priority::Warning,
+            title: "Drawdown \"near\" limit".into(),
+            message: "line 1\nline 2 | ünïcode".into(),
+            metadata: json!({"current": 0.18, "nested": {"a": [1, 2]}}),
+            read: false,
+            created_at: Utc::now(),
+        };
+        let at = Utc::now();
+        let owned = ServerMessage::NotificationToast(NotificationToast {
+            sequence_number: 7,
+            notification: notification.clone(),
+            unread_count: 3,
+            timestamp: at,
+        });
+        assert_eq!(NotificationToast::frame(&notification, 3, at), serde_json::to_string(&owned).unwrap());
+        let back: ServerMessage = serde_json::from_str(&NotificationToast::frame(&notification, 3, at)).unwrap();
+        assert_eq!(back, owned);
+    }
 
     #[test]
     fn enums_round_trip_in_snake_case() {

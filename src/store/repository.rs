@@ -41,9 +41,22 @@ pub struct NotificationRow {
 impl NotificationRow {
     /// The domain form.
     pub fn into_domain(self) -> Result<Notification, StoreError> {
-        self.to_domain()
+        let corrupt = |what: &str, e: String| StoreError::Corrupt(format!("notification {}: {what}: {e}", self.id));
+        Ok(Notification {
+            id: Uuid::parse_str(&self.id).map_err(|e| corrupt("id", e.to_string()))?,
+            user_id: Uuid::parse_str(&self.user_id).map_err(|e| corrupt("user_id", e.to_string()))?,
+            sequence_number: self.sequence_number,
+            notification_type: self.notification_type.parse().map_err(|e| corrupt("type", e))?,
+            priority: self.priority.parse().map_err(|e| corrupt("priority", e))?,
+            title: self.title,
+            message: self.message,
+            metadata: self.metadata.0,
+            read: self.read,
+            created_at: self.created_at.and_utc(),
+        })
     }
 
+    /// The domain form, leaving the row as it is (for NOTIFY payloads).
     fn to_domain(&self) -> Result<Notification, StoreError> {
         let corrupt = |what: &str, e: String| StoreError::Corrupt(format!("notification {}: {what}: {e}", self.id));
         Ok(Notification {
@@ -60,16 +73,16 @@ impl NotificationRow {
         })
     }
 
-    fn from_new(n: &NewNotification, sequence_number: i64, toast: bool) -> Self {
+    fn from_new(n: NewNotification, sequence_number: i64, toast: bool) -> Self {
         Self {
             id: n.id.to_string(),
             user_id: n.user_id.to_string(),
             sequence_number,
             notification_type: n.notification_type.as_str().to_string(),
             priority: n.priority.as_str().to_string(),
-            title: n.title.clone(),
-            message: n.message.clone(),
-            metadata: Json(n.metadata.clone()),
+            title: n.title,
+            message: n.message,
+            metadata: Json(n.metadata),
             read: false,
             toast,
             created_at: n.created_at.naive_utc(),
@@ -176,7 +189,7 @@ impl NumberedBatch {
             .zip(&self.unread)
             .map(|(n, &unread)| {
                 let frame = if n.toast {
-                    Some(crate::domain::NotificationToast::frame(n.to_domain()?, unread, now))
+                    Some(crate::domain::NotificationToast::frame(&n.to_domain()?, unread, now))
                 } else {
                     None
                 };
@@ -195,7 +208,7 @@ impl NumberedBatch {
 /// Numbers a batch from each user's first new sequence number and unread count
 /// (`starts`), in arrival order.
 pub(super) fn number_batch(
-    batch: &[StoreItem],
+    batch: Vec<StoreItem>,
     mut starts: HashMap<Uuid, (i64, i64)>,
     now: NaiveDateTime,
 ) -> QueryResult<NumberedBatch> {
@@ -209,22 +222,23 @@ pub(super) fn number_batch(
         let (seq, unread) = starts.get_mut(&n.user_id).ok_or_else(|| {
             diesel::result::Error::QueryBuilderError("sequence range missing for a user of the batch".into())
         })?;
-        out.notifications.push(NotificationRow::from_new(n, *seq, item.toast));
+        let (id, user_id, created_at) = (n.id, n.user_id, n.created_at);
+        out.notifications.push(NotificationRow::from_new(item.notification, *seq, item.toast));
         out.unread.push(*unread);
         *seq += 1;
         *unread += 1;
-        for d in &item.deliveries {
+        for d in item.deliveries {
             out.deliveries.push(DeliveryRow {
                 id: Uuid::now_v7().to_string(),
-                notification_id: n.id.to_string(),
-                user_id: n.user_id.to_string(),
+                notification_id: id.to_string(),
+                user_id: user_id.to_string(),
                 channel: d.channel.as_str().to_string(),
                 status: d.status.as_str().to_string(),
-                reason: d.reason.clone(),
+                reason: d.reason,
                 attempts: 0,
                 last_error: None,
                 // Due from the notification's own time (the dispatcher's clock).
-                next_attempt_at: (d.status == DeliveryStatus::Pending).then_some(n.created_at.naive_utc()),
+                next_attempt_at: (d.status == DeliveryStatus::Pending).then_some(created_at.naive_utc()),
                 claimed_by: None,
                 sent_at: None,
                 created_at: now,
@@ -276,14 +290,13 @@ pub async fn store_batch(
                 if let Some(restart) = &log_restart {
                     restart.before_write(conn);
                 }
-                super::sqlite_batch::store(conn, &per_user, now, &batch)
+                super::sqlite_batch::store(conn, &per_user, now, batch)
             })
             .await?
         }
         Db::Postgres(pool) => {
             let mut conn = pool.get().await?;
-            let batch = &batch;
-            conn.transaction::<_, StoreError, _>(async |conn| {
+            conn.transaction::<_, StoreError, _>(async move |conn| {
                 // A handful of round trips whatever the number of recipients, and rows
                 // created and locked in id order, so that two nodes storing batches for
                 // the same users wait for each other instead of deadlocking.

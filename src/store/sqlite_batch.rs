@@ -16,7 +16,7 @@ pub(super) fn store(
     conn: &mut SqliteConnection,
     per_user: &[(Uuid, i64)],
     now: NaiveDateTime,
-    batch: &[StoreItem],
+    batch: Vec<StoreItem>,
 ) -> QueryResult<NumberedBatch> {
     conn.immediate_transaction(|conn| {
         let mut starts: HashMap<Uuid, (i64, i64)> = HashMap::with_capacity(per_user.len());
