@@ -47,16 +47,13 @@ thread_local! {
     static GATHERED: std::cell::RefCell<Vec<(Addr<Persistence>, Store)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Hands what this thread gathered to the persistence actor(s), one message each.
+/// Hands what this thread gathered to the persistence actor(s), one message each, in
+/// the order the requests were made.
 fn hand_over_gathered() {
     let mut gathered = GATHERED.with(|g| std::mem::take(&mut *g.borrow_mut()));
-    while let Some((addr, first)) = gathered.pop() {
+    while let Some(addr) = gathered.first().map(|(a, _)| a.clone()) {
         let (same, rest): (Vec<_>, Vec<_>) = gathered.into_iter().partition(|(a, _)| *a == addr);
-        let mut requests: Vec<Store> = same.into_iter().map(|(_, s)| s).collect();
-        requests.push(first);
-        // Popped from the end: restore arrival order.
-        requests.reverse();
-        addr.do_send(StoreMany(requests));
+        addr.do_send(StoreMany(same.into_iter().map(|(_, s)| s).collect()));
         gathered = rest;
     }
 }

@@ -95,18 +95,20 @@ crate::on_both_backends! {
     async fn requests_made_in_one_turn_share_one_transaction(app) {
         // Ten requests made before the thread yields (as the events one turn of a
         // worker's loop parses) reach the writer together: one transaction, not a first
-        // one alone and the rest after it.
+        // one alone and the rest after it, numbered in the order they were made.
+        let user = Uuid::new_v4();
         let before = app.counter("notifyhub_store_batches_total").await;
         let requests = (0..10).map(|i| {
             let item = StoreItem {
-                notification: new_notification(Uuid::new_v4(), NotificationType::SignalGenerated, &format!("t{i}")),
+                notification: new_notification(user, NotificationType::SignalGenerated, &format!("t{i}")),
                 deliveries: Vec::new(),
                 toast: true,
             };
             app.state.store.store_notifications(vec![item])
         });
         let stored = futures_util::future::join_all(requests).await;
-        assert!(stored.iter().all(|s| s.as_ref().is_ok_and(|s| s.len() == 1)));
+        let seqs: Vec<i64> = stored.into_iter().map(|s| s.expect("store")[0].notification.sequence_number).collect();
+        assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
         assert_eq!(app.counter("notifyhub_store_batches_total").await - before, 1, "ten requests of one turn took more than one transaction");
     }
 
