@@ -22,7 +22,7 @@ pub fn to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// A `notifications` row.
-#[derive(Queryable, Selectable, Insertable)]
+#[derive(Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = notifications)]
 pub struct NotificationRow {
     id: String,
@@ -58,19 +58,7 @@ impl NotificationRow {
 
     /// The domain form, leaving the row as it is (for NOTIFY payloads).
     fn to_domain(&self) -> Result<Notification, StoreError> {
-        let corrupt = |what: &str, e: String| StoreError::Corrupt(format!("notification {}: {what}: {e}", self.id));
-        Ok(Notification {
-            id: Uuid::parse_str(&self.id).map_err(|e| corrupt("id", e.to_string()))?,
-            user_id: Uuid::parse_str(&self.user_id).map_err(|e| corrupt("user_id", e.to_string()))?,
-            sequence_number: self.sequence_number,
-            notification_type: self.notification_type.parse().map_err(|e| corrupt("type", e))?,
-            priority: self.priority.parse().map_err(|e| corrupt("priority", e))?,
-            title: self.title.clone(),
-            message: self.message.clone(),
-            metadata: self.metadata.0.clone(),
-            read: self.read,
-            created_at: self.created_at.and_utc(),
-        })
+        self.clone().into_domain()
     }
 
     fn from_new(n: NewNotification, sequence_number: i64, toast: bool) -> Self {
