@@ -100,9 +100,9 @@ impl ClusterEvent {
 }
 
 /// One stored notification, as the other nodes hear of it.
-pub struct CommittedRow {
+pub struct CommittedRow<'a> {
     /// Owner.
-    pub user: String,
+    pub user: &'a str,
     /// Its sequence number.
     pub seq: i64,
     /// Whether its toast goes out.
@@ -110,7 +110,7 @@ pub struct CommittedRow {
     /// Owner's unread count after it.
     pub unread: i64,
     /// The toast frame (for toasts that go out).
-    pub frame: Option<String>,
+    pub frame: Option<&'a str>,
 }
 
 /// Payloads for a committed batch.
@@ -120,11 +120,11 @@ pub fn committed_payloads(node: &str, rows: Vec<CommittedRow>) -> Vec<String> {
             Some(
                 ClusterEvent::Committed {
                     node: node.to_string(),
-                    user: Uuid::parse_str(&r.user).ok()?,
+                    user: Uuid::parse_str(r.user).ok()?,
                     seq: r.seq,
                     toast: r.toast,
                     unread: r.unread,
-                    frame: r.frame,
+                    frame: r.frame.map(str::to_string),
                 }
                 .encode(),
             )
@@ -202,13 +202,8 @@ mod tests {
         for bad in ["", "n|a|not-a-uuid|1|1|1", "x|y", "n|a|00000000-0000-0000-0000-000000000000|seq|1|1"] {
             assert_eq!(ClusterEvent::decode(bad), None, "{bad}");
         }
-        let row = |frame: &str| CommittedRow {
-            user: user.to_string(),
-            seq: 3,
-            toast: true,
-            unread: 9,
-            frame: Some(frame.to_string()),
-        };
+        let user_id = user.to_string();
+        let row = |frame| CommittedRow { user: &user_id, seq: 3, toast: true, unread: 9, frame: Some(frame) };
         let p = committed_payloads("n1", vec![row("{}")]);
         assert_eq!(p, vec![format!("n|n1|{user}|3|1|9|{{}}")]);
         // A frame that would break PostgreSQL's payload limit stays behind.

@@ -462,7 +462,10 @@ impl Fanout for Sessions {
             // Serialise only for users with a socket here, once for all their tabs.
             let Some(addr) = self.map.get(&stored.notification.user_id).map(|a| a.clone()) else { continue };
             let frame = if toast {
-                toast_frame(&stored.notification, stored.unread_count)
+                match &stored.toast_frame {
+                    Some(f) => ByteString::from(f.clone()),
+                    None => toast_frame(&stored.notification, stored.unread_count),
+                }
             } else {
                 frame(&ServerMessage::UnreadCount { count: stored.unread_count })
             };

@@ -161,6 +161,9 @@ pub struct StoredNotification {
     pub notification: Notification,
     /// Owner's unread count including it.
     pub unread_count: i64,
+    /// Its `notification_toast` frame when already serialised (PostgreSQL writes it
+    /// for the other nodes), so the local tabs get the same bytes without a second pass.
+    pub toast_frame: Option<String>,
 }
 
 /// The live toast pushed to every open tab of the owner.

@@ -6,7 +6,7 @@ use super::json::Json;
 use super::schema::{deliveries, notification_preferences, notifications, users};
 use super::{Db, StoreError};
 use crate::domain::delivery::{DeliveryStatus, NewDelivery};
-use crate::domain::{NewNotification, Notification, StoredNotification};
+use crate::domain::{NewNotification, Notification, NotificationToast, StoredNotification};
 use crate::with_conn;
 use chrono::{DateTime, NaiveDateTime, Timelike, Utc};
 use diesel::prelude::*;
@@ -168,26 +168,31 @@ pub(super) struct NumberedBatch {
 }
 
 impl NumberedBatch {
-    /// What the other nodes hear of each row: numbers, and the toast frame so that
-    /// the nodes holding the owner's sockets need not read it back.
-    fn committed_rows(&self) -> Result<Vec<crate::cluster::CommittedRow>, StoreError> {
+    /// Serialises the toast frame of every row whose toast goes out.
+    fn toast_frames(&self) -> Result<Vec<Option<String>>, StoreError> {
         let now = Utc::now();
         self.notifications
             .iter()
             .zip(&self.unread)
             .map(|(n, &unread)| {
-                let frame = if n.toast {
-                    Some(crate::domain::NotificationToast::frame(&n.to_domain()?, unread, now))
-                } else {
-                    None
-                };
-                Ok(crate::cluster::CommittedRow {
-                    user: n.user_id.clone(),
-                    seq: n.sequence_number,
-                    toast: n.toast,
-                    unread,
-                    frame,
-                })
+                n.toast.then(|| n.to_domain().map(|d| NotificationToast::frame(&d, unread, now))).transpose()
+            })
+            .collect()
+    }
+
+    /// What the other nodes hear of each row: numbers, and the toast frame so that
+    /// the nodes holding the owner's sockets need not read it back.
+    fn committed_rows<'a>(&'a self, frames: &'a [Option<String>]) -> Vec<crate::cluster::CommittedRow<'a>> {
+        self.notifications
+            .iter()
+            .zip(&self.unread)
+            .zip(frames)
+            .map(|((n, &unread), frame)| crate::cluster::CommittedRow {
+                user: &n.user_id,
+                seq: n.sequence_number,
+                toast: n.toast,
+                unread,
+                frame: frame.as_deref(),
             })
             .collect()
     }
@@ -271,16 +276,19 @@ pub async fn store_batch(
         .collect();
     let per_user = count_per_user(&batch);
     let now = Utc::now().naive_utc();
-    let numbered = match db {
+    // Toast frames come serialised only from PostgreSQL, where the NOTIFY needs them.
+    let (numbered, frames): (NumberedBatch, Vec<Option<String>>) = match db {
         Db::Sqlite(pool) => {
             let mut conn = pool.get().await?;
-            conn.spawn_blocking(move |conn| {
-                if let Some(restart) = &log_restart {
-                    restart.before_write(conn);
-                }
-                super::sqlite_batch::store(conn, &per_user, now, batch)
-            })
-            .await?
+            let numbered = conn
+                .spawn_blocking(move |conn| {
+                    if let Some(restart) = &log_restart {
+                        restart.before_write(conn);
+                    }
+                    super::sqlite_batch::store(conn, &per_user, now, batch)
+                })
+                .await?;
+            (numbered, Vec::new())
         }
         Db::Postgres(pool) => {
             let mut conn = pool.get().await?;
@@ -331,23 +339,29 @@ pub async fn store_batch(
                     diesel::insert_into(deliveries::table).values(chunk).execute(conn).await?;
                 }
                 // Tell the other nodes; NOTIFY is transactional, so they hear of it at commit.
-                let payloads = crate::cluster::committed_payloads(node, numbered.committed_rows()?);
+                // The frames serialised for them serve the local tabs too.
+                let frames = numbered.toast_frames()?;
+                let payloads = crate::cluster::committed_payloads(node, numbered.committed_rows(&frames));
                 for chunk in payloads.chunks(1000) {
                     diesel::sql_query("SELECT pg_notify('notifyhub', p) FROM unnest($1::text[]) AS p")
                         .bind::<diesel::sql_types::Array<diesel::sql_types::Text>, _>(chunk)
                         .execute(conn)
                         .await?;
                 }
-                Ok(numbered)
+                Ok((numbered, frames))
             })
             .await?
         }
     };
+    let frames = frames.into_iter().chain(std::iter::repeat(None));
     numbered
         .notifications
         .into_iter()
         .zip(numbered.unread)
-        .map(|(row, unread_count)| Ok(StoredNotification { notification: row.into_domain()?, unread_count }))
+        .zip(frames)
+        .map(|((row, unread_count), toast_frame)| {
+            Ok(StoredNotification { notification: row.into_domain()?, unread_count, toast_frame })
+        })
         .collect()
 }
 
