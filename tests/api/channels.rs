@@ -198,15 +198,8 @@ async fn the_breaker_opens_after_five_failures_pauses_sends_and_closes_after_a_g
 #[actix_web::test]
 async fn push_is_signed_encrypted_and_a_gone_subscription_is_removed() {
     let probe = crate::helpers::spawn_app(Backend::Sqlite).await.unwrap();
-    let key: Value = probe
-        .client
-        .get(format!("{}/api/v1/push/vapid-public-key", probe.address))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let key =
+        crate::helpers::json_of(probe.client.get(format!("{}/api/v1/push/vapid-public-key", probe.address))).await;
     // Same data dir → same VAPID key for the real app.
     let vapid = key["public_key"].as_str().unwrap().to_string();
     let mut push = PushStandIn::start(vapid.clone()).await;

@@ -2,10 +2,10 @@
 //! delivery is resumed and nothing is lost. Its logs and database file never hold a
 //! phone number or email address in clear.
 
-use crate::helpers::{JWT_SECRET, SERVICE_TOKEN};
+use crate::helpers::{json_of, JWT_SECRET, SERVICE_TOKEN};
 use crate::standins::TwilioStandIn;
 use notifyhub::auth::{JwtKeys, Role};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -80,16 +80,13 @@ async fn a_delivery_interrupted_by_sigkill_is_resumed_after_restart_and_no_pii_l
     assert_eq!(res.status(), 200);
     // Twilio gets the request but the hub dies before the answer.
     let release = twilio.hold();
-    let answer: Value = client
-        .post(format!("{base}/api/v1/events"))
-        .bearer_auth(SERVICE_TOKEN)
-        .json(&json!({"type": "emergency_exit", "user_id": user, "exit": {"campaign_id": "C-1", "symbol": "NVDA", "reason": "creek breached", "positions_closed": 1}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = json_of(
+        client
+            .post(format!("{base}/api/v1/events"))
+            .bearer_auth(SERVICE_TOKEN)
+            .json(&json!({"type": "emergency_exit", "user_id": user, "exit": {"campaign_id": "C-1", "symbol": "NVDA", "reason": "creek breached", "positions_closed": 1}})),
+    )
+    .await;
     let id = answer["notifications"][0]["notification_id"].as_str().unwrap().to_string();
     twilio.next().await;
     hub.child.kill().unwrap(); // SIGKILL
@@ -103,15 +100,8 @@ async fn a_delivery_interrupted_by_sigkill_is_resumed_after_restart_and_no_pii_l
     assert_eq!(resent.to, "+12345678901");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let body: Value = client
-            .get(format!("{base}/api/v1/notifications/{id}/deliveries"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body =
+            json_of(client.get(format!("{base}/api/v1/notifications/{id}/deliveries")).bearer_auth(&token)).await;
         if body["data"].as_array().unwrap().iter().any(|d| d["channel"] == "sms" && d["status"] == "sent") {
             break;
         }

@@ -156,6 +156,11 @@ pub async fn spawn_with_clock(
     }
 }
 
+/// Sends `request` and reads its JSON answer (any failure fails the test).
+pub async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 impl TestApp {
     /// The value of a counter in /metrics.
     pub async fn counter(&self, name: &str) -> u64 {
