@@ -5,7 +5,8 @@
 # when allowed. Prints our figures beside nchan's and writes JSON to test-output/bench/.
 # Knobs: CLIENTS (1000), IDLE_CLIENTS (10000), MESSAGES (20000), BROADCASTS (50),
 #        RATE (1000/s), DURATION (10 s), TARGETS ("nchan notifyhub"),
-#        SCENARIOS ("idle user broadcast rate ingest").
+#        SCENARIOS ("idle user broadcast rate ingest"), REPEAT (1: runs of each scenario;
+#        the table shows each figure's median over the runs, the shared machine being noisy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,8 @@ RATE=${RATE:-1000}
 DURATION=${DURATION:-10}
 TARGETS=${TARGETS:-nchan notifyhub}
 SCENARIOS=${SCENARIOS:-idle user broadcast rate ingest}
+REPEAT=${REPEAT:-1}
+STARTED=$(date +%s)
 OUT=test-output/bench
 mkdir -p "$OUT"
 
@@ -45,17 +48,37 @@ wait_port() {
 }
 
 scenarios() { # target url pid
-  local t=$1 url=$2 pid=$3 s
+  local t=$1 url=$2 pid=$3 s r
   local common=(--target "$t" --url "$url" --server-pid "$pid")
   for s in $SCENARIOS; do
-    case $s in
-      idle) "${LOADGEN[@]}" "${common[@]}" --scenario idle --clients "$IDLE_CLIENTS" --json "$OUT/$t-idle.json" ;;
-      user) "${LOADGEN[@]}" "${common[@]}" --scenario user --clients "$CLIENTS" --messages "$MESSAGES" --json "$OUT/$t-user.json" ;;
-      broadcast) "${LOADGEN[@]}" "${common[@]}" --scenario broadcast --clients "$CLIENTS" --messages "$BROADCASTS" --json "$OUT/$t-broadcast.json" ;;
-      rate) "${LOADGEN[@]}" "${common[@]}" --scenario rate --clients "$CLIENTS" --rate "$RATE" --seconds "$DURATION" --json "$OUT/$t-rate.json" ;;
-      ingest) "${LOADGEN[@]}" "${common[@]}" --scenario ingest --clients 100 --messages "$MESSAGES" --json "$OUT/$t-ingest.json" ;;
-      *) echo "unknown scenario $s (idle user broadcast rate ingest)" >&2; return 2 ;;
-    esac
+    rm -f "$OUT/$t-$s".*.json
+    for r in $(seq 1 "$REPEAT"); do
+      local json=(--json "$OUT/$t-$s.$r.json")
+      case $s in
+        idle) "${LOADGEN[@]}" "${common[@]}" --scenario idle --clients "$IDLE_CLIENTS" "${json[@]}" ;;
+        user) "${LOADGEN[@]}" "${common[@]}" --scenario user --clients "$CLIENTS" --messages "$MESSAGES" "${json[@]}" ;;
+        broadcast) "${LOADGEN[@]}" "${common[@]}" --scenario broadcast --clients "$CLIENTS" --messages "$BROADCASTS" "${json[@]}" ;;
+        rate) "${LOADGEN[@]}" "${common[@]}" --scenario rate --clients "$CLIENTS" --rate "$RATE" --seconds "$DURATION" "${json[@]}" ;;
+        ingest) "${LOADGEN[@]}" "${common[@]}" --scenario ingest --clients 100 --messages "$MESSAGES" "${json[@]}" ;;
+        *) echo "unknown scenario $s (idle user broadcast rate ingest)" >&2; return 2 ;;
+      esac
+    done
+    # $t-$s.json: each figure's median over the runs.
+    python3 - "$OUT" "$t" "$s" <<'PY'
+import glob, json, os, statistics, sys
+out, t, s = sys.argv[1:]
+runs = [json.load(open(f)) for f in sorted(glob.glob(os.path.join(out, f"{t}-{s}.*.json")))]
+def median(values):
+    if all(isinstance(v, dict) for v in values):
+        return {k: median([v[k] for v in values if k in v]) for k in values[0]}
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return statistics.median(values)
+    return values[0]
+if runs:
+    doc = {k: median([r[k] for r in runs if k in r]) for k in runs[0]}
+    doc["runs"] = len(runs)
+    json.dump(doc, open(os.path.join(out, f"{t}-{s}.json"), "w"), indent=2)
+PY
   done
 }
 
@@ -83,12 +106,16 @@ scenarios notifyhub http://127.0.0.1:8102 "$HUB_PID"
 kill -TERM "$HUB_PID"; wait "$HUB_PID" 2>/dev/null || true
 fi
 
-python3 - "$OUT" <<'PY'
+python3 - "$OUT" "$STARTED" <<'PY'
 import json, os, sys
-out = sys.argv[1]
+out, started = sys.argv[1], float(sys.argv[2])
 def load(t, s):
+    # Only what this invocation measured: an older file would pass for a figure of this run.
+    path = os.path.join(out, f"{t}-{s}.json")
     try:
-        return json.load(open(os.path.join(out, f"{t}-{s}.json")))
+        if os.path.getmtime(path) < started:
+            return {}
+        return json.load(open(path))
     except OSError:
         return {}
 rows = [
