@@ -67,16 +67,12 @@ pub struct SendTest {
 
 /// One channel.
 pub struct ChannelActor {
-    channel: Channel,
-    sender: Arc<dyn ChannelSender>,
-    store: StoreHandle,
-    clock: Arc<dyn Clock>,
-    pii: PiiCipher,
+    /// What every send of this channel works with (each send runs a copy).
+    attempt: Attempt,
     metrics: Arc<Metrics>,
     breaker: Breaker,
     in_flight: usize,
     polling: bool,
-    hourly_limit: Option<i64>,
     raiser: Option<Recipient<RaiseOwnError>>,
 }
 
@@ -103,27 +99,22 @@ impl ChannelActor {
         };
         tracing::info!(channel = channel.as_str(), transport = sender.transport(), "channel ready");
         Supervisor::start_in_arbiter(arbiter, move |_| ChannelActor {
-            channel,
-            sender,
-            store: deps.store,
-            clock: deps.clock,
-            pii: deps.pii,
+            attempt: Attempt { channel, sender, store: deps.store, clock: deps.clock, pii: deps.pii, hourly_limit },
             metrics: deps.metrics,
             breaker: Breaker::default(),
             in_flight: 0,
             polling: false,
-            hourly_limit,
             raiser: None,
         })
     }
 
     fn publish_breaker(&mut self) {
-        let now = self.clock.now();
-        self.metrics.set_breaker(self.channel, self.breaker.gauge(now));
+        let now = self.attempt.clock.now();
+        self.metrics.set_breaker(self.attempt.channel, self.breaker.gauge(now));
     }
 
     fn wake_at(&self, at: DateTime<Utc>, ctx: &mut Context<Self>) {
-        let delay = (at - self.clock.now()).to_std().unwrap_or_default();
+        let delay = (at - self.attempt.clock.now()).to_std().unwrap_or_default();
         ctx.run_later(delay, |_, ctx| ctx.notify(Wake));
     }
 
@@ -131,7 +122,7 @@ impl ChannelActor {
         if self.polling || self.in_flight >= MAX_IN_FLIGHT {
             return;
         }
-        let now = self.clock.now();
+        let now = self.attempt.clock.now();
         let capacity = match self.breaker.state(now) {
             BreakerState::Closed { .. } => MAX_IN_FLIGHT - self.in_flight,
             BreakerState::HalfOpen { trial_in_flight: false } => 1,
@@ -142,7 +133,7 @@ impl ChannelActor {
             }
         };
         self.polling = true;
-        let (store, channel) = (self.store.clone(), self.channel);
+        let (store, channel) = (self.attempt.store.clone(), self.attempt.channel);
         let fut = async move {
             store
                 .call(move |db| async move { outbox::claim_due(&db, channel, now, LEASE, capacity as i64).await })
@@ -160,17 +151,17 @@ impl ChannelActor {
                         ctx.notify(Wake);
                     }
                 }
-                Err(e) => tracing::warn!(channel = act.channel.as_str(), error = %e, "cannot read the outbox"),
+                Err(e) => tracing::warn!(channel = act.attempt.channel.as_str(), error = %e, "cannot read the outbox"),
             }
         }));
     }
 
     fn start_attempt(&mut self, row: Claimed, ctx: &mut Context<Self>) {
-        let now = self.clock.now();
+        let now = self.attempt.clock.now();
         if !self.breaker.try_acquire(now) {
             // The circuit opened meanwhile: the row waits, no attempt counted.
             let until = self.breaker.open_until().unwrap_or(now + Duration::seconds(1));
-            let store = self.store.clone();
+            let store = self.attempt.store.clone();
             actix::spawn(async move {
                 let _ = store
                     .call(move |db| async move { outbox::finish(&db, &row.id, Finish::Postpone { until }, now).await })
@@ -179,14 +170,7 @@ impl ChannelActor {
             return;
         }
         self.in_flight += 1;
-        let attempt = Attempt {
-            channel: self.channel,
-            sender: self.sender.clone(),
-            store: self.store.clone(),
-            clock: self.clock.clone(),
-            pii: self.pii.clone(),
-            hourly_limit: self.hourly_limit,
-        };
+        let attempt = self.attempt.clone();
         ctx.spawn(async move { attempt.run(row).await }.into_actor(self).map(|outcome, act, ctx| {
             act.in_flight -= 1;
             act.record(outcome.provider, ctx);
@@ -199,7 +183,7 @@ impl ChannelActor {
 
     /// Feeds the breaker with a provider outcome (`Some(true)` healthy, `Some(false)` unwell).
     fn record(&mut self, provider: Option<bool>, _: &mut Context<Self>) {
-        let now = self.clock.now();
+        let now = self.attempt.clock.now();
         let transition = match provider {
             Some(true) => self.breaker.success(),
             Some(false) => self.breaker.failure(now),
@@ -208,18 +192,18 @@ impl ChannelActor {
         match transition {
             Transition::Opened => {
                 tracing::error!(
-                    channel = self.channel.as_str(),
-                    transport = self.sender.transport(),
+                    channel = self.attempt.channel.as_str(),
+                    transport = self.attempt.sender.transport(),
                     "circuit opened after repeated failures"
                 );
                 if let Some(raiser) = &self.raiser {
                     raiser.do_send(RaiseOwnError(Event {
                         kind: EventKind::SystemError(ErrorPayload {
-                            error_type: format!("{}_circuit_open", self.channel.as_str()),
+                            error_type: format!("{}_circuit_open", self.attempt.channel.as_str()),
                             message: format!(
                                 "The {} channel ({}) failed 5 times in a row; sends are paused for 60 s and queued meanwhile.",
-                                self.channel.as_str(),
-                                self.sender.transport()
+                                self.attempt.channel.as_str(),
+                                self.attempt.sender.transport()
                             ),
                             stack_trace: None,
                             correlation_id: None,
@@ -228,7 +212,7 @@ impl ChannelActor {
                     }));
                 }
             }
-            Transition::Closed => tracing::warn!(channel = self.channel.as_str(), "circuit closed again"),
+            Transition::Closed => tracing::warn!(channel = self.attempt.channel.as_str(), "circuit closed again"),
             Transition::None => {}
         }
         self.publish_breaker();
@@ -244,6 +228,7 @@ struct AttemptOutcome {
 }
 
 /// One send: runs outside the actor's state, reports back.
+#[derive(Clone)]
 struct Attempt {
     channel: Channel,
     sender: Arc<dyn ChannelSender>,
@@ -398,7 +383,7 @@ impl Supervised for ChannelActor {
         // In-flight sends were dropped with the old context; their claims lapse.
         self.in_flight = 0;
         self.polling = false;
-        tracing::warn!(channel = self.channel.as_str(), "channel actor restarted");
+        tracing::warn!(channel = self.attempt.channel.as_str(), "channel actor restarted");
     }
 }
 
@@ -422,12 +407,13 @@ impl Handler<SendTest> for ChannelActor {
     type Result = ();
 
     fn handle(&mut self, msg: SendTest, ctx: &mut Context<Self>) {
-        let now = self.clock.now();
+        let now = self.attempt.clock.now();
         if self.breaker.is_open(now) {
             let _ = msg.reply.send(Err(TestRefusal::CircuitOpen));
             return;
         }
-        let (store, pii, channel, sender) = (self.store.clone(), self.pii.clone(), self.channel, self.sender.clone());
+        let (store, pii, channel, sender) =
+            (self.attempt.store.clone(), self.attempt.pii.clone(), self.attempt.channel, self.attempt.sender.clone());
         let user = msg.user;
         let fut = async move {
             let (prefs, subs) = match load_job(&store, &pii, user, channel).await {
