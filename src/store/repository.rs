@@ -242,16 +242,40 @@ pub(super) fn number_batch(
     Ok(out)
 }
 
+/// A recipient's row as a batch first creates it, or the amounts to add to an existing
+/// one (PostgreSQL's `INSERT … ON CONFLICT DO UPDATE`).
+#[derive(Insertable)]
+#[diesel(table_name = users)]
+struct UserBumpRow {
+    id: String,
+    last_sequence_number: i64,
+    unread_count: i64,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+impl UserBumpRow {
+    fn new(user: Uuid, count: i64, now: NaiveDateTime) -> Self {
+        Self {
+            id: user.to_string(),
+            last_sequence_number: count,
+            unread_count: count,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 pub(super) fn new_user_row(user: Uuid, now: NaiveDateTime) -> UserRow<'static> {
     UserRow { id: user.to_string(), role: "user", last_sequence_number: 0, created_at: now, updated_at: now }
 }
 
 /// Stores a batch of notifications and their outbox rows in one transaction (group
 /// commit), assigning each user's next sequence numbers in arrival order and keeping
-/// their unread count in step. The per-user counters are bumped by an
-/// `UPDATE … RETURNING` that locks the user's row, so concurrent writers (other
-/// batches, other nodes) never take the same numbers, and a rolled-back batch leaves
-/// no gap.
+/// their unread count in step. The per-user counters are bumped by a statement that
+/// locks the user's row (`UPDATE … RETURNING` on SQLite, `INSERT … ON CONFLICT DO
+/// UPDATE … RETURNING` on PostgreSQL), so concurrent writers (other batches, other
+/// nodes) never take the same numbers, and a rolled-back batch leaves no gap.
 ///
 /// This is the one query written per backend: diesel-async cannot send SQLite a
 /// multi-row insert, so on SQLite the whole batch runs as one blocking job on the
@@ -293,33 +317,27 @@ pub async fn store_batch(
         Db::Postgres(pool) => {
             let mut conn = pool.get().await?;
             conn.transaction::<_, StoreError, _>(async move |conn| {
-                // A handful of round trips whatever the number of recipients, and rows
-                // created and locked in id order, so that two nodes storing batches for
-                // the same users wait for each other instead of deadlocking.
+                // One statement creates or bumps every recipient's counters, whatever
+                // their number: a new user's row starts at its count, a known one adds to
+                // it. Rows are locked in the order of the VALUES list, sorted by id, so that
+                // two nodes storing batches for the same users wait for each other instead
+                // of deadlocking.
                 let mut users_in_order: Vec<&(Uuid, i64)> = per_user.iter().collect();
                 users_in_order.sort_unstable();
-                let new_rows: Vec<UserRow> = users_in_order.iter().map(|(u, _)| new_user_row(*u, now)).collect();
-                for chunk in new_rows.chunks(1000) {
-                    diesel::insert_into(users::table).values(chunk).on_conflict_do_nothing().execute(conn).await?;
-                }
-                let ids: Vec<String> = users_in_order.iter().map(|(u, _)| u.to_string()).collect();
-                users::table
-                    .filter(users::id.eq_any(&ids))
-                    .order(users::id)
-                    .select(users::id)
-                    .for_update()
-                    .load::<String>(conn)
-                    .await?;
-                let mut by_count: std::collections::BTreeMap<i64, Vec<String>> = Default::default();
-                for (user, count) in &users_in_order {
-                    by_count.entry(*count).or_default().push(user.to_string());
-                }
+                let rows: Vec<UserBumpRow> =
+                    users_in_order.iter().map(|(u, count)| UserBumpRow::new(*u, *count, now)).collect();
                 let mut starts: HashMap<Uuid, (i64, i64)> = HashMap::with_capacity(per_user.len());
-                for (count, ids) in by_count {
-                    let bumped: Vec<(String, i64, i64)> = diesel::update(users::table.filter(users::id.eq_any(&ids)))
+                let count_of: HashMap<Uuid, i64> = per_user.iter().copied().collect();
+                // Bound each statement's parameters (PostgreSQL allows 65535).
+                for chunk in rows.chunks(1000) {
+                    let bumped: Vec<(String, i64, i64)> = diesel::insert_into(users::table)
+                        .values(chunk)
+                        .on_conflict(users::id)
+                        .do_update()
                         .set((
-                            users::last_sequence_number.eq(users::last_sequence_number + count),
-                            users::unread_count.eq(users::unread_count + count),
+                            users::last_sequence_number
+                                .eq(users::last_sequence_number + excluded(users::last_sequence_number)),
+                            users::unread_count.eq(users::unread_count + excluded(users::unread_count)),
                         ))
                         .returning((users::id, users::last_sequence_number, users::unread_count))
                         .get_results(conn)
@@ -327,6 +345,7 @@ pub async fn store_batch(
                     for (id, last, unread) in bumped {
                         let user =
                             Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(format!("user id {id}: {e}")))?;
+                        let count = count_of.get(&user).copied().unwrap_or(0);
                         starts.insert(user, (last - count + 1, unread - count + 1));
                     }
                 }
