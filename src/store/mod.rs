@@ -15,6 +15,7 @@ pub mod repository;
 pub mod schema;
 mod sqlite_batch;
 pub mod sqlite_checkpoint;
+pub mod sqlite_wal_writes;
 
 use crate::config::DatabaseUrl;
 use diesel::result::{ConnectionError, DatabaseErrorKind};
@@ -139,6 +140,7 @@ impl Db {
         match url {
             DatabaseUrl::Sqlite(path) => {
                 ensure_parent_dir(path)?;
+                sqlite_wal_writes::install();
                 let mut cfg = ManagerConfig::<SqliteConn>::default();
                 cfg.recycling_method = RecyclingMethod::Fast;
                 cfg.custom_setup = Box::new(|url| {
@@ -211,6 +213,7 @@ pub fn run_migrations_blocking(url: &DatabaseUrl) -> Result<Vec<String>, StoreEr
     let applied = match url {
         DatabaseUrl::Sqlite(path) => {
             ensure_parent_dir(path)?;
+            sqlite_wal_writes::install();
             let mut conn = SqliteConnection::establish(&path.display().to_string())?;
             diesel::connection::SimpleConnection::batch_execute(&mut conn, SQLITE_PRAGMAS)?;
             conn.run_pending_migrations(SQLITE_MIGRATIONS)

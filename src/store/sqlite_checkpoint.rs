@@ -88,6 +88,7 @@ impl Checkpointer {
         let (stop, stopped) = mpsc::sync_channel::<()>(0);
         let restart = LogRestart::default();
         let wanted = restart.clone();
+        super::sqlite_wal_writes::install();
         std::thread::Builder::new().name("notifyhub-checkpoint".into()).spawn(move || {
             let mut conn = match SqliteConnection::establish(&path) {
                 Ok(c) => c,
