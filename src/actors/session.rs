@@ -10,7 +10,8 @@
 
 use super::persistence::{Fanout, StoreHandle};
 use super::ws::{CloseSocket, Outbound, WsConnection};
-use crate::domain::{Notification, NotificationToast, ServerMessage, StoredNotification};
+use crate::domain::notification::same_content;
+use crate::domain::{Notification, NotificationToast, ServerMessage, StoredNotification, ToastTemplate};
 use crate::store::{repository, StoreError};
 use actix::prelude::*;
 use bytestring::ByteString;
@@ -458,13 +459,27 @@ impl Sessions {
 
 impl Fanout for Sessions {
     fn committed(&self, committed: &[StoredNotification], toast: &[bool]) {
-        for (stored, &toast) in committed.iter().zip(toast) {
+        let now = chrono::Utc::now();
+        // A broadcast's recipients share the content of their toasts: it is serialised
+        // once per run of notifications that differ only in owner, id and numbers.
+        let mut template: Option<ToastTemplate> = None;
+        for (i, (stored, &toast)) in committed.iter().zip(toast).enumerate() {
             // Serialise only for users with a socket here, once for all their tabs.
             let Some(addr) = self.map.get(&stored.notification.user_id).map(|a| a.clone()) else { continue };
             let frame = if toast {
+                let n = &stored.notification;
                 match &stored.toast_frame {
                     Some(f) => ByteString::from(f.clone()),
-                    None => toast_frame(&stored.notification, stored.unread_count),
+                    None => {
+                        let fits = template.as_ref().is_some_and(|t| t.fits(n));
+                        if !fits && committed.get(i + 1).is_some_and(|next| same_content(n, &next.notification)) {
+                            template = Some(ToastTemplate::new(n, now));
+                        }
+                        ByteString::from(match &template {
+                            Some(t) if fits || std::ptr::eq(t.source(), n) => t.frame(n, stored.unread_count),
+                            _ => NotificationToast::frame(n, stored.unread_count, now),
+                        })
+                    }
                 }
             } else {
                 frame(&ServerMessage::UnreadCount { count: stored.unread_count })

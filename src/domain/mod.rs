@@ -13,7 +13,7 @@ pub mod validation;
 
 pub use notification::{
     Channel, NewNotification, Notification, NotificationToast, NotificationType, Priority, ServerMessage,
-    StoredNotification,
+    StoredNotification, ToastTemplate,
 };
 pub use preferences::{ChannelPreferences, NotificationPreferences, PreferencesPatch, QuietHours};
 pub use validation::{FieldError, UserId};

@@ -197,6 +197,83 @@ impl NotificationToast {
     }
 }
 
+/// The toast frame of a notification many recipients share (a broadcast), with its
+/// content serialised once: only the id, owner, sequence number and unread count are
+/// written per recipient.
+pub struct ToastTemplate<'a> {
+    source: &'a Notification,
+    /// `"notification_type":…,"created_at":"…"}`: the notification after its sequence number.
+    content: String,
+    /// The serialised send time.
+    timestamp: String,
+}
+
+impl<'a> ToastTemplate<'a> {
+    /// The template of `source`'s content, sent at `timestamp`.
+    pub fn new(source: &'a Notification, timestamp: DateTime<Utc>) -> Self {
+        // Field for field the tail of `Notification`'s own serialisation.
+        #[derive(Serialize)]
+        struct Content<'b> {
+            notification_type: NotificationType,
+            priority: Priority,
+            title: &'b str,
+            message: &'b str,
+            metadata: &'b serde_json::Value,
+            read: bool,
+            created_at: DateTime<Utc>,
+        }
+        let content = serde_json::to_string(&Content {
+            notification_type: source.notification_type,
+            priority: source.priority,
+            title: &source.title,
+            message: &source.message,
+            metadata: &source.metadata,
+            read: source.read,
+            created_at: source.created_at,
+        })
+        .unwrap_or_default();
+        Self {
+            source,
+            content: content.strip_prefix('{').unwrap_or_default().to_string(),
+            timestamp: serde_json::to_string(&timestamp).unwrap_or_default(),
+        }
+    }
+
+    /// The notification the template was made from.
+    pub fn source(&self) -> &'a Notification {
+        self.source
+    }
+
+    /// Whether `other` has the same content as the template's source.
+    pub fn fits(&self, other: &Notification) -> bool {
+        same_content(self.source, other)
+    }
+
+    /// The frame of `n` (which [`fits`](Self::fits)), exactly as
+    /// [`NotificationToast::frame`] writes it.
+    pub fn frame(&self, n: &Notification, unread_count: i64) -> String {
+        format!(
+            r#"{{"type":"notification_toast","sequence_number":{seq},"notification":{{"id":"{id}","user_id":"{user}","sequence_number":{seq},{content},"unread_count":{unread_count},"timestamp":{ts}}}"#,
+            seq = n.sequence_number,
+            id = n.id.hyphenated(),
+            user = n.user_id.hyphenated(),
+            content = self.content,
+            ts = self.timestamp,
+        )
+    }
+}
+
+/// Whether two notifications differ only in id, owner and sequence number.
+pub fn same_content(a: &Notification, b: &Notification) -> bool {
+    a.notification_type == b.notification_type
+        && a.priority == b.priority
+        && a.read == b.read
+        && a.created_at == b.created_at
+        && a.title == b.title
+        && a.message == b.message
+        && a.metadata == b.metadata
+}
+
 /// Every message the server sends over the WebSocket, tagged by `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -244,6 +321,33 @@ mod tests {
         assert_eq!(NotificationToast::frame(&notification, 3, at), serde_json::to_string(&owned).unwrap());
         let back: ServerMessage = serde_json::from_str(&NotificationToast::frame(&notification, 3, at)).unwrap();
         assert_eq!(back, owned);
+    }
+
+    #[test]
+    fn a_templated_toast_frame_is_the_frame_of_each_recipient() {
+        let first = Notification {
+            id: Uuid::now_v7(),
+            user_id: Uuid::new_v4(),
+            sequence_number: 7,
+            notification_type: NotificationType::EmergencyExit,
+            priority: Priority::Critical,
+            title: "Exit \"C-1\" \u{1F6A8}".into(),
+            message: "tab\there, back\\slash, control \u{1}".into(),
+            metadata: json!({"campaign_id": "C-1", "positions": [1, 2.5, null, true], "n": {"é": "ü"}}),
+            read: false,
+            created_at: Utc::now(),
+        };
+        let second = Notification { id: Uuid::now_v7(), user_id: Uuid::new_v4(), sequence_number: 1, ..first.clone() };
+        let at = Utc::now();
+        let template = ToastTemplate::new(&first, at);
+        for (n, unread) in [(&first, 3), (&second, 1)] {
+            assert!(template.fits(n));
+            assert_eq!(template.frame(n, unread), NotificationToast::frame(n, unread, at));
+        }
+        let other = Notification { message: "something else".into(), ..second.clone() };
+        assert!(!template.fits(&other));
+        let other = Notification { metadata: json!({"campaign_id": "C-2"}), ..second };
+        assert!(!template.fits(&other));
     }
 
     #[test]
