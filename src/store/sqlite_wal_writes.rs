@@ -5,9 +5,10 @@
 //! a commit of N pages cost 2N system calls and about 3N page-cache operations, ~15 % of
 //! the hub's CPU on the user-targeted benchmark. This VFS wraps the default one and, for
 //! WAL files only, gathers the frames a transaction appends and writes them with one
-//! `pwrite` when the commit frame is complete. That is inside SQLite's write of the
-//! commit frame, before it publishes the commit in the WAL index, so another connection
-//! never reads a frame that is not in the file, and a failed write fails the commit.
+//! `pwrite` (per 128 KiB, the most the default VFS writes at once) when the commit frame
+//! is complete. That is inside SQLite's write of the commit frame, before it publishes
+//! the commit in the WAL index, so another connection never reads a frame that is not in
+//! the file, and a failed write fails the commit.
 //!
 //! What is held back, and until when (see `wal.c`, `walFrames`):
 //! - frames appended one after the other; the group is written when the page of the
@@ -25,12 +26,13 @@
 //! One case needs more care: frames spilled by a transaction that then rolls back stay
 //! pending on that connection's handle (a rollback does not touch the log file), while
 //! the next writer, on another connection, writes its own frames at the same offsets.
-//! Written later, the stale frames would overwrite a committed transaction. So every
-//! write to a log bumps a counter shared by all handles on that log, and a handle whose
-//! pending frames were gathered before another handle wrote drops them: only the holder
-//! of SQLite's write lock appends frames, so another handle writing means the
-//! transaction that gathered them has ended, and had it committed they would have been
-//! written already.
+//! Written later, the stale frames would overwrite a committed transaction (or, worse,
+//! make the next writer's own group look stale). So a counter shared by all handles on a
+//! log moves whenever a handle starts a group or writes, and a group is written (or
+//! extended) only while the counter is where it was when the group started: only the
+//! holder of SQLite's write lock writes the log, so the counter moving under a pending
+//! group means the transaction that gathered it has ended, and had it committed the
+//! group would have been written already. Such a group is dropped.
 
 use libsqlite3_sys as ffi;
 use std::cell::Cell;
@@ -238,7 +240,10 @@ unsafe extern "C" fn write(file: *mut ffi::sqlite3_file, data: *const c_void, am
         // The page of a commit frame whose header went straight to the file.
         return flush_then(wal, Some((data, amount, offset)));
     }
-    let continues = !(*wal).pending.data.is_empty() && offset == (*wal).pending.end();
+    // A group continues only if no other handle started one since (else it is stale).
+    let continues = !(*wal).pending.data.is_empty()
+        && offset == (*wal).pending.end()
+        && (*wal).pending.generation == *lock_counter(&(*wal).log);
     let commit_header = amount == FRAME_HEADER && bytes[4..8] != [0, 0, 0, 0];
     if !continues && (commit_header || amount >= MAX_PENDING) {
         if commit_header {
@@ -251,15 +256,25 @@ unsafe extern "C" fn write(file: *mut ffi::sqlite3_file, data: *const c_void, am
         if rc != ffi::SQLITE_OK {
             return rc;
         }
+        // Only the holder of SQLite's write lock writes the log, so starting a group makes
+        // every group pending on other handles stale: they belong to transactions that
+        // have ended without committing.
+        let mut writes = lock_counter(&(*wal).log);
+        *writes += 1;
+        (*wal).pending.generation = *writes;
         (*wal).pending.start = offset;
-        (*wal).pending.generation = *lock_counter(&(*wal).log);
     }
     let pending = &mut (*wal).pending;
     pending.data.extend_from_slice(bytes);
-    if pending.commit_page_next || pending.data.len() >= MAX_PENDING {
+    if pending.commit_page_next {
         return flush(wal);
     }
     pending.commit_page_next = commit_header;
+    // A commit header waits for its page whatever the size, so the commit is complete
+    // in the file when its page's write returns.
+    if !commit_header && pending.data.len() >= MAX_PENDING {
+        return flush(wal);
+    }
     ffi::SQLITE_OK
 }
 
@@ -467,6 +482,49 @@ mod tests {
         drop(b);
         let mut reopened = connect(&path);
         assert_eq!(count(&mut reopened), 60);
+        let check: Vec<String> =
+            diesel::dsl::sql::<diesel::sql_types::Text>("PRAGMA integrity_check").load(&mut reopened).unwrap();
+        assert_eq!(check, vec!["ok".to_string()]);
+    }
+
+    #[test]
+    fn a_stale_handle_flushing_during_another_transaction_does_not_drop_its_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("interleaved.db");
+        let mut a = connect(&path);
+        a.batch_execute("CREATE TABLE t (k INTEGER PRIMARY KEY, i INTEGER, v BLOB);").unwrap();
+        commit_rows(&mut a, 1, 10);
+        a.batch_execute("PRAGMA wal_checkpoint(TRUNCATE); UPDATE t SET v = zeroblob(10) WHERE i = 1;").unwrap();
+        // A reader keeps the log from starting over, so writers append after its frames.
+        let mut c = connect(&path);
+        c.batch_execute("BEGIN;").unwrap();
+        assert_eq!(count(&mut c), 10);
+        let mut b = connect(&path);
+        // A is left holding frames of a rolled-back transaction...
+        a.batch_execute(
+            "PRAGMA cache_size = 20; BEGIN IMMEDIATE; \
+             WITH RECURSIVE k(i) AS (SELECT 1000 UNION ALL SELECT i + 1 FROM k WHERE i < 1200) \
+             INSERT INTO t SELECT i, i, randomblob(1000) FROM k; ROLLBACK;",
+        )
+        .unwrap();
+        // ...B gathers frames at the same offsets, in a transaction still open...
+        b.batch_execute(
+            "PRAGMA cache_size = 20; BEGIN IMMEDIATE; \
+             WITH RECURSIVE k(i) AS (SELECT 2000 UNION ALL SELECT i + 1 FROM k WHERE i < 2150) \
+             INSERT INTO t SELECT i, i, randomblob(1000) FROM k;",
+        )
+        .unwrap();
+        // ...A's handle is closed (its stale frames must neither be written over B's nor
+        // make B's be dropped)...
+        drop(a);
+        // ...and B commits.
+        b.batch_execute("COMMIT;").unwrap();
+        c.batch_execute("COMMIT;").unwrap();
+        assert_eq!(count(&mut c), 161);
+        drop(b);
+        drop(c);
+        let mut reopened = connect(&path);
+        assert_eq!(count(&mut reopened), 161);
         let check: Vec<String> =
             diesel::dsl::sql::<diesel::sql_types::Text>("PRAGMA integrity_check").load(&mut reopened).unwrap();
         assert_eq!(check, vec!["ok".to_string()]);
