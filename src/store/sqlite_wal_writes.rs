@@ -306,7 +306,8 @@ macro_rules! flushing {
             }
             match real_methods(wal).$field {
                 Some(f) => f((*wal).real $(, $arg)*),
-                None => ffi::SQLITE_OK,
+                // The default VFS has every method; a wrapped one without it cannot do it.
+                None => ffi::SQLITE_ERROR,
             }
         }
     };
