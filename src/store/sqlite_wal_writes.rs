@@ -19,9 +19,14 @@
 //!   header rewritten with a new checksum after the pages), nor the page right after it:
 //!   those go straight to the file, so nothing is pending once `walFrames` returns.
 //!
-//! Every other method (read, sync, truncate, size, locks, close) writes what is pending
-//! first, so the file is always what SQLite would have written by the time anything can
-//! look at it.
+//! Every other method on the log file (read, sync, truncate, size, close) writes what is
+//! pending first, so the file is always what SQLite would have written by the time this
+//! handle looks at it; if that write fails, the method fails with `SQLITE_IOERR_WRITE`,
+//! which makes SQLite roll the whole transaction back (a "disk full" there would only
+//! undo the current statement, and the transaction could commit without its frames).
+//!
+//! The hub must be the only process writing the database (it takes a lock file to that
+//! end): the bookkeeping below sees the handles of this process only.
 //!
 //! One case needs more care: frames spilled by a transaction that then rolls back stay
 //! pending on that connection's handle (a rollback does not touch the log file), while
@@ -245,10 +250,8 @@ unsafe extern "C" fn write(file: *mut ffi::sqlite3_file, data: *const c_void, am
         && offset == (*wal).pending.end()
         && (*wal).pending.generation == *lock_counter(&(*wal).log);
     let commit_header = amount == FRAME_HEADER && bytes[4..8] != [0, 0, 0, 0];
-    if !continues && (commit_header || amount >= MAX_PENDING) {
-        if commit_header {
-            (*wal).pending.direct_page_at = Some(offset + FRAME_HEADER as i64);
-        }
+    if !continues && commit_header {
+        (*wal).pending.direct_page_at = Some(offset + FRAME_HEADER as i64);
         return flush_then(wal, Some((data, amount, offset)));
     }
     if !continues {
@@ -289,7 +292,7 @@ unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
     std::ptr::drop_in_place(std::ptr::addr_of_mut!((*wal).log));
     (*wal).base.pMethods = std::ptr::null();
     if flushed != ffi::SQLITE_OK {
-        flushed
+        ffi::SQLITE_IOERR_WRITE
     } else {
         closed
     }
@@ -300,9 +303,8 @@ macro_rules! flushing {
     ($name:ident, $field:ident, ($($arg:ident: $ty:ty),*)) => {
         unsafe extern "C" fn $name(file: *mut ffi::sqlite3_file $(, $arg: $ty)*) -> c_int {
             let wal = file as *mut WalFile;
-            let rc = flush(wal);
-            if rc != ffi::SQLITE_OK {
-                return rc;
+            if flush(wal) != ffi::SQLITE_OK {
+                return ffi::SQLITE_IOERR_WRITE;
             }
             match real_methods(wal).$field {
                 Some(f) => f((*wal).real $(, $arg)*),
