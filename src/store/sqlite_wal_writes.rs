@@ -398,6 +398,35 @@ mod tests {
         diesel::sql_query("SELECT count(*) AS n FROM t").get_result::<Count>(conn).unwrap().n
     }
 
+    /// A new database in `dir` with table `t`, and a connection to it.
+    fn create(dir: &tempfile::TempDir, name: &str) -> (std::path::PathBuf, SqliteConnection) {
+        let path = dir.path().join(name);
+        let mut conn = connect(&path);
+        conn.batch_execute("CREATE TABLE t (k INTEGER PRIMARY KEY, i INTEGER, v BLOB);").unwrap();
+        (path, conn)
+    }
+
+    /// Reopens the database (recovering from the log alone when no checkpoint ran) and
+    /// checks its rows and its integrity.
+    fn assert_intact(path: &std::path::Path, rows: i64) {
+        let mut reopened = connect(path);
+        assert_eq!(count(&mut reopened), rows);
+        let check: Vec<String> =
+            diesel::dsl::sql::<diesel::sql_types::Text>("PRAGMA integrity_check").load(&mut reopened).unwrap();
+        assert_eq!(check, vec!["ok".to_string()]);
+    }
+
+    /// Opens a write transaction that inserts rows `first..=last` (~1 KiB each, appended)
+    /// through a 20-page cache, so that it spills frames to the log before any commit.
+    fn insert_spilling(conn: &mut SqliteConnection, first: i64, last: i64) {
+        conn.batch_execute(&format!(
+            "PRAGMA cache_size = 20; BEGIN IMMEDIATE; \
+             WITH RECURSIVE k(i) AS (SELECT {first} UNION ALL SELECT i + 1 FROM k WHERE i < {last}) \
+             INSERT INTO t SELECT i, i, randomblob(1000) FROM k;"
+        ))
+        .unwrap();
+    }
+
     /// Commits `rows` rows of ~1 KiB on scattered keys (about a page each), returning the
     /// WAL writes it took.
     fn commit_rows(conn: &mut SqliteConnection, first: i64, rows: i64) -> u64 {
@@ -415,9 +444,7 @@ mod tests {
     #[test]
     fn a_commit_of_many_pages_is_one_write_and_every_reader_sees_it() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("wal.db");
-        let mut writer = connect(&path);
-        writer.batch_execute("CREATE TABLE t (k INTEGER PRIMARY KEY, i INTEGER, v BLOB);").unwrap();
+        let (path, mut writer) = create(&dir, "wal.db");
         let mut reader = connect(&path);
         assert_eq!(count(&mut reader), 0);
 
@@ -449,33 +476,23 @@ mod tests {
 
         // Recovery from the log alone (no checkpoint ran): the frames and their
         // checksums are all in the file.
-        let mut reopened = connect(&path);
-        assert_eq!(count(&mut reopened), 5101);
-        let check: Vec<String> =
-            diesel::dsl::sql::<diesel::sql_types::Text>("PRAGMA integrity_check").load(&mut reopened).unwrap();
-        assert_eq!(check, vec!["ok".to_string()]);
+        assert_intact(&path, 5101);
     }
 
     #[test]
     fn frames_spilled_by_a_rolled_back_transaction_never_overwrite_a_later_commit() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("rollback.db");
-        let mut a = connect(&path);
-        a.batch_execute("CREATE TABLE t (k INTEGER PRIMARY KEY, i INTEGER, v BLOB);").unwrap();
+        let (path, mut a) = create(&dir, "rollback.db");
         commit_rows(&mut a, 1, 10);
         let mut b = connect(&path);
         // A spills frames to the log (a 20-page cache, ~60 pages of rows), then rolls
         // back: the spilled frames stay pending on its handle. (With the log emptied
         // first, the rollback reads the pages it undoes from the database file, not
         // through the log handle.)
-        a.batch_execute("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA cache_size = 20;").unwrap();
+        a.batch_execute("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
         let before = wal_writes();
-        a.batch_execute(
-            "BEGIN IMMEDIATE; \
-             WITH RECURSIVE k(i) AS (SELECT 1000 UNION ALL SELECT i + 1 FROM k WHERE i < 1200) \
-             INSERT INTO t SELECT i, i, randomblob(1000) FROM k; ROLLBACK;",
-        )
-        .unwrap();
+        insert_spilling(&mut a, 1000, 1200);
+        a.batch_execute("ROLLBACK;").unwrap();
         assert!(wal_writes() - before < 10, "the spilled frames were held back");
         // B commits frames at the same offsets of the log.
         commit_rows(&mut b, 100, 50);
@@ -483,19 +500,13 @@ mod tests {
         assert_eq!(count(&mut a), 60);
         drop(a);
         drop(b);
-        let mut reopened = connect(&path);
-        assert_eq!(count(&mut reopened), 60);
-        let check: Vec<String> =
-            diesel::dsl::sql::<diesel::sql_types::Text>("PRAGMA integrity_check").load(&mut reopened).unwrap();
-        assert_eq!(check, vec!["ok".to_string()]);
+        assert_intact(&path, 60);
     }
 
     #[test]
     fn a_stale_handle_flushing_during_another_transaction_does_not_drop_its_frames() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("interleaved.db");
-        let mut a = connect(&path);
-        a.batch_execute("CREATE TABLE t (k INTEGER PRIMARY KEY, i INTEGER, v BLOB);").unwrap();
+        let (path, mut a) = create(&dir, "interleaved.db");
         commit_rows(&mut a, 1, 10);
         a.batch_execute("PRAGMA wal_checkpoint(TRUNCATE); UPDATE t SET v = zeroblob(10) WHERE i = 1;").unwrap();
         // A reader keeps the log from starting over, so writers append after its frames.
@@ -504,19 +515,10 @@ mod tests {
         assert_eq!(count(&mut c), 10);
         let mut b = connect(&path);
         // A is left holding frames of a rolled-back transaction...
-        a.batch_execute(
-            "PRAGMA cache_size = 20; BEGIN IMMEDIATE; \
-             WITH RECURSIVE k(i) AS (SELECT 1000 UNION ALL SELECT i + 1 FROM k WHERE i < 1200) \
-             INSERT INTO t SELECT i, i, randomblob(1000) FROM k; ROLLBACK;",
-        )
-        .unwrap();
+        insert_spilling(&mut a, 1000, 1200);
+        a.batch_execute("ROLLBACK;").unwrap();
         // ...B gathers frames at the same offsets, in a transaction still open...
-        b.batch_execute(
-            "PRAGMA cache_size = 20; BEGIN IMMEDIATE; \
-             WITH RECURSIVE k(i) AS (SELECT 2000 UNION ALL SELECT i + 1 FROM k WHERE i < 2150) \
-             INSERT INTO t SELECT i, i, randomblob(1000) FROM k;",
-        )
-        .unwrap();
+        insert_spilling(&mut b, 2000, 2150);
         // ...A's handle is closed (its stale frames must neither be written over B's nor
         // make B's be dropped)...
         drop(a);
@@ -526,19 +528,13 @@ mod tests {
         assert_eq!(count(&mut c), 161);
         drop(b);
         drop(c);
-        let mut reopened = connect(&path);
-        assert_eq!(count(&mut reopened), 161);
-        let check: Vec<String> =
-            diesel::dsl::sql::<diesel::sql_types::Text>("PRAGMA integrity_check").load(&mut reopened).unwrap();
-        assert_eq!(check, vec!["ok".to_string()]);
+        assert_intact(&path, 161);
     }
 
     #[test]
     fn the_log_starts_over_after_a_checkpoint_and_stays_readable() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("restart.db");
-        let mut writer = connect(&path);
-        writer.batch_execute("CREATE TABLE t (k INTEGER PRIMARY KEY, i INTEGER, v BLOB);").unwrap();
+        let (path, mut writer) = create(&dir, "restart.db");
         let mut reader = connect(&path);
         for round in 0..5 {
             commit_rows(&mut writer, round * 100 + 1, 100);
@@ -547,6 +543,6 @@ mod tests {
         }
         drop(writer);
         drop(reader);
-        assert_eq!(count(&mut connect(&path)), 500);
+        assert_intact(&path, 500);
     }
 }
