@@ -471,13 +471,16 @@ impl Fanout for Sessions {
                 match &stored.toast_frame {
                     Some(f) => ByteString::from(f.clone()),
                     None => {
-                        let fits = template.as_ref().is_some_and(|t| t.fits(n));
-                        if !fits && committed.get(i + 1).is_some_and(|next| same_content(n, &next.notification)) {
-                            template = Some(ToastTemplate::new(n, now));
+                        if !template.as_ref().is_some_and(|t| t.fits(n)) {
+                            // A new run starts here if the next notification shares it.
+                            template = committed
+                                .get(i + 1)
+                                .filter(|next| same_content(n, &next.notification))
+                                .map(|_| ToastTemplate::new(n, now));
                         }
                         ByteString::from(match &template {
-                            Some(t) if fits || std::ptr::eq(t.source(), n) => t.frame(n, stored.unread_count),
-                            _ => NotificationToast::frame(n, stored.unread_count, now),
+                            Some(t) => t.frame(n, stored.unread_count),
+                            None => NotificationToast::frame(n, stored.unread_count, now),
                         })
                     }
                 }

@@ -239,11 +239,6 @@ impl<'a> ToastTemplate<'a> {
         }
     }
 
-    /// The notification the template was made from.
-    pub fn source(&self) -> &'a Notification {
-        self.source
-    }
-
     /// Whether `other` has the same content as the template's source.
     pub fn fits(&self, other: &Notification) -> bool {
         same_content(self.source, other)

@@ -64,6 +64,32 @@ crate::on_both_backends! {
         assert_eq!(tb["sequence_number"], 1);
     }
 
+    async fn each_recipient_of_a_broadcast_gets_its_own_toast_as_the_api_returns_it(app) {
+        // Users with different histories, so ids, sequence numbers and unread counts differ
+        // while the content is shared (on SQLite the toasts come from one template).
+        let users: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+        let mut tabs = Vec::new();
+        for (i, user) in users.iter().enumerate() {
+            for k in 0..i {
+                app.event(info_event(*user, &format!("before {k}")), 202).await;
+            }
+            let mut tab = app.ws(*user, None).await;
+            tab.until_ready().await;
+            tabs.push(tab);
+        }
+        let answer = app.event(json!({"type": "emergency_exit", "user_ids": users, "exit": exit_event(users[0])["exit"]}), 202).await;
+        assert_eq!(answer["accepted_count"], 3);
+        for (i, (user, tab)) in users.iter().zip(tabs.iter_mut()).enumerate() {
+            let toast = tab.next_toast().await;
+            assert_eq!(toast["sequence_number"], i as i64 + 1);
+            assert_eq!(toast["unread_count"], i as i64 + 1);
+            assert_eq!(toast["notification"]["user_id"], user.to_string());
+            let list: Value = app.get("/api/v1/notifications", &app.token(*user, Role::User)).await.json().await.unwrap();
+            assert_eq!(toast["notification"], list["data"][0]);
+            assert_eq!(toast["notification"]["notification_type"], "emergency_exit");
+        }
+    }
+
     async fn filtered_and_throttled_events_produce_nothing_on_the_socket(app) {
         let user = Uuid::new_v4();
         let mut tab = app.ws(user, None).await;
