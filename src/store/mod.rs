@@ -10,6 +10,7 @@
 pub mod bridge;
 pub mod json;
 pub mod outbox;
+mod pg_batch;
 pub mod preferences_doc;
 pub mod repository;
 pub mod schema;

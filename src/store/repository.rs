@@ -25,17 +25,17 @@ pub fn to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
 #[derive(Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = notifications)]
 pub struct NotificationRow {
-    id: String,
-    user_id: String,
-    sequence_number: i64,
-    notification_type: String,
-    priority: String,
-    title: String,
-    message: String,
-    metadata: Json,
-    read: bool,
-    toast: bool,
-    created_at: NaiveDateTime,
+    pub(super) id: String,
+    pub(super) user_id: String,
+    pub(super) sequence_number: i64,
+    pub(super) notification_type: String,
+    pub(super) priority: String,
+    pub(super) title: String,
+    pub(super) message: String,
+    pub(super) metadata: Json,
+    pub(super) read: bool,
+    pub(super) toast: bool,
+    pub(super) created_at: NaiveDateTime,
 }
 
 impl NotificationRow {
@@ -246,81 +246,6 @@ pub(super) fn new_user_row(user: Uuid, now: NaiveDateTime) -> UserRow<'static> {
     UserRow { id: user.to_string(), role: "user", last_sequence_number: 0, created_at: now, updated_at: now }
 }
 
-/// A user's counters after a bump.
-#[derive(QueryableByName)]
-struct BumpedCounters {
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    id: String,
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    last_sequence_number: i64,
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    unread_count: i64,
-}
-
-/// Creates or bumps every recipient's counters in one statement (a new user's row starts
-/// at its count, a known one adds to it) and answers where each one's new numbers start.
-/// Rows are taken in id order, so two nodes storing batches for the same users wait for
-/// each other instead of deadlocking.
-async fn bump_counters_pg(
-    conn: &mut diesel_async::AsyncPgConnection,
-    per_user: &[(Uuid, i64)],
-    now: NaiveDateTime,
-) -> Result<HashMap<Uuid, (i64, i64)>, StoreError> {
-    use diesel::sql_types::{Array, BigInt, Text, Timestamp};
-    let ids: Vec<String> = per_user.iter().map(|(u, _)| u.to_string()).collect();
-    let counts: Vec<i64> = per_user.iter().map(|(_, c)| *c).collect();
-    let bumped: Vec<BumpedCounters> = diesel::sql_query(
-        "INSERT INTO users (id, last_sequence_number, unread_count, created_at, updated_at) \
-         SELECT id, n, n, $3, $3 FROM unnest($1::text[], $2::int8[]) AS t (id, n) ORDER BY id \
-         ON CONFLICT (id) DO UPDATE SET \
-           last_sequence_number = users.last_sequence_number + excluded.last_sequence_number, \
-           unread_count = users.unread_count + excluded.unread_count \
-         RETURNING id, last_sequence_number, unread_count",
-    )
-    .bind::<Array<Text>, _>(&ids)
-    .bind::<Array<BigInt>, _>(&counts)
-    .bind::<Timestamp, _>(now)
-    .load(conn)
-    .await?;
-    let count_of: HashMap<Uuid, i64> = per_user.iter().copied().collect();
-    let mut starts = HashMap::with_capacity(per_user.len());
-    for row in bumped {
-        let user = Uuid::parse_str(&row.id).map_err(|e| StoreError::Corrupt(format!("user id {}: {e}", row.id)))?;
-        let count = count_of.get(&user).copied().unwrap_or(0);
-        starts.insert(user, (row.last_sequence_number - count + 1, row.unread_count - count + 1));
-    }
-    Ok(starts)
-}
-
-/// Inserts the batch's rows in one statement, column by column.
-async fn insert_notifications_pg(
-    conn: &mut diesel_async::AsyncPgConnection,
-    rows: &[NotificationRow],
-) -> Result<(), StoreError> {
-    use diesel::sql_types::{Array, BigInt, Bool, Text, Timestamp};
-    let text = |f: fn(&NotificationRow) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
-    diesel::sql_query(
-        "INSERT INTO notifications (id, user_id, sequence_number, notification_type, priority, title, message, \
-         metadata, read, toast, created_at) \
-         SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], \
-         $8::jsonb[], $9::bool[], $10::bool[], $11::timestamp[])",
-    )
-    .bind::<Array<Text>, _>(text(|r| &r.id))
-    .bind::<Array<Text>, _>(text(|r| &r.user_id))
-    .bind::<Array<BigInt>, _>(rows.iter().map(|r| r.sequence_number).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(text(|r| &r.notification_type))
-    .bind::<Array<Text>, _>(text(|r| &r.priority))
-    .bind::<Array<Text>, _>(text(|r| &r.title))
-    .bind::<Array<Text>, _>(text(|r| &r.message))
-    .bind::<Array<super::json::JsonDoc>, _>(rows.iter().map(|r| &r.metadata).collect::<Vec<_>>())
-    .bind::<Array<Bool>, _>(rows.iter().map(|r| r.read).collect::<Vec<_>>())
-    .bind::<Array<Bool>, _>(rows.iter().map(|r| r.toast).collect::<Vec<_>>())
-    .bind::<Array<Timestamp>, _>(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 /// Stores a batch of notifications and their outbox rows in one transaction (group
 /// commit), assigning each user's next sequence numbers in arrival order and keeping
 /// their unread count in step. The per-user counters are bumped by a statement that
@@ -368,12 +293,10 @@ pub async fn store_batch(
         Db::Postgres(pool) => {
             let mut conn = pool.get().await?;
             conn.transaction::<_, StoreError, _>(async move |conn| {
-                // Statements of a fixed text, whatever the batch's size (columns travel as
-                // arrays), so PostgreSQL parses and plans them once per connection: with a
-                // `VALUES` list per row, every batch size was a new statement.
-                let starts = bump_counters_pg(conn, &per_user, now).await?;
+                // Statements of a fixed text, prepared once per connection (see pg_batch).
+                let starts = super::pg_batch::bump_counters(conn, &per_user, now).await?;
                 let numbered = number_batch(batch, starts, now)?;
-                insert_notifications_pg(conn, &numbered.notifications).await?;
+                super::pg_batch::insert_notifications(conn, &numbered.notifications).await?;
                 // Bound each statement's parameters (PostgreSQL allows 65535).
                 for chunk in numbered.deliveries.chunks(1000) {
                     diesel::insert_into(deliveries::table).values(chunk).execute(conn).await?;
@@ -382,12 +305,7 @@ pub async fn store_batch(
                 // The frames serialised for them serve the local tabs too.
                 let frames = numbered.toast_frames()?;
                 let payloads = crate::cluster::committed_payloads(node, numbered.committed_rows(&frames));
-                for chunk in payloads.chunks(1000) {
-                    diesel::sql_query("SELECT pg_notify('notifyhub', p) FROM unnest($1::text[]) AS p")
-                        .bind::<diesel::sql_types::Array<diesel::sql_types::Text>, _>(chunk)
-                        .execute(conn)
-                        .await?;
-                }
+                super::pg_batch::notify_all(conn, &payloads).await?;
                 Ok((numbered, frames))
             })
             .await?
