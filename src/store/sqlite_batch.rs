@@ -5,8 +5,10 @@ use super::repository::{new_user_row, number_batch, NumberedBatch, StoreItem};
 use super::schema::{deliveries, notifications, users};
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::result::Error;
-use diesel::sqlite::SqliteConnection;
+use diesel::sql_types::{BigInt, Text};
+use diesel::sqlite::{Sqlite, SqliteConnection};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use uuid::Uuid;
 
@@ -28,7 +30,7 @@ pub(super) fn store(
         }
         for (count, ids) in by_count {
             // SQLite binds at most 32766 parameters per statement.
-            for chunk in ids.chunks(10_000) {
+            for chunk in ids.chunks(MAX_BUMP) {
                 let missing = bump(conn, chunk, count, &mut starts)?;
                 if !missing.is_empty() {
                     for id in &missing {
@@ -56,21 +58,69 @@ pub(super) fn store(
     })
 }
 
-/// Adds `count` to the sequence and unread counters of `ids`, recording where each
-/// user's new numbers start; returns the ids that have no row yet.
+/// `UPDATE users … WHERE id IN (…)` with room for `SLOTS` ids (the last id repeated to
+/// fill it, which `IN` ignores), a statement of its own static id: a few shapes serve
+/// every batch and stay prepared, where diesel's `eq_any` is prepared anew each time
+/// (3 % of the hub's CPU went to parsing it).
+struct BumpCounters<'a, const SLOTS: usize> {
+    ids: &'a [String],
+    count: i64,
+}
+
+impl<const SLOTS: usize> QueryId for BumpCounters<'_, SLOTS> {
+    type QueryId = BumpCounters<'static, SLOTS>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl<const SLOTS: usize> Query for BumpCounters<'_, SLOTS> {
+    type SqlType = (Text, BigInt, BigInt);
+}
+
+impl<const SLOTS: usize> QueryFragment<Sqlite> for BumpCounters<'_, SLOTS> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        let Some(last) = self.ids.last() else { return Err(Error::QueryBuilderError("no ids to bump".into())) };
+        out.push_sql("UPDATE users SET last_sequence_number = last_sequence_number + ");
+        out.push_bind_param::<BigInt, _>(&self.count)?;
+        out.push_sql(", unread_count = unread_count + ");
+        out.push_bind_param::<BigInt, _>(&self.count)?;
+        out.push_sql(" WHERE id IN (");
+        for slot in 0..SLOTS {
+            if slot > 0 {
+                out.push_sql(", ");
+            }
+            out.push_bind_param::<Text, _>(self.ids.get(slot).unwrap_or(last))?;
+        }
+        out.push_sql(") RETURNING id, last_sequence_number, unread_count");
+        Ok(())
+    }
+}
+
+impl<Conn, const SLOTS: usize> RunQueryDsl<Conn> for BumpCounters<'_, SLOTS> {}
+
+/// Most ids one bump statement takes.
+const MAX_BUMP: usize = 4096;
+
+fn run_bump(conn: &mut SqliteConnection, ids: &[String], count: i64) -> QueryResult<Vec<(String, i64, i64)>> {
+    match ids.len() {
+        0 => Ok(Vec::new()),
+        1..=8 => BumpCounters::<8> { ids, count }.load(conn),
+        9..=32 => BumpCounters::<32> { ids, count }.load(conn),
+        33..=128 => BumpCounters::<128> { ids, count }.load(conn),
+        129..=512 => BumpCounters::<512> { ids, count }.load(conn),
+        513..=1024 => BumpCounters::<1024> { ids, count }.load(conn),
+        _ => BumpCounters::<MAX_BUMP> { ids, count }.load(conn),
+    }
+}
+
+/// Adds `count` to the sequence and unread counters of `ids` (at most [`MAX_BUMP`]),
+/// recording where each user's new numbers start; returns the ids that have no row yet.
 fn bump(
     conn: &mut SqliteConnection,
     ids: &[String],
     count: i64,
     starts: &mut HashMap<Uuid, (i64, i64)>,
 ) -> QueryResult<Vec<String>> {
-    let bumped: Vec<(String, i64, i64)> = diesel::update(users::table.filter(users::id.eq_any(ids)))
-        .set((
-            users::last_sequence_number.eq(users::last_sequence_number + count),
-            users::unread_count.eq(users::unread_count + count),
-        ))
-        .returning((users::id, users::last_sequence_number, users::unread_count))
-        .get_results(conn)?;
+    let bumped = run_bump(conn, ids, count)?;
     let mut found = HashSet::with_capacity(bumped.len());
     for (id, last, unread) in bumped {
         let user = Uuid::parse_str(&id).map_err(|e| Error::DeserializationError(Box::new(e)))?;

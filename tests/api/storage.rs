@@ -92,6 +92,28 @@ crate::on_both_backends! {
         assert_eq!(got, vec![("n1", 1, 1), ("k3", 3, 3), ("n2", 2, 2), ("k4", 4, 4), ("x1", 1, 1)]);
     }
 
+    async fn a_broadcast_to_many_known_and_new_recipients_numbers_each_from_its_own_count(app) {
+        // Hundreds of recipients, some with a history of different lengths: each goes on
+        // from its own numbers (the counters are bumped by statements of a few fixed
+        // sizes, the ids list padded to the next one).
+        let users: Vec<Uuid> = (0..300).map(|_| Uuid::new_v4()).collect();
+        for (i, user) in users.iter().enumerate().filter(|(i, _)| i % 3 == 0) {
+            let history = (0..=(i % 4)).map(|k| new_notification(*user, NotificationType::SignalGenerated, &format!("h{k}")));
+            app.store(history.collect()).await;
+        }
+        let batch = users
+            .iter()
+            .map(|u| StoreItem { notification: new_notification(*u, NotificationType::EmergencyExit, "all"), deliveries: Vec::new(), toast: true })
+            .collect();
+        let stored = app.state.store.store_notifications(batch).await.expect("store");
+        assert_eq!(stored.len(), users.len());
+        for (i, (user, s)) in users.iter().zip(&stored).enumerate() {
+            let before = if i % 3 == 0 { (i % 4) as i64 + 1 } else { 0 };
+            assert_eq!(s.notification.user_id, *user);
+            assert_eq!((s.notification.sequence_number, s.unread_count), (before + 1, before + 1), "recipient {i}");
+        }
+    }
+
     async fn requests_made_in_one_turn_share_one_transaction(app) {
         // Ten requests made before the thread yields (as the events one turn of a
         // worker's loop parses) reach the writer together: one transaction, not a first
