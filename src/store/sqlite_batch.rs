@@ -1,13 +1,14 @@
 //! The SQLite side of the group commit, in blocking diesel (see
 //! [`repository::store_batch`](super::repository::store_batch)).
 
-use super::repository::{new_user_row, number_batch, NumberedBatch, StoreItem};
-use super::schema::{deliveries, notifications, users};
+use super::json::JsonDoc;
+use super::repository::{new_user_row, number_batch, NotificationRow, NumberedBatch, StoreItem};
+use super::schema::{deliveries, users};
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::result::Error;
-use diesel::sql_types::{BigInt, Text};
+use diesel::sql_types::{BigInt, Bool, Text, Timestamp};
 use diesel::sqlite::{Sqlite, SqliteConnection};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use uuid::Uuid;
@@ -49,7 +50,7 @@ pub(super) fn store(
         // insert is prepared once and cached, where a multi-row one is built and parsed
         // anew for every batch size.
         for row in &numbered.notifications {
-            diesel::insert_into(notifications::table).values(row).execute(conn)?;
+            InsertNotification(row).execute(conn)?;
         }
         for row in &numbered.deliveries {
             diesel::insert_into(deliveries::table).values(row).execute(conn)?;
@@ -57,6 +58,46 @@ pub(super) fn store(
         Ok(numbered)
     })
 }
+
+/// One row's `INSERT`, as a statement of its own static id: diesel's insert builder
+/// writes the statement's text anew for every row to find it among the prepared ones.
+struct InsertNotification<'a>(&'a NotificationRow);
+
+impl QueryId for InsertNotification<'_> {
+    type QueryId = InsertNotification<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl QueryFragment<Sqlite> for InsertNotification<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        let r = self.0;
+        out.push_sql(
+            "INSERT INTO notifications (id, user_id, sequence_number, notification_type, priority, title, \
+             message, metadata, read, toast, created_at) VALUES (",
+        );
+        out.push_bind_param::<Text, _>(&r.id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&r.user_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&r.sequence_number)?;
+        for text in [&r.notification_type, &r.priority, &r.title, &r.message] {
+            out.push_sql(", ");
+            out.push_bind_param::<Text, _>(text)?;
+        }
+        out.push_sql(", ");
+        out.push_bind_param::<JsonDoc, _>(&r.metadata)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Bool, _>(&r.read)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Bool, _>(&r.toast)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Timestamp, _>(&r.created_at)?;
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+impl<Conn> RunQueryDsl<Conn> for InsertNotification<'_> {}
 
 /// `UPDATE users … WHERE id IN (…)` with room for `SLOTS` ids (the last id repeated to
 /// fill it, which `IN` ignores), a statement of its own static id: a few shapes serve
