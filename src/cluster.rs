@@ -73,6 +73,12 @@ impl ClusterEvent {
         }
     }
 
+    /// Whether `payload` was sent by `node` (every kind carries the sender second), told
+    /// without parsing the rest: a node hears its own NOTIFYs too, frames and all.
+    pub fn is_from(payload: &str, node: &str) -> bool {
+        payload.split('|').nth(1) == Some(node)
+    }
+
     /// Parses a payload; `None` for anything malformed (ignored, never fatal).
     pub fn decode(payload: &str) -> Option<Self> {
         // A frame is JSON and may hold `|`: it is everything after the sixth field.
@@ -152,6 +158,7 @@ pub async fn listen(url: String, node: String, sessions: Arc<Sessions>, profiles
                     let mut stream = std::pin::pin!(conn.notifications_stream());
                     while let Some(item) = stream.next().await {
                         match item {
+                            Ok(n) if ClusterEvent::is_from(&n.payload, &node) => {}
                             Ok(n) => match ClusterEvent::decode(&n.payload) {
                                 Some(ClusterEvent::Committed { node: from, user, seq, toast, unread, frame })
                                     if from != node =>
@@ -186,6 +193,28 @@ pub async fn listen(url: String, node: String, sessions: Arc<Sessions>, profiles
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_tells_its_own_payloads_without_parsing_them() {
+        let user = Uuid::new_v4();
+        for e in [
+            ClusterEvent::Committed {
+                node: "a1".into(),
+                user,
+                seq: 1,
+                toast: true,
+                unread: 1,
+                frame: Some("{\"x\":\"a1|b2\"}".into()),
+            },
+            ClusterEvent::Unread { node: "a1".into(), user, count: 0 },
+            ClusterEvent::Profile { node: "a1".into(), user },
+        ] {
+            assert!(ClusterEvent::is_from(&e.encode(), "a1"));
+            assert!(!ClusterEvent::is_from(&e.encode(), "b2"));
+            assert!(!ClusterEvent::is_from(&e.encode(), "a"));
+        }
+        assert!(!ClusterEvent::is_from("garbage", "a1"));
+    }
 
     #[test]
     fn payloads_round_trip_and_garbage_is_ignored() {
