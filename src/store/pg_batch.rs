@@ -8,12 +8,12 @@
 //! its time parsing and planning them.
 
 use super::json::JsonDoc;
-use super::repository::NotificationRow;
+use super::repository::{DeliveryRow, NotificationRow};
 use super::StoreError;
 use chrono::NaiveDateTime;
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types::{Array, BigInt, Bool, Text, Timestamp};
+use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamp};
 use diesel::QueryResult;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use std::collections::HashMap;
@@ -107,6 +107,78 @@ impl QueryFragment<Pg> for InsertNotifications<'_> {
     }
 }
 
+/// Inserts a batch's outbox rows, column by column.
+struct InsertDeliveries<'a> {
+    text: [Vec<&'a str>; 5],
+    reason: Vec<Option<&'a str>>,
+    attempts: Vec<i32>,
+    last_error: Vec<Option<&'a str>>,
+    next_attempt_at: Vec<Option<NaiveDateTime>>,
+    claimed_by: Vec<Option<&'a str>>,
+    sent_at: Vec<Option<NaiveDateTime>>,
+    created_at: Vec<NaiveDateTime>,
+    updated_at: Vec<NaiveDateTime>,
+}
+
+impl<'a> InsertDeliveries<'a> {
+    fn new(rows: &'a [DeliveryRow]) -> Self {
+        let text = |f: fn(&DeliveryRow) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
+        let optional = |f: fn(&DeliveryRow) -> Option<&str>| rows.iter().map(f).collect::<Vec<Option<&str>>>();
+        Self {
+            text: [
+                text(|r| &r.id),
+                text(|r| &r.notification_id),
+                text(|r| &r.user_id),
+                text(|r| &r.channel),
+                text(|r| &r.status),
+            ],
+            reason: optional(|r| r.reason.as_deref()),
+            attempts: rows.iter().map(|r| r.attempts).collect(),
+            last_error: optional(|r| r.last_error.as_deref()),
+            next_attempt_at: rows.iter().map(|r| r.next_attempt_at).collect(),
+            claimed_by: optional(|r| r.claimed_by.as_deref()),
+            sent_at: rows.iter().map(|r| r.sent_at).collect(),
+            created_at: rows.iter().map(|r| r.created_at).collect(),
+            updated_at: rows.iter().map(|r| r.updated_at).collect(),
+        }
+    }
+}
+
+impl QueryId for InsertDeliveries<'_> {
+    type QueryId = InsertDeliveries<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl QueryFragment<Pg> for InsertDeliveries<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "INSERT INTO deliveries (id, notification_id, user_id, channel, status, reason, attempts, last_error, \
+             next_attempt_at, claimed_by, sent_at, created_at, updated_at) SELECT * FROM unnest(",
+        );
+        for column in &self.text {
+            out.push_bind_param::<Array<Text>, _>(column)?;
+            out.push_sql(", ");
+        }
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.reason)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Integer>, _>(&self.attempts)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.last_error)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Timestamp>>, _>(&self.next_attempt_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.claimed_by)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Nullable<Timestamp>>, _>(&self.sent_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Timestamp>, _>(&self.created_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Array<Timestamp>, _>(&self.updated_at)?;
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
 /// Sends every payload on the cluster channel (delivered at commit).
 struct NotifyAll<'a> {
     payloads: &'a [String],
@@ -167,6 +239,14 @@ pub(super) async fn insert_notifications(
     }
     .execute(conn)
     .await?;
+    Ok(())
+}
+
+/// Inserts the outbox rows in one statement (none: nothing sent).
+pub(super) async fn insert_deliveries(conn: &mut AsyncPgConnection, rows: &[DeliveryRow]) -> Result<(), StoreError> {
+    if !rows.is_empty() {
+        InsertDeliveries::new(rows).execute(conn).await?;
+    }
     Ok(())
 }
 

@@ -128,19 +128,19 @@ pub struct StoreItem {
 #[derive(Insertable)]
 #[diesel(table_name = deliveries)]
 pub(super) struct DeliveryRow {
-    id: String,
-    notification_id: String,
-    user_id: String,
-    channel: String,
-    status: String,
-    reason: Option<String>,
-    attempts: i32,
-    last_error: Option<String>,
-    next_attempt_at: Option<NaiveDateTime>,
-    claimed_by: Option<String>,
-    sent_at: Option<NaiveDateTime>,
-    created_at: NaiveDateTime,
-    updated_at: NaiveDateTime,
+    pub(super) id: String,
+    pub(super) notification_id: String,
+    pub(super) user_id: String,
+    pub(super) channel: String,
+    pub(super) status: String,
+    pub(super) reason: Option<String>,
+    pub(super) attempts: i32,
+    pub(super) last_error: Option<String>,
+    pub(super) next_attempt_at: Option<NaiveDateTime>,
+    pub(super) claimed_by: Option<String>,
+    pub(super) sent_at: Option<NaiveDateTime>,
+    pub(super) created_at: NaiveDateTime,
+    pub(super) updated_at: NaiveDateTime,
 }
 
 /// Each user's count in a batch, in first-seen order.
@@ -297,10 +297,7 @@ pub async fn store_batch(
                 let starts = super::pg_batch::bump_counters(conn, &per_user, now).await?;
                 let numbered = number_batch(batch, starts, now)?;
                 super::pg_batch::insert_notifications(conn, &numbered.notifications).await?;
-                // Bound each statement's parameters (PostgreSQL allows 65535).
-                for chunk in numbered.deliveries.chunks(1000) {
-                    diesel::insert_into(deliveries::table).values(chunk).execute(conn).await?;
-                }
+                super::pg_batch::insert_deliveries(conn, &numbered.deliveries).await?;
                 // Tell the other nodes; NOTIFY is transactional, so they hear of it at commit.
                 // The frames serialised for them serve the local tabs too.
                 let frames = numbered.toast_frames()?;
