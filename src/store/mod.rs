@@ -7,6 +7,33 @@
 //! [`StoreError`]; only the persistence actor runs these futures (see
 //! `actors::persistence` for why).
 
+/// Writes `bind, bind, …`, one bind per `sql type => value` (in a `walk_ast` of the
+/// batch statements, see `pg_batch` and `sqlite_batch`).
+macro_rules! push_binds {
+    ($out:ident, $($st:ty => $value:expr),+ $(,)?) => {{
+        let mut first = true;
+        $(
+            if !std::mem::take(&mut first) {
+                $out.push_sql(", ");
+            }
+            $out.push_bind_param::<$st, _>($value)?;
+        )+
+    }};
+}
+
+/// Gives each of these statement types (with one lifetime) a query id of its own, so
+/// diesel prepares it once per connection.
+macro_rules! static_query_id {
+    ($($t:ident),+ $(,)?) => {
+        $(
+            impl diesel::query_builder::QueryId for $t<'_> {
+                type QueryId = $t<'static>;
+                const HAS_STATIC_QUERY_ID: bool = true;
+            }
+        )+
+    };
+}
+
 pub mod bridge;
 pub mod json;
 pub mod outbox;

@@ -12,12 +12,14 @@ use super::repository::{DeliveryRow, NotificationRow};
 use super::StoreError;
 use chrono::NaiveDateTime;
 use diesel::pg::Pg;
-use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::query_builder::{AstPass, Query, QueryFragment};
 use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamp};
 use diesel::QueryResult;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use std::collections::HashMap;
 use uuid::Uuid;
+
+static_query_id!(BumpCounters, InsertNotifications, InsertDeliveries, NotifyAll);
 
 /// Creates or bumps every recipient's counters (a new user's row starts at its count, a
 /// known one adds to it), taking the rows in id order so that two nodes storing batches
@@ -26,11 +28,6 @@ struct BumpCounters<'a> {
     ids: &'a [String],
     counts: &'a [i64],
     now: NaiveDateTime,
-}
-
-impl QueryId for BumpCounters<'_> {
-    type QueryId = BumpCounters<'static>;
-    const HAS_STATIC_QUERY_ID: bool = true;
 }
 
 impl Query for BumpCounters<'_> {
@@ -74,34 +71,25 @@ struct InsertNotifications<'a> {
     created_at: Vec<NaiveDateTime>,
 }
 
-impl QueryId for InsertNotifications<'_> {
-    type QueryId = InsertNotifications<'static>;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
 impl QueryFragment<Pg> for InsertNotifications<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql(
             "INSERT INTO notifications (id, user_id, sequence_number, notification_type, priority, title, \
              message, metadata, read, toast, created_at) SELECT * FROM unnest(",
         );
-        out.push_bind_param::<Array<Text>, _>(&self.ids)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Text>, _>(&self.user_ids)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<BigInt>, _>(&self.sequence_numbers)?;
-        for column in [&self.types, &self.priorities, &self.titles, &self.messages] {
-            out.push_sql(", ");
-            out.push_bind_param::<Array<Text>, _>(column)?;
-        }
-        out.push_sql(", ");
-        out.push_bind_param::<Array<JsonDoc>, _>(&self.metadata)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Bool>, _>(&self.read)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Bool>, _>(&self.toast)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Timestamp>, _>(&self.created_at)?;
+        push_binds!(out,
+            Array<Text> => &self.ids,
+            Array<Text> => &self.user_ids,
+            Array<BigInt> => &self.sequence_numbers,
+            Array<Text> => &self.types,
+            Array<Text> => &self.priorities,
+            Array<Text> => &self.titles,
+            Array<Text> => &self.messages,
+            Array<JsonDoc> => &self.metadata,
+            Array<Bool> => &self.read,
+            Array<Bool> => &self.toast,
+            Array<Timestamp> => &self.created_at,
+        );
         out.push_sql(")");
         Ok(())
     }
@@ -144,36 +132,28 @@ impl<'a> InsertDeliveries<'a> {
     }
 }
 
-impl QueryId for InsertDeliveries<'_> {
-    type QueryId = InsertDeliveries<'static>;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
 impl QueryFragment<Pg> for InsertDeliveries<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql(
             "INSERT INTO deliveries (id, notification_id, user_id, channel, status, reason, attempts, last_error, \
              next_attempt_at, claimed_by, sent_at, created_at, updated_at) SELECT * FROM unnest(",
         );
-        for column in &self.text {
-            out.push_bind_param::<Array<Text>, _>(column)?;
-            out.push_sql(", ");
-        }
-        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.reason)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Integer>, _>(&self.attempts)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.last_error)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Nullable<Timestamp>>, _>(&self.next_attempt_at)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.claimed_by)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Nullable<Timestamp>>, _>(&self.sent_at)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Timestamp>, _>(&self.created_at)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Array<Timestamp>, _>(&self.updated_at)?;
+        let [id, notification_id, user_id, channel, status] = &self.text;
+        push_binds!(out,
+            Array<Text> => id,
+            Array<Text> => notification_id,
+            Array<Text> => user_id,
+            Array<Text> => channel,
+            Array<Text> => status,
+            Array<Nullable<Text>> => &self.reason,
+            Array<Integer> => &self.attempts,
+            Array<Nullable<Text>> => &self.last_error,
+            Array<Nullable<Timestamp>> => &self.next_attempt_at,
+            Array<Nullable<Text>> => &self.claimed_by,
+            Array<Nullable<Timestamp>> => &self.sent_at,
+            Array<Timestamp> => &self.created_at,
+            Array<Timestamp> => &self.updated_at,
+        );
         out.push_sql(")");
         Ok(())
     }
@@ -182,11 +162,6 @@ impl QueryFragment<Pg> for InsertDeliveries<'_> {
 /// Sends every payload on the cluster channel (delivered at commit).
 struct NotifyAll<'a> {
     payloads: &'a [String],
-}
-
-impl QueryId for NotifyAll<'_> {
-    type QueryId = NotifyAll<'static>;
-    const HAS_STATIC_QUERY_ID: bool = true;
 }
 
 impl QueryFragment<Pg> for NotifyAll<'_> {

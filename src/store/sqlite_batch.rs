@@ -13,6 +13,8 @@ use diesel::sqlite::{Sqlite, SqliteConnection};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use uuid::Uuid;
 
+static_query_id!(InsertNotification);
+
 /// Bumps each user's counters, numbers the batch and inserts it with its outbox rows,
 /// in one `IMMEDIATE` transaction.
 pub(super) fn store(
@@ -63,11 +65,6 @@ pub(super) fn store(
 /// writes the statement's text anew for every row to find it among the prepared ones.
 struct InsertNotification<'a>(&'a NotificationRow);
 
-impl QueryId for InsertNotification<'_> {
-    type QueryId = InsertNotification<'static>;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
 impl QueryFragment<Sqlite> for InsertNotification<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
         let r = self.0;
@@ -75,23 +72,19 @@ impl QueryFragment<Sqlite> for InsertNotification<'_> {
             "INSERT INTO notifications (id, user_id, sequence_number, notification_type, priority, title, \
              message, metadata, read, toast, created_at) VALUES (",
         );
-        out.push_bind_param::<Text, _>(&r.id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&r.user_id)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(&r.sequence_number)?;
-        for text in [&r.notification_type, &r.priority, &r.title, &r.message] {
-            out.push_sql(", ");
-            out.push_bind_param::<Text, _>(text)?;
-        }
-        out.push_sql(", ");
-        out.push_bind_param::<JsonDoc, _>(&r.metadata)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Bool, _>(&r.read)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Bool, _>(&r.toast)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Timestamp, _>(&r.created_at)?;
+        push_binds!(out,
+            Text => &r.id,
+            Text => &r.user_id,
+            BigInt => &r.sequence_number,
+            Text => &r.notification_type,
+            Text => &r.priority,
+            Text => &r.title,
+            Text => &r.message,
+            JsonDoc => &r.metadata,
+            Bool => &r.read,
+            Bool => &r.toast,
+            Timestamp => &r.created_at,
+        );
         out.push_sql(")");
         Ok(())
     }
