@@ -2,18 +2,18 @@
 //! [`repository::store_batch`](super::repository::store_batch)).
 
 use super::json::JsonDoc;
-use super::repository::{new_user_row, number_batch, NotificationRow, NumberedBatch, StoreItem};
-use super::schema::{deliveries, users};
+use super::repository::{new_user_row, number_batch, DeliveryRow, NotificationRow, NumberedBatch, StoreItem};
+use super::schema::users;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::result::Error;
-use diesel::sql_types::{BigInt, Bool, Text, Timestamp};
+use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text, Timestamp};
 use diesel::sqlite::{Sqlite, SqliteConnection};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use uuid::Uuid;
 
-static_query_id!(InsertNotification);
+static_query_id!(InsertNotification, InsertDelivery);
 
 /// Bumps each user's counters, numbers the batch and inserts it with its outbox rows,
 /// in one `IMMEDIATE` transaction.
@@ -55,7 +55,7 @@ pub(super) fn store(
             InsertNotification(row).execute(conn)?;
         }
         for row in &numbered.deliveries {
-            diesel::insert_into(deliveries::table).values(row).execute(conn)?;
+            InsertDelivery(row).execute(conn)?;
         }
         Ok(numbered)
     })
@@ -91,6 +91,39 @@ impl QueryFragment<Sqlite> for InsertNotification<'_> {
 }
 
 impl<Conn> RunQueryDsl<Conn> for InsertNotification<'_> {}
+
+/// One outbox row's `INSERT`, a statement of its own static id (see
+/// [`InsertNotification`]).
+struct InsertDelivery<'a>(&'a DeliveryRow);
+
+impl QueryFragment<Sqlite> for InsertDelivery<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        let r = self.0;
+        out.push_sql(
+            "INSERT INTO deliveries (id, notification_id, user_id, channel, status, reason, attempts, last_error, \
+             next_attempt_at, claimed_by, sent_at, created_at, updated_at) VALUES (",
+        );
+        push_binds!(out,
+            Text => &r.id,
+            Text => &r.notification_id,
+            Text => &r.user_id,
+            Text => &r.channel,
+            Text => &r.status,
+            Nullable<Text> => &r.reason,
+            Integer => &r.attempts,
+            Nullable<Text> => &r.last_error,
+            Nullable<Timestamp> => &r.next_attempt_at,
+            Nullable<Text> => &r.claimed_by,
+            Nullable<Timestamp> => &r.sent_at,
+            Timestamp => &r.created_at,
+            Timestamp => &r.updated_at,
+        );
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+impl<Conn> RunQueryDsl<Conn> for InsertDelivery<'_> {}
 
 /// `UPDATE users … WHERE id IN (…)` with room for `SLOTS` ids (the last id repeated to
 /// fill it, which `IN` ignores), a statement of its own static id: a few shapes serve
