@@ -108,7 +108,7 @@ impl ClusterEvent {
 /// One stored notification, as the other nodes hear of it.
 pub struct CommittedRow<'a> {
     /// Owner.
-    pub user: &'a str,
+    pub user: Uuid,
     /// Its sequence number.
     pub seq: i64,
     /// Whether its toast goes out.
@@ -120,20 +120,18 @@ pub struct CommittedRow<'a> {
 }
 
 /// Payloads for a committed batch.
-pub fn committed_payloads(node: &str, rows: Vec<CommittedRow>) -> Vec<String> {
+pub fn committed_payloads<'a>(node: &str, rows: impl IntoIterator<Item = CommittedRow<'a>>) -> Vec<String> {
     rows.into_iter()
-        .filter_map(|r| {
-            Some(
-                ClusterEvent::Committed {
-                    node: node.to_string(),
-                    user: Uuid::parse_str(r.user).ok()?,
-                    seq: r.seq,
-                    toast: r.toast,
-                    unread: r.unread,
-                    frame: r.frame.map(str::to_string),
-                }
-                .encode(),
-            )
+        .map(|r| {
+            ClusterEvent::Committed {
+                node: node.to_string(),
+                user: r.user,
+                seq: r.seq,
+                toast: r.toast,
+                unread: r.unread,
+                frame: r.frame.map(str::to_string),
+            }
+            .encode()
         })
         .collect()
 }
@@ -158,20 +156,14 @@ pub async fn listen(url: String, node: String, sessions: Arc<Sessions>, profiles
                     let mut stream = std::pin::pin!(conn.notifications_stream());
                     while let Some(item) = stream.next().await {
                         match item {
+                            // A node hears its own NOTIFYs too.
                             Ok(n) if ClusterEvent::is_from(&n.payload, &node) => {}
                             Ok(n) => match ClusterEvent::decode(&n.payload) {
-                                Some(ClusterEvent::Committed { node: from, user, seq, toast, unread, frame })
-                                    if from != node =>
-                                {
+                                Some(ClusterEvent::Committed { user, seq, toast, unread, frame, .. }) => {
                                     sessions.remote_committed(user, seq, toast, unread, frame);
                                 }
-                                Some(ClusterEvent::Unread { node: from, user, count }) if from != node => {
-                                    sessions.unread_changed(user, count);
-                                }
-                                Some(ClusterEvent::Profile { node: from, user }) if from != node => {
-                                    profiles.invalidate(user);
-                                }
-                                Some(_) => {}
+                                Some(ClusterEvent::Unread { user, count, .. }) => sessions.unread_changed(user, count),
+                                Some(ClusterEvent::Profile { user, .. }) => profiles.invalidate(user),
                                 None => tracing::debug!(payload = %n.payload, "cluster: ignoring a malformed payload"),
                             },
                             Err(e) => {
@@ -231,8 +223,7 @@ mod tests {
         for bad in ["", "n|a|not-a-uuid|1|1|1", "x|y", "n|a|00000000-0000-0000-0000-000000000000|seq|1|1"] {
             assert_eq!(ClusterEvent::decode(bad), None, "{bad}");
         }
-        let user_id = user.to_string();
-        let row = |frame| CommittedRow { user: &user_id, seq: 3, toast: true, unread: 9, frame: Some(frame) };
+        let row = |frame| CommittedRow { user, seq: 3, toast: true, unread: 9, frame: Some(frame) };
         let p = committed_payloads("n1", vec![row("{}")]);
         assert_eq!(p, vec![format!("n|n1|{user}|3|1|9|{{}}")]);
         // A frame that would break PostgreSQL's payload limit stays behind.

@@ -8,7 +8,7 @@
 //! its time parsing and planning them.
 
 use super::json::JsonDoc;
-use super::repository::{DeliveryRow, NotificationRow};
+use super::repository::{DeliveryRow, NotificationRow, INSERT_DELIVERIES, INSERT_NOTIFICATIONS};
 use super::StoreError;
 use chrono::NaiveDateTime;
 use diesel::pg::Pg;
@@ -73,10 +73,8 @@ struct InsertNotifications<'a> {
 
 impl QueryFragment<Pg> for InsertNotifications<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql(
-            "INSERT INTO notifications (id, user_id, sequence_number, notification_type, priority, title, \
-             message, metadata, read, toast, created_at) SELECT * FROM unnest(",
-        );
+        out.push_sql(INSERT_NOTIFICATIONS);
+        out.push_sql(" SELECT * FROM unnest(");
         push_binds!(out,
             Array<Text> => &self.ids,
             Array<Text> => &self.user_ids,
@@ -134,10 +132,8 @@ impl<'a> InsertDeliveries<'a> {
 
 impl QueryFragment<Pg> for InsertDeliveries<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql(
-            "INSERT INTO deliveries (id, notification_id, user_id, channel, status, reason, attempts, last_error, \
-             next_attempt_at, claimed_by, sent_at, created_at, updated_at) SELECT * FROM unnest(",
-        );
+        out.push_sql(INSERT_DELIVERIES);
+        out.push_sql(" SELECT * FROM unnest(");
         let [id, notification_id, user_id, channel, status] = &self.text;
         push_binds!(out,
             Array<Text> => id,

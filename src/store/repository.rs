@@ -3,7 +3,7 @@
 //! [`with_conn!`]: crate::with_conn
 
 use super::json::Json;
-use super::schema::{deliveries, notification_preferences, notifications, users};
+use super::schema::{notification_preferences, notifications, users};
 use super::{Db, StoreError};
 use crate::domain::delivery::{DeliveryStatus, NewDelivery};
 use crate::domain::{NewNotification, Notification, NotificationToast, StoredNotification};
@@ -21,8 +21,17 @@ pub fn to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
     t.with_nanosecond(t.nanosecond() / 1_000 * 1_000).unwrap_or(t)
 }
 
+/// The start of a batch's `notifications` insert; the row's fields bind in this order
+/// (`sqlite_batch`, `pg_batch`).
+pub(super) const INSERT_NOTIFICATIONS: &str = "INSERT INTO notifications (id, user_id, sequence_number, \
+     notification_type, priority, title, message, metadata, read, toast, created_at)";
+
+/// The start of a batch's `deliveries` insert; the row's fields bind in this order.
+pub(super) const INSERT_DELIVERIES: &str = "INSERT INTO deliveries (id, notification_id, user_id, channel, \
+     status, reason, attempts, last_error, next_attempt_at, claimed_by, sent_at, created_at, updated_at)";
+
 /// A `notifications` row.
-#[derive(Clone, Queryable, Selectable, Insertable)]
+#[derive(Queryable, Selectable)]
 #[diesel(table_name = notifications)]
 pub struct NotificationRow {
     pub(super) id: String,
@@ -54,11 +63,6 @@ impl NotificationRow {
             read: self.read,
             created_at: self.created_at.and_utc(),
         })
-    }
-
-    /// The domain form, leaving the row as it is (for NOTIFY payloads).
-    fn to_domain(&self) -> Result<Notification, StoreError> {
-        self.clone().into_domain()
     }
 
     fn from_new(n: NewNotification, sequence_number: i64, toast: bool) -> Self {
@@ -125,8 +129,7 @@ pub struct StoreItem {
     pub toast: bool,
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = deliveries)]
+/// A `deliveries` (outbox) row, as a batch creates it.
 pub(super) struct DeliveryRow {
     pub(super) id: String,
     pub(super) notification_id: String,
@@ -168,31 +171,14 @@ pub(super) struct NumberedBatch {
 }
 
 impl NumberedBatch {
-    /// Serialises the toast frame of every row whose toast goes out.
-    fn toast_frames(&self) -> Result<Vec<Option<String>>, StoreError> {
-        let now = Utc::now();
+    /// The stored notifications, each with whether its toast goes out.
+    fn into_stored(self) -> Result<Vec<(StoredNotification, bool)>, StoreError> {
         self.notifications
-            .iter()
-            .zip(&self.unread)
-            .map(|(n, &unread)| {
-                n.toast.then(|| n.to_domain().map(|d| NotificationToast::frame(&d, unread, now))).transpose()
-            })
-            .collect()
-    }
-
-    /// What the other nodes hear of each row: numbers, and the toast frame so that
-    /// the nodes holding the owner's sockets need not read it back.
-    fn committed_rows<'a>(&'a self, frames: &'a [Option<String>]) -> Vec<crate::cluster::CommittedRow<'a>> {
-        self.notifications
-            .iter()
-            .zip(&self.unread)
-            .zip(frames)
-            .map(|((n, &unread), frame)| crate::cluster::CommittedRow {
-                user: &n.user_id,
-                seq: n.sequence_number,
-                toast: n.toast,
-                unread,
-                frame: frame.as_deref(),
+            .into_iter()
+            .zip(self.unread)
+            .map(|(row, unread_count)| {
+                let toast = row.toast;
+                Ok((StoredNotification { notification: row.into_domain()?, unread_count, toast_frame: None }, toast))
             })
             .collect()
     }
@@ -276,8 +262,7 @@ pub async fn store_batch(
         .collect();
     let per_user = count_per_user(&batch);
     let now = Utc::now().naive_utc();
-    // Toast frames come serialised only from PostgreSQL, where the NOTIFY needs them.
-    let (numbered, frames): (NumberedBatch, Vec<Option<String>>) = match db {
+    let stored = match db {
         Db::Sqlite(pool) => {
             let mut conn = pool.get().await?;
             let numbered = conn
@@ -288,7 +273,7 @@ pub async fn store_batch(
                     super::sqlite_batch::store(conn, &per_user, now, batch)
                 })
                 .await?;
-            (numbered, Vec::new())
+            numbered.into_stored()?
         }
         Db::Postgres(pool) => {
             let mut conn = pool.get().await?;
@@ -298,26 +283,31 @@ pub async fn store_batch(
                 let numbered = number_batch(batch, starts, now)?;
                 super::pg_batch::insert_notifications(conn, &numbered.notifications).await?;
                 super::pg_batch::insert_deliveries(conn, &numbered.deliveries).await?;
-                // Tell the other nodes; NOTIFY is transactional, so they hear of it at commit.
-                // The frames serialised for them serve the local tabs too.
-                let frames = numbered.toast_frames()?;
-                let payloads = crate::cluster::committed_payloads(node, numbered.committed_rows(&frames));
+                // Tell the other nodes, with the toast frames so that the nodes holding the
+                // owners' sockets need not read them back; NOTIFY is transactional, so they
+                // hear of it at commit. The same frames serve the local tabs.
+                let mut stored = numbered.into_stored()?;
+                let sent_at = Utc::now();
+                for (s, toast) in &mut stored {
+                    if *toast {
+                        s.toast_frame = Some(NotificationToast::frame(&s.notification, s.unread_count, sent_at));
+                    }
+                }
+                let rows = stored.iter().map(|(s, toast)| crate::cluster::CommittedRow {
+                    user: s.notification.user_id,
+                    seq: s.notification.sequence_number,
+                    toast: *toast,
+                    unread: s.unread_count,
+                    frame: s.toast_frame.as_deref(),
+                });
+                let payloads = crate::cluster::committed_payloads(node, rows);
                 super::pg_batch::notify_all(conn, &payloads).await?;
-                Ok((numbered, frames))
+                Ok(stored)
             })
             .await?
         }
     };
-    let frames = frames.into_iter().chain(std::iter::repeat(None));
-    numbered
-        .notifications
-        .into_iter()
-        .zip(numbered.unread)
-        .zip(frames)
-        .map(|((row, unread_count), toast_frame)| {
-            Ok(StoredNotification { notification: row.into_domain()?, unread_count, toast_frame })
-        })
-        .collect()
+    Ok(stored.into_iter().map(|(s, _)| s).collect())
 }
 
 /// Filters of the inbox list.

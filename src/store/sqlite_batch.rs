@@ -2,7 +2,10 @@
 //! [`repository::store_batch`](super::repository::store_batch)).
 
 use super::json::JsonDoc;
-use super::repository::{new_user_row, number_batch, DeliveryRow, NotificationRow, NumberedBatch, StoreItem};
+use super::repository::{
+    new_user_row, number_batch, DeliveryRow, NotificationRow, NumberedBatch, StoreItem, INSERT_DELIVERIES,
+    INSERT_NOTIFICATIONS,
+};
 use super::schema::users;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -68,10 +71,8 @@ struct InsertNotification<'a>(&'a NotificationRow);
 impl QueryFragment<Sqlite> for InsertNotification<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
         let r = self.0;
-        out.push_sql(
-            "INSERT INTO notifications (id, user_id, sequence_number, notification_type, priority, title, \
-             message, metadata, read, toast, created_at) VALUES (",
-        );
+        out.push_sql(INSERT_NOTIFICATIONS);
+        out.push_sql(" VALUES (");
         push_binds!(out,
             Text => &r.id,
             Text => &r.user_id,
@@ -99,10 +100,8 @@ struct InsertDelivery<'a>(&'a DeliveryRow);
 impl QueryFragment<Sqlite> for InsertDelivery<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
         let r = self.0;
-        out.push_sql(
-            "INSERT INTO deliveries (id, notification_id, user_id, channel, status, reason, attempts, last_error, \
-             next_attempt_at, claimed_by, sent_at, created_at, updated_at) VALUES (",
-        );
+        out.push_sql(INSERT_DELIVERIES);
+        out.push_sql(" VALUES (");
         push_binds!(out,
             Text => &r.id,
             Text => &r.notification_id,

@@ -40,7 +40,6 @@
 //! group would have been written already. Such a group is dropped.
 
 use libsqlite3_sys as ffi;
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
@@ -52,9 +51,10 @@ const FRAME_HEADER: usize = 24;
 /// broadcast to thousands of users commits tens of MB).
 const MAX_PENDING: usize = 1 << 20;
 
+#[cfg(test)]
 thread_local! {
     /// `pwrite`s this thread made to WAL files (the tests count them).
-    static WAL_WRITES: Cell<u64> = const { Cell::new(0) };
+    static WAL_WRITES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// The default VFS this one wraps.
@@ -142,11 +142,6 @@ pub fn install() {
     }
 }
 
-/// `pwrite`s this thread made to WAL files so far.
-pub fn wal_writes() -> u64 {
-    WAL_WRITES.get()
-}
-
 fn inner() -> *mut ffi::sqlite3_vfs {
     INNER.get().map_or(std::ptr::null_mut(), |i| i.0)
 }
@@ -192,6 +187,7 @@ unsafe fn write_through(wal: *mut WalFile, data: *const c_void, amount: usize, o
     let mut done = 0;
     while done < amount {
         let len = (amount - done).min(MAX_WRITE);
+        #[cfg(test)]
         WAL_WRITES.set(WAL_WRITES.get() + 1);
         let rc = write((*wal).real, (data as *const u8).add(done) as *const c_void, len as c_int, offset + done as i64);
         if rc != ffi::SQLITE_OK {
@@ -372,6 +368,11 @@ static WAL_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `pwrite`s this thread made to WAL files so far.
+    fn wal_writes() -> u64 {
+        WAL_WRITES.get()
+    }
     use diesel::connection::SimpleConnection;
     use diesel::prelude::*;
     use diesel::sql_types::BigInt;
