@@ -200,16 +200,16 @@ fn id_value(name: &str, v: &Value) -> Result<(), FieldError> {
 impl Event {
     /// Parses and validates a bridge body.
     pub fn parse(body: Value) -> Result<Event, FieldError> {
-        let raw: RawEvent = serde_json::from_value(body).map_err(|e| {
+        let mut raw: RawEvent = serde_json::from_value(body).map_err(|e| {
             let text = e.to_string();
             let name =
                 text.strip_prefix("unknown field `").and_then(|r| r.split('`').next()).unwrap_or("body").to_string();
             field(&name, text)
         })?;
-        let kind_name = raw.kind.clone().ok_or_else(|| field("type", "is required"))?;
+        let kind_name = raw.kind.take().ok_or_else(|| field("type", "is required"))?;
         let kind = match kind_name.as_str() {
             "signal_generated" => {
-                let s: SignalPayload = payload("signal", raw.signal.clone())?;
+                let s: SignalPayload = payload("signal", raw.signal.take())?;
                 id_value("signal.signal_id", &s.signal_id)?;
                 short_text("signal.symbol", &s.symbol, 16)?;
                 short_text("signal.pattern_type", &s.pattern_type, 64)?;
@@ -224,7 +224,7 @@ impl Event {
                 EventKind::Signal(s)
             }
             "risk_warning" => {
-                let r: RiskPayload = payload("risk", raw.risk.clone())?;
+                let r: RiskPayload = payload("risk", raw.risk.take())?;
                 if !r.current.is_finite() || r.current < 0.0 || r.current > 1000.0 {
                     return Err(field("risk.current", "must be a percentage between 0 and 1000"));
                 }
@@ -237,14 +237,14 @@ impl Event {
                 EventKind::Risk(r)
             }
             "emergency_exit" => {
-                let x: ExitPayload = payload("exit", raw.exit.clone())?;
+                let x: ExitPayload = payload("exit", raw.exit.take())?;
                 id_value("exit.campaign_id", &x.campaign_id)?;
                 short_text("exit.symbol", &x.symbol, 16)?;
                 short_text("exit.reason", &x.reason, 500)?;
                 EventKind::Exit(x)
             }
             "system_error" => {
-                let e: ErrorPayload = payload("error", raw.error.clone())?;
+                let e: ErrorPayload = payload("error", raw.error.take())?;
                 let t = short_text("error.error_type", &e.error_type, 64)?;
                 if !t.chars().all(|c| c.is_ascii_alphanumeric() || "_.-:".contains(c)) {
                     return Err(field("error.error_type", "may only contain letters, digits and _ . - :"));
@@ -265,9 +265,9 @@ impl Event {
                     .ok_or_else(|| field("priority", "is required"))?
                     .parse::<Priority>()
                     .map_err(|e| field("priority", e))?;
-                let title = raw.title.clone().ok_or_else(|| field("title", "is required"))?;
-                let message = raw.message.clone().unwrap_or_default();
-                let metadata = raw.metadata.clone().unwrap_or_else(|| json!({}));
+                let title = raw.title.take().ok_or_else(|| field("title", "is required"))?;
+                let message = raw.message.take().unwrap_or_default();
+                let metadata = raw.metadata.take().unwrap_or_else(|| json!({}));
                 validate_title(&title)?;
                 validate_message(&message)?;
                 validate_metadata(&metadata)?;

@@ -305,12 +305,28 @@ pub fn validate_message(message: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// Bytes `value` takes serialised, counted without building the text.
+fn serialised_len(value: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).map_or(usize::MAX, |()| count.0)
+}
+
 /// Checks metadata: a JSON object of at most 16 KiB once serialised.
 pub fn validate_metadata(metadata: &serde_json::Value) -> Result<(), FieldError> {
     if !metadata.is_object() {
         return Err(FieldError::new("metadata", "must be a JSON object"));
     }
-    let size = serde_json::to_vec(metadata).map(|v| v.len()).unwrap_or(usize::MAX);
+    let size = serialised_len(metadata);
     if size > limits::METADATA_MAX_BYTES {
         return Err(FieldError::new(
             "metadata",
@@ -432,6 +448,8 @@ mod tests {
         assert_eq!(validate_metadata(&big).unwrap_err().field, "metadata");
         let fits = serde_json::json!({ "k": "x".repeat(16 * 1024 - 8) });
         assert!(validate_metadata(&fits).is_ok());
+        let escaped = serde_json::json!({ "q\"": ["é\n\u{1}", 1.5, null, {"t": true}] });
+        assert_eq!(serialised_len(&escaped), serde_json::to_vec(&escaped).unwrap().len());
     }
 
     #[test]
