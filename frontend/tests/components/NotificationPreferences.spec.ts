@@ -46,6 +46,25 @@ describe('NotificationPreferences', () => {
     expect(post.body).toMatchObject({ email_address: 'b@example.com', min_confidence_threshold: 85, quiet_hours: { timezone: 'America/New_York', start_time: '22:00' } })
   })
 
+  it('keeps the form disabled until the saved preferences are in, so nothing typed is overwritten', async () => {
+    let answer!: () => void
+    const answered = new Promise<void>((resolve) => (answer = resolve))
+    globalThis.fetch = (async () => {
+      await answered
+      return new Response(JSON.stringify(preferences({ email_address: 'a@example.com' })))
+    }) as typeof fetch
+    const pinia = createPinia()
+    setActivePinia(pinia)
+    render(NotificationPreferences, { global: { plugins: [pinia] } })
+    const fieldsets = () => [...document.querySelectorAll('fieldset')]
+    expect(fieldsets().length).toBeGreaterThan(0)
+    expect(screen.getByLabelText('Email address').closest('fieldset')!.disabled).toBe(true)
+    expect(fieldsets().every((f) => f.disabled)).toBe(true)
+    answer()
+    await screen.findByDisplayValue('a@example.com')
+    expect(fieldsets().some((f) => f.disabled)).toBe(false)
+  })
+
   it('blocks Save on an invalid phone and shows why', async () => {
     await setup()
     await fireEvent.update(screen.getByLabelText('Phone number for SMS'), '555-1234')
