@@ -33,8 +33,11 @@ export function preferences(over: Partial<NotificationPreferences> = {}): Notifi
   }
 }
 
-/** A fetch stand-in answering by method and path, recording every call. */
-export function mockFetch(routes: Record<string, (body: unknown) => { status?: number; json: unknown }>) {
+type Answer = { status?: number; json: unknown }
+
+/** A fetch stand-in answering by method and path ("METHOD /path-prefix"), recording every
+ * call; a route may answer later by returning a promise. */
+export function mockFetch(routes: Record<string, (body: unknown) => Answer | Promise<Answer>>) {
   const calls: { method: string; path: string; body: unknown }[] = []
   const fn = async (input: RequestInfo | URL, init?: RequestInit) => {
     const url = new URL(String(input), 'http://localhost')
@@ -46,7 +49,7 @@ export function mockFetch(routes: Record<string, (body: unknown) => { status?: n
       return m === method && (url.pathname + url.search).startsWith(p)
     })
     if (!key) return new Response(JSON.stringify({ error: { code: 'NOT_FOUND', message: 'no route', details: {} } }), { status: 404 })
-    const r = routes[key](body)
+    const r = await routes[key](body)
     return new Response(JSON.stringify(r.json), { status: r.status ?? 200 })
   }
   globalThis.fetch = fn as typeof fetch

@@ -49,10 +49,12 @@ describe('NotificationPreferences', () => {
   it('keeps the form disabled until the saved preferences are in, so nothing typed is overwritten', async () => {
     let answer!: () => void
     const answered = new Promise<void>((resolve) => (answer = resolve))
-    globalThis.fetch = (async () => {
-      await answered
-      return new Response(JSON.stringify(preferences({ email_address: 'a@example.com' })))
-    }) as typeof fetch
+    mockFetch({
+      'GET /api/v1/notifications/preferences': async () => {
+        await answered
+        return { json: preferences({ email_address: 'a@example.com' }) }
+      },
+    })
     const pinia = createPinia()
     setActivePinia(pinia)
     render(NotificationPreferences, { global: { plugins: [pinia] } })
