@@ -117,9 +117,12 @@ fn serve() -> ExitCode {
         Ok(s) => s,
         Err(e) => return config_failure(e),
     };
+    // Before any thread exists: arenas are handed out as threads first allocate.
+    let malloc_arenas = notifyhub::sys::cap_malloc_arenas(settings.workers);
     notifyhub::telemetry::init("info", std::io::stdout);
     let fd_limit = notifyhub::sys::raise_fd_limit();
     tracing::info!(fd_limit, "open-file limit (each socket takes one)");
+    tracing::info!(?malloc_arenas, "malloc arenas (None: MALLOC_ARENA_MAX or the allocator's default)");
     let system = actix_web::rt::System::new();
     let result = system.block_on(async move {
         let bind = settings.bind;
