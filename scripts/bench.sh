@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks notifyhub beside the reference peer nchan (nginx + libnginx-mod-nchan), one
-# after the other on this machine, as bench/README.md describes: the server pinned to
+# after the other on this machine, as README.md (Performance) describes: the server pinned to
 # CPU 1 with one worker, the load generator pinned to CPU 0, both under `chrt -r 10`
 # when allowed. Prints our figures beside nchan's and writes JSON to test-output/bench/.
 # Knobs: CLIENTS (1000), IDLE_CLIENTS (10000), MESSAGES (20000), BROADCASTS (50),
@@ -141,8 +141,14 @@ def get(d, k):
     if isinstance(v, dict):
         return f"{v.get('p50')} / {v.get('p99')} / {v.get('max')}"
     return v
-print(f"\n| {'figure':<36} | {'notifyhub':>22} | {'nchan':>22} |")
-print(f"|{'-'*38}|{'-'*24}|{'-'*24}|")
+def ratio(ours, theirs):
+    # Ours over nchan's, for single figures both runs measured.
+    if isinstance(ours, (int, float)) and isinstance(theirs, (int, float)) and theirs:
+        return f"{ours / theirs:.2f}×"
+    return ""
+print(f"\n| {'figure':<36} | {'notifyhub':>22} | {'nchan':>22} | {'ratio':>6} |")
+print(f"|{'-'*38}|{'-'*24}|{'-'*24}|{'-'*8}|")
 for label, s, k in rows:
-    print(f"| {label:<36} | {str(get(load('notifyhub', s), k)):>22} | {str(get(load('nchan', s), k)):>22} |")
+    ours, theirs = get(load('notifyhub', s), k), get(load('nchan', s), k)
+    print(f"| {label:<36} | {str(ours):>22} | {str(theirs):>22} | {ratio(ours, theirs):>6} |")
 PY

@@ -51,7 +51,11 @@ pub async fn send_test(
                 Ok(HttpResponse::Accepted()
                     .json(json!({"success": true, "message": "Test toast sent to your open tabs"})))
             }
-            _ => Err(ApiError::bad_request(
+            // Quiet hours or the user's routing keep info toasts away: for this test the
+            // channel is as good as switched off, and the answer says why.
+            _ => Err(ApiError::new(
+                actix_web::http::StatusCode::BAD_REQUEST,
+                "CHANNEL_DISABLED",
                 "toasts are not routed for info notifications right now (quiet hours or routing)",
             )
             .with_details(json!({"channel": "toast"}))),

@@ -325,6 +325,8 @@ async fn test_endpoints_answer_every_case() {
     tab.until_ready().await;
     assert_eq!(test("toast").await.status(), 202);
     assert_eq!(tab.next_toast().await["notification"]["title"], "Test notification");
+    set_prefs(&app, user, json!({"channel_preferences": {"info_channels": ["email"]}})).await;
+    assert_error(test("toast").await, 400, "CHANNEL_DISABLED").await;
     // Another user's sandbox messages are not listed.
     let other: Value =
         app.get("/api/v1/sandbox/outbox", &app.token(Uuid::new_v4(), Role::User)).await.json().await.unwrap();
