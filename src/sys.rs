@@ -26,7 +26,7 @@ pub fn raise_fd_limit() -> u64 {
 /// hub's threads hand their allocations to one another (a worker builds a batch, the
 /// persistence thread stores and frees it), so each extra arena mostly adds cross-arena
 /// frees and heaps grown with `mprotect`; on the benchmark (README, Performance) one
-/// arena per worker took 3–5 % off the CPU per message and ~5 % off the RSS per busy
+/// arena per worker took ~4 % off the CPU per message and ~8 % off the RSS per busy
 /// socket, and the slow outliers among runs went.
 pub fn malloc_arena_cap(workers: usize, operator_choice: Option<&str>) -> Option<usize> {
     match operator_choice {
