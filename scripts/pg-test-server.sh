@@ -39,8 +39,15 @@ case "${1:-start}" in
     [ "$(id -u)" -ne 0 ] || chown postgres:postgres "$dir"
     as_pg "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --no-sync >/dev/null
     # Durability is pointless for throw-away test databases; speed is not.
-    as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
-      -o "-h 127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=600" >/dev/null
+    if ! as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
+      -o "-h 127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=600" >/dev/null; then
+      echo "PostgreSQL did not start; the end of $dir/server.log:" >&2
+      tail -n 5 "$dir/server.log" >&2 || true
+      if grep -q "Address already in use" "$dir/server.log" 2>/dev/null; then
+        echo "Another server holds 127.0.0.1:$port; stop it or pick a free port with NOTIFYHUB_TEST_PG_PORT." >&2
+      fi
+      exit 1
+    fi
     echo "$url"
     ;;
   stop) stop ;;
