@@ -324,9 +324,25 @@ pub struct ListQuery {
 }
 
 /// A page of a user's inbox, newest first, and the total matching the filters.
+///
+/// Every page walks the `(user_id, sequence_number)` index from the newest end. The
+/// unread total comes from the user's row, which every change of `read` keeps in step in
+/// its own transaction: counting would walk the user's whole history (there is no index
+/// by `read`, see the migration `inbox_without_user_read_index`), and an inbox with
+/// nothing unread is answered without touching the notifications at all.
 pub async fn list_notifications(db: &Db, user: Uuid, q: &ListQuery) -> Result<(Vec<Notification>, i64), StoreError> {
     let uid = user.to_string();
     with_conn!(db, conn => {
+        let unread_total = if q.unread_only && q.notification_type.is_none() {
+            let n: Option<i64> =
+                users::table.find(&uid).select(users::unread_count).first(conn).await.optional()?;
+            Some(n.unwrap_or(0))
+        } else {
+            None
+        };
+        if unread_total == Some(0) {
+            return Ok((Vec::new(), 0));
+        }
         let mut page = notifications::table
             .filter(notifications::user_id.eq(&uid))
             .select(NotificationRow::as_select())
@@ -344,7 +360,10 @@ pub async fn list_notifications(db: &Db, user: Uuid, q: &ListQuery) -> Result<(V
             count = count.filter(notifications::notification_type.eq(t.clone()));
         }
         let rows: Vec<NotificationRow> = page.load(conn).await?;
-        let total: i64 = count.count().get_result(conn).await?;
+        let total: i64 = match unread_total {
+            Some(n) => n,
+            None => count.count().get_result(conn).await?,
+        };
         let items = rows.into_iter().map(NotificationRow::into_domain).collect::<Result<Vec<_>, _>>()?;
         Ok((items, total))
     })

@@ -106,6 +106,23 @@ crate::on_both_backends! {
         assert_eq!(again.status(), 200);
     }
 
+    async fn an_unread_page_finds_old_unread_ones_behind_newer_read_ones(app) {
+        let user = Uuid::new_v4();
+        let token = app.token(user, Role::User);
+        let stored = seed(&app, user, 5).await;
+        for n in &stored[2..] {
+            app.patch(&format!("/api/v1/notifications/{}/read", n.id), &token).await;
+        }
+        let unread = page(&app, &token, "?unread_only=true").await;
+        assert_eq!(unread["pagination"]["total_count"], 2);
+        let titles: Vec<&str> = unread["data"].as_array().unwrap().iter().map(|n| n["title"].as_str().unwrap()).collect();
+        assert_eq!(titles, ["n2", "n1"], "newest first");
+        let second = page(&app, &token, "?unread_only=true&limit=1&offset=1").await;
+        assert_eq!(second["data"][0]["title"], "n1");
+        assert_eq!(second["pagination"]["has_more"], false);
+        assert_eq!(second["pagination"]["total_count"], 2);
+    }
+
     async fn read_all_updates_every_unread_in_one_call(app) {
         let user = Uuid::new_v4();
         let token = app.token(user, Role::User);
