@@ -1,5 +1,5 @@
 -- Every notification paid for this index with one more random page written per insert
--- (about 12 % of the hub's CPU per message, a quarter of a broadcast delivery; README,
+-- (about a tenth of the hub's CPU per message, a quarter of a broadcast delivery; README,
 -- Storage). What it served is served without it: the unread count is kept in
 -- users.unread_count, and an unread listing walks the (user_id, sequence_number) index
 -- newest first, as every inbox page does.
