@@ -4,7 +4,8 @@
 # CPU 1 with one worker, the load generator pinned to CPU 0, both under `chrt -r 10`
 # when allowed. Prints our figures beside nchan's and writes JSON to test-output/bench/.
 # Knobs: CLIENTS (1000), IDLE_CLIENTS (10000), MESSAGES (20000), BROADCASTS (50),
-#        RATE (1000/s), DURATION (10 s), TARGETS ("nchan notifyhub"),
+#        RATE (1000/s), DURATION (10 s), TARGETS ("nchan notifyhub"; add notifyhub-pg for the
+#        hub on a private PostgreSQL, pinned beside it, with the database's CPU reported too),
 #        SCENARIOS ("idle user broadcast rate ingest"), REPEAT (1: runs of each scenario but
 #        idle; the table shows each figure's median over the runs, the machine being noisy).
 set -euo pipefail
@@ -47,9 +48,10 @@ wait_port() {
   return 1
 }
 
-scenarios() { # target url pid
-  local t=$1 url=$2 pid=$3 s r
-  local common=(--target "$t" --url "$url" --server-pid "$pid")
+scenarios() { # label loadgen-target url pid [more loadgen arguments]
+  local t=$1 target=$2 url=$3 pid=$4 s r
+  shift 4
+  local common=(--target "$target" --url "$url" --server-pid "$pid" "$@")
   for s in $SCENARIOS; do
     rm -f "$OUT/$t-$s".*.json
     # Idle runs once: a second run reuses the memory the first one's sockets freed,
@@ -94,7 +96,7 @@ mkdir -p "$NCHAN_DIR/tmp"
 NCHAN_PID=$!
 wait_port 8101
 WORKER=$(pgrep -P "$NCHAN_PID" nginx | head -1 || echo "$NCHAN_PID")
-scenarios nchan http://127.0.0.1:8101 "$WORKER" || true
+scenarios nchan nchan http://127.0.0.1:8101 "$WORKER" || true
 kill "$NCHAN_PID"; wait "$NCHAN_PID" 2>/dev/null || true
 fi
 
@@ -106,8 +108,28 @@ NOTIFYHUB_DATA_DIR="$HUB_DIR" NOTIFYHUB_BIND=127.0.0.1:8102 NOTIFYHUB_WORKERS=1 
   RUST_LOG=warn "${SERVER[@]}" "$BIN/notifyhub" serve >/dev/null 2>"$OUT/notifyhub.stderr" &
 HUB_PID=$!
 wait_port 8102
-scenarios notifyhub http://127.0.0.1:8102 "$HUB_PID"
+scenarios notifyhub notifyhub http://127.0.0.1:8102 "$HUB_PID"
 kill -TERM "$HUB_PID"; wait "$HUB_PID" 2>/dev/null || true
+fi
+
+if [[ " $TARGETS " == *" notifyhub-pg "* ]]; then
+echo "==> notifyhub on PostgreSQL (a private server on CPU 1 with the hub)"
+scripts/install-deps.sh --with-postgres
+# The server inherits the pinning, so the hub and its database share CPU 1 as the hub
+# alone does above; the load generator adds the database's CPU to the table.
+PG_URL=$("${SERVER[@]}" scripts/pg-test-server.sh start)
+trap 'scripts/pg-test-server.sh stop' EXIT
+PG_PID=$(head -n 1 "${NOTIFYHUB_TEST_PG_DIR:-/var/tmp/notifyhub-pg}/data/postmaster.pid")
+HUB_DIR=$(mktemp -d)
+export NOTIFYHUB_JWT_SECRET=bench-secret-0123456789abcdef NOTIFYHUB_SERVICE_TOKEN=bench-service-token-0123456789
+DATABASE_URL="$PG_URL" NOTIFYHUB_DATA_DIR="$HUB_DIR" NOTIFYHUB_BIND=127.0.0.1:8103 NOTIFYHUB_WORKERS=1 \
+  NOTIFYHUB_SERVICE_TOKENS=$NOTIFYHUB_SERVICE_TOKEN RUST_LOG=warn \
+  "${SERVER[@]}" "$BIN/notifyhub" serve >/dev/null 2>"$OUT/notifyhub-pg.stderr" &
+HUB_PID=$!
+wait_port 8103
+scenarios notifyhub-pg notifyhub http://127.0.0.1:8103 "$HUB_PID" --database-pid "$PG_PID"
+kill -TERM "$HUB_PID"; wait "$HUB_PID" 2>/dev/null || true
+scripts/pg-test-server.sh stop
 fi
 
 python3 - "$OUT" "$STARTED" <<'PY'
@@ -151,4 +173,22 @@ print(f"|{'-'*38}|{'-'*24}|{'-'*24}|{'-'*8}|")
 for label, s, k in rows:
     ours, theirs = get(load('notifyhub', s), k), get(load('nchan', s), k)
     print(f"| {label:<36} | {str(ours):>22} | {str(theirs):>22} | {ratio(ours, theirs):>6} |")
+# The hub on PostgreSQL beside the hub on SQLite, when this invocation ran both.
+if any(load('notifyhub-pg', s) for s in ("user", "broadcast", "rate", "ingest")):
+    pg_rows = [
+        ("user: messages/s", "user", "sent_per_s"),
+        ("user: hub CPU µs/message", "user", "server_cpu_us_per_message"),
+        ("user: database CPU µs/message", "user", "database_cpu_us_per_message"),
+        ("broadcast: hub CPU µs/delivery", "broadcast", "server_cpu_us_per_message"),
+        ("broadcast: database CPU µs/delivery", "broadcast", "database_cpu_us_per_message"),
+        ("rate: p50 / p99 / max (ms)", "rate", "latency_ms"),
+        ("ingest: publishes/s", "ingest", "sent_per_s"),
+        ("ingest: hub CPU µs/publish", "ingest", "server_cpu_us_per_message"),
+        ("ingest: database CPU µs/publish", "ingest", "database_cpu_us_per_message"),
+    ]
+    print(f"\n| {'figure':<36} | {'SQLite':>22} | {'PostgreSQL':>22} | {'PG/SQLite':>9} |")
+    print(f"|{'-'*38}|{'-'*24}|{'-'*24}|{'-'*11}|")
+    for label, s, k in pg_rows:
+        lite, pg = get(load('notifyhub', s), k), get(load('notifyhub-pg', s), k)
+        print(f"| {label:<36} | {str(lite):>22} | {str(pg):>22} | {ratio(pg, lite):>9} |")
 PY

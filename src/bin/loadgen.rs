@@ -64,6 +64,10 @@ struct Args {
     /// The server's PID, for CPU and RSS from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// The database server's PID (PostgreSQL's postmaster), for the CPU it and its
+    /// children (a backend per connection) spend, reported beside the server's.
+    #[arg(long)]
+    database_pid: Option<u32>,
     /// notifyhub: the JWT secret (to sign the clients' tokens).
     #[arg(long, env = "NOTIFYHUB_JWT_SECRET", default_value = "")]
     jwt_secret: String,
@@ -88,6 +92,28 @@ fn proc_stats(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let rss = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
     Some((ticks, rss))
+}
+
+/// The fields of /proc/PID/stat after the command name (state is 0, ppid 1, utime 11).
+fn stat_fields(pid: u32) -> Option<Vec<u64>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    // The state letter parses as 0; only numeric fields are read.
+    Some(after.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect())
+}
+
+/// CPU ticks of a process and of all its children: the live ones' own time, the reaped
+/// ones' through the parent's cutime/cstime, so a backend that exits mid-run still counts.
+fn tree_ticks(pid: u32) -> Option<u64> {
+    let own = stat_fields(pid)?;
+    let mut ticks = own.get(11..15)?.iter().sum::<u64>();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        if let Some(f) = stat_fields(child).filter(|f| f.get(1) == Some(&u64::from(pid))) {
+            ticks += f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+        }
+    }
+    Some(ticks)
 }
 
 const TICKS_PER_SEC: f64 = 100.0;
@@ -310,6 +336,7 @@ async fn run(args: Args) -> Result<(), String> {
         out["server_rss_kib"] = json!(r1);
     }
     let start_stats = args.server_pid.and_then(proc_stats);
+    let start_db = args.database_pid.and_then(tree_ticks);
     let started = Instant::now();
     let (sent, expected) = match args.scenario {
         Scenario::Idle => (0u64, 0u64),
@@ -386,6 +413,7 @@ async fn run(args: Args) -> Result<(), String> {
     wait_received(&rec, expected, Duration::from_secs(60)).await;
     let elapsed = started.elapsed().as_secs_f64();
     let end_stats = args.server_pid.and_then(proc_stats);
+    let end_db = args.database_pid.and_then(tree_ticks);
     let received = rec.received.load(Ordering::Relaxed);
     out["sent"] = json!(sent);
     out["delivered"] = json!(received);
@@ -394,11 +422,17 @@ async fn run(args: Args) -> Result<(), String> {
         out["sent_per_s"] = json!((sent as f64 / elapsed).round());
         out["delivered_per_s"] = json!((received as f64 / elapsed).round());
     }
+    let per = if args.scenario == Scenario::Broadcast { received.max(1) } else { sent.max(1) };
+    let mut cpu = |name: &str, t0: u64, t1: u64| {
+        let ticks = t1.saturating_sub(t0) as f64;
+        out[format!("{name}_cpu_s")] = json!((ticks / TICKS_PER_SEC * 1000.0).round() / 1000.0);
+        out[format!("{name}_cpu_us_per_message")] = json!((ticks / TICKS_PER_SEC * 1e6 / per as f64 * 10.0).round() / 10.0);
+    };
     if let (Some((t0, _)), Some((t1, _))) = (start_stats, end_stats) {
-        let cpu_us = (t1 - t0) as f64 / TICKS_PER_SEC * 1e6;
-        out["server_cpu_s"] = json!(((t1 - t0) as f64 / TICKS_PER_SEC * 1000.0).round() / 1000.0);
-        let per = if args.scenario == Scenario::Broadcast { received.max(1) } else { sent.max(1) };
-        out["server_cpu_us_per_message"] = json!((cpu_us / per as f64 * 10.0).round() / 10.0);
+        cpu("server", t0, t1);
+    }
+    if let (Some(t0), Some(t1)) = (start_db, end_db) {
+        cpu("database", t0, t1);
     }
     let mut lat = rec.latencies_us.lock().map(|l| l.clone()).unwrap_or_default();
     lat.sort_unstable();
