@@ -426,7 +426,8 @@ async fn run(args: Args) -> Result<(), String> {
     let mut cpu = |name: &str, t0: u64, t1: u64| {
         let ticks = t1.saturating_sub(t0) as f64;
         out[format!("{name}_cpu_s")] = json!((ticks / TICKS_PER_SEC * 1000.0).round() / 1000.0);
-        out[format!("{name}_cpu_us_per_message")] = json!((ticks / TICKS_PER_SEC * 1e6 / per as f64 * 10.0).round() / 10.0);
+        out[format!("{name}_cpu_us_per_message")] =
+            json!((ticks / TICKS_PER_SEC * 1e6 / per as f64 * 10.0).round() / 10.0);
     };
     if let (Some((t0, _)), Some((t1, _))) = (start_stats, end_stats) {
         cpu("server", t0, t1);
