@@ -446,3 +446,31 @@ async fn run(args: Args) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn own_ticks(pid: u32) -> u64 {
+        stat_fields(pid).map(|f| f[11] + f[12]).unwrap_or(0)
+    }
+
+    #[test]
+    fn a_process_tree_counts_its_children_live_and_reaped() {
+        let me = std::process::id();
+        // The children's share: the tree less this process's own time.
+        let children = || tree_ticks(me).expect("own stat") - own_ticks(me);
+        let before = children();
+        let mut child = std::process::Command::new("sh").args(["-c", "while :; do :; done"]).spawn().unwrap();
+        // Polled until the busy child shows a few ticks of its own in /proc.
+        while own_ticks(child.id()) < 5 {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let burnt = own_ticks(child.id());
+        assert!(children() >= before + burnt, "a live child's CPU counts");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(children() >= before + burnt, "a reaped child's CPU still counts");
+        assert_eq!(tree_ticks(u32::MAX), None, "no such process");
+    }
+}
