@@ -122,7 +122,10 @@ fn serve() -> ExitCode {
     notifyhub::telemetry::init("info", std::io::stdout);
     let fd_limit = notifyhub::sys::raise_fd_limit();
     tracing::info!(fd_limit, "open-file limit (each socket takes one)");
-    tracing::info!(?malloc_arenas, "malloc arenas (None: MALLOC_ARENA_MAX or the allocator's default)");
+    match malloc_arenas {
+        Some(n) => tracing::info!(malloc_arenas = n, "malloc arenas capped at one per worker"),
+        None => tracing::info!("malloc arenas left to MALLOC_ARENA_MAX or the allocator's default"),
+    }
     let system = actix_web::rt::System::new();
     let result = system.block_on(async move {
         let bind = settings.bind;
