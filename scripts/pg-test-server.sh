@@ -3,10 +3,13 @@
 #   scripts/pg-test-server.sh start   # fresh cluster; prints the admin URL
 #   scripts/pg-test-server.sh stop
 #   scripts/pg-test-server.sh url
-# Settings: NOTIFYHUB_TEST_PG_PORT (default 55432), NOTIFYHUB_TEST_PG_DIR (default /var/tmp/notifyhub-pg).
+# Settings: NOTIFYHUB_TEST_PG_PORT (default 25432), NOTIFYHUB_TEST_PG_DIR (default /var/tmp/notifyhub-pg).
+# The port sits below Linux's ephemeral range (32768-60999): a port inside it can be held
+# for a minute by an outgoing connection in TIME-WAIT (the load generator makes tens of
+# thousands), and then PostgreSQL cannot listen on it.
 set -euo pipefail
 
-port="${NOTIFYHUB_TEST_PG_PORT:-55432}"
+port="${NOTIFYHUB_TEST_PG_PORT:-25432}"
 dir="${NOTIFYHUB_TEST_PG_DIR:-/var/tmp/notifyhub-pg}"
 bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)"
 url="postgres://postgres@127.0.0.1:${port}/postgres"
