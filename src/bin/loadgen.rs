@@ -61,9 +61,10 @@ struct Args {
     /// Approximate message size in bytes.
     #[arg(long, default_value_t = 500)]
     size: usize,
-    /// The server's PID, for CPU and RSS from /proc.
+    /// The server's PID, for CPU and RSS from /proc; repeat it for several nodes (their
+    /// CPU and RSS are added up).
     #[arg(long)]
-    server_pid: Option<u32>,
+    server_pid: Vec<u32>,
     /// The database server's PID (PostgreSQL's postmaster), for the CPU it and its
     /// children (a backend per connection) spend, reported beside the server's.
     #[arg(long)]
@@ -89,6 +90,14 @@ fn proc_stats(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let rss = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
     Some((ticks, rss))
+}
+
+/// [`proc_stats`] added up over the servers (`None` without any, or when one is gone).
+fn servers_stats(pids: &[u32]) -> Option<(u64, u64)> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().try_fold((0, 0), |(t, r), pid| proc_stats(*pid).map(|(t1, r1)| (t + t1, r + r1)))
 }
 
 /// The fields of /proc/PID/stat after the command name (state is 0, ppid 1, utime 11).
@@ -317,13 +326,13 @@ async fn run(args: Args) -> Result<(), String> {
     let client =
         reqwest::Client::builder().pool_max_idle_per_host(args.in_flight).build().map_err(|e| e.to_string())?;
     let pad = payload(args.size);
-    let before_connect = args.server_pid.and_then(proc_stats);
+    let before_connect = servers_stats(&args.server_pid);
     let connected =
         if args.scenario == Scenario::Ingest { 0 } else { connect_all(&args, &users, &keys, rec.clone()).await };
     if args.scenario != Scenario::Ingest && connected < args.clients {
         eprintln!("warning: {connected} of {} clients connected", args.clients);
     }
-    let after_connect = args.server_pid.and_then(proc_stats);
+    let after_connect = servers_stats(&args.server_pid);
     let mut out = json!({"target": format!("{:?}", args.target).to_lowercase(), "scenario": format!("{:?}", args.scenario).to_lowercase(),
                          "clients": connected, "message_bytes": args.size});
     if let (Some((_, r0)), Some((_, r1))) = (before_connect, after_connect) {
@@ -332,7 +341,7 @@ async fn run(args: Args) -> Result<(), String> {
         }
         out["server_rss_kib"] = json!(r1);
     }
-    let start_stats = args.server_pid.and_then(proc_stats);
+    let start_stats = servers_stats(&args.server_pid);
     let start_db = args.database_pid.and_then(tree_ticks);
     let started = Instant::now();
     let (sent, expected) = match args.scenario {
@@ -409,7 +418,7 @@ async fn run(args: Args) -> Result<(), String> {
     };
     wait_received(&rec, expected, Duration::from_secs(60)).await;
     let elapsed = started.elapsed().as_secs_f64();
-    let end_stats = args.server_pid.and_then(proc_stats);
+    let end_stats = servers_stats(&args.server_pid);
     let end_db = args.database_pid.and_then(tree_ticks);
     let received = rec.received.load(Ordering::Relaxed);
     out["sent"] = json!(sent);
@@ -469,5 +478,16 @@ mod tests {
         child.wait().unwrap();
         assert!(children() >= before + burnt, "a reaped child's CPU still counts");
         assert_eq!(tree_ticks(u32::MAX), None, "no such process");
+    }
+
+    #[test]
+    fn several_servers_add_up() {
+        let me = std::process::id();
+        let (t, r) = proc_stats(me).unwrap();
+        let (t2, r2) = servers_stats(&[me, me]).unwrap();
+        // Read again after the first: the ticks may have moved on, never back.
+        assert!(t2 >= 2 * t && r2 >= r, "{t2} {r2} against {t} {r}");
+        assert_eq!(servers_stats(&[]), None);
+        assert_eq!(servers_stats(&[me, u32::MAX]), None, "a server gone spoils the sum");
     }
 }
