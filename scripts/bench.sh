@@ -100,16 +100,27 @@ scenarios nchan nchan http://127.0.0.1:8101 "$WORKER" || true
 kill "$NCHAN_PID"; wait "$NCHAN_PID" 2>/dev/null || true
 fi
 
+export NOTIFYHUB_JWT_SECRET=bench-secret-0123456789abcdef NOTIFYHUB_SERVICE_TOKEN=bench-service-token-0123456789
+
+# Starts the hub pinned like any server here, with a data dir of its own, on `port`;
+# stderr goes to $OUT/<name>.stderr. Sets HUB_PID.
+start_hub() { # name port
+  NOTIFYHUB_DATA_DIR="$(mktemp -d)" NOTIFYHUB_BIND="127.0.0.1:$2" NOTIFYHUB_WORKERS=1 \
+    NOTIFYHUB_SERVICE_TOKENS=$NOTIFYHUB_SERVICE_TOKEN RUST_LOG=warn \
+    "${SERVER[@]}" "$BIN/notifyhub" serve >/dev/null 2>"$OUT/$1.stderr" &
+  HUB_PID=$!
+  wait_port "$2"
+}
+
+stop_hub() {
+  kill -TERM "$HUB_PID"; wait "$HUB_PID" 2>/dev/null || true
+}
+
 if [[ " $TARGETS " == *" notifyhub "* ]]; then
 echo "==> notifyhub"
-HUB_DIR=$(mktemp -d)
-export NOTIFYHUB_JWT_SECRET=bench-secret-0123456789abcdef NOTIFYHUB_SERVICE_TOKEN=bench-service-token-0123456789
-NOTIFYHUB_DATA_DIR="$HUB_DIR" NOTIFYHUB_BIND=127.0.0.1:8102 NOTIFYHUB_WORKERS=1 NOTIFYHUB_SERVICE_TOKENS=$NOTIFYHUB_SERVICE_TOKEN \
-  RUST_LOG=warn "${SERVER[@]}" "$BIN/notifyhub" serve >/dev/null 2>"$OUT/notifyhub.stderr" &
-HUB_PID=$!
-wait_port 8102
+start_hub notifyhub 8102
 scenarios notifyhub notifyhub http://127.0.0.1:8102 "$HUB_PID"
-kill -TERM "$HUB_PID"; wait "$HUB_PID" 2>/dev/null || true
+stop_hub
 fi
 
 if [[ " $TARGETS " == *" notifyhub-pg "* ]]; then
@@ -120,15 +131,9 @@ scripts/install-deps.sh --with-postgres
 PG_URL=$("${SERVER[@]}" scripts/pg-test-server.sh start)
 trap 'scripts/pg-test-server.sh stop' EXIT
 PG_PID=$(head -n 1 "${NOTIFYHUB_TEST_PG_DIR:-/var/tmp/notifyhub-pg}/data/postmaster.pid")
-HUB_DIR=$(mktemp -d)
-export NOTIFYHUB_JWT_SECRET=bench-secret-0123456789abcdef NOTIFYHUB_SERVICE_TOKEN=bench-service-token-0123456789
-DATABASE_URL="$PG_URL" NOTIFYHUB_DATA_DIR="$HUB_DIR" NOTIFYHUB_BIND=127.0.0.1:8103 NOTIFYHUB_WORKERS=1 \
-  NOTIFYHUB_SERVICE_TOKENS=$NOTIFYHUB_SERVICE_TOKEN RUST_LOG=warn \
-  "${SERVER[@]}" "$BIN/notifyhub" serve >/dev/null 2>"$OUT/notifyhub-pg.stderr" &
-HUB_PID=$!
-wait_port 8103
+DATABASE_URL="$PG_URL" start_hub notifyhub-pg 8103
 scenarios notifyhub-pg notifyhub http://127.0.0.1:8103 "$HUB_PID" --database-pid "$PG_PID"
-kill -TERM "$HUB_PID"; wait "$HUB_PID" 2>/dev/null || true
+stop_hub
 scripts/pg-test-server.sh stop
 fi
 
