@@ -43,6 +43,7 @@ pub mod repository;
 pub mod schema;
 mod sqlite_batch;
 pub mod sqlite_checkpoint;
+pub mod sqlite_page_cache;
 pub mod sqlite_wal_writes;
 
 use crate::config::DatabaseUrl;

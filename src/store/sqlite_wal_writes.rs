@@ -121,6 +121,10 @@ const REAL_OFFSET: usize = std::mem::size_of::<WalFile>().next_multiple_of(8);
 pub fn install() {
     static INSTALLED: OnceLock<c_int> = OnceLock::new();
     let rc = *INSTALLED.get_or_init(|| {
+        // Before the VFS lookup below, which initialises SQLite.
+        if !super::sqlite_page_cache::install() {
+            tracing::debug!("SQLite was initialised before its page cache could be wrapped");
+        }
         // SAFETY: sqlite3_vfs_find with NULL returns the default VFS, which lives for
         // the whole process; the copy is leaked so it does too.
         unsafe {
