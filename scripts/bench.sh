@@ -5,7 +5,8 @@
 # when allowed. Prints our figures beside nchan's and writes JSON to test-output/bench/.
 # Knobs: CLIENTS (1000), IDLE_CLIENTS (10000), MESSAGES (20000), BROADCASTS (50),
 #        RATE (1000/s), DURATION (10 s), TARGETS ("nchan notifyhub"; add notifyhub-pg for the
-#        hub on a private PostgreSQL, pinned beside it, with the database's CPU reported too),
+#        hub on a private PostgreSQL, pinned beside it, with the database's CPU reported too,
+#        and notifyhub-2pg for two hubs on that PostgreSQL, user-targeted messages only),
 #        SCENARIOS ("idle user broadcast rate ingest"), REPEAT (1: runs of each scenario but
 #        idle; the table shows each figure's median over the runs, the machine being noisy).
 set -euo pipefail
@@ -123,17 +124,39 @@ scenarios notifyhub notifyhub http://127.0.0.1:8102 "$HUB_PID"
 stop_hub
 fi
 
-if [[ " $TARGETS " == *" notifyhub-pg "* ]]; then
-echo "==> notifyhub on PostgreSQL (a private server on CPU 1 with the hub)"
+if [[ " $TARGETS " == *" notifyhub-pg "* || " $TARGETS " == *" notifyhub-2pg "* ]]; then
 scripts/install-deps.sh --with-postgres
 # The server inherits the pinning, so the hub and its database share CPU 1 as the hub
 # alone does above; the load generator adds the database's CPU to the table.
 PG_URL=$("${SERVER[@]}" scripts/pg-test-server.sh start)
 trap 'scripts/pg-test-server.sh stop' EXIT
 PG_PID=$(head -n 1 "${NOTIFYHUB_TEST_PG_DIR:-/var/tmp/notifyhub-pg}/data/postmaster.pid")
-DATABASE_URL="$PG_URL" start_hub notifyhub-pg 8103
-scenarios notifyhub-pg notifyhub http://127.0.0.1:8103 "$HUB_PID" --database-pid "$PG_PID"
-stop_hub
+# A fresh database of its own for each target.
+fresh_database() { # name
+  psql -q "$PG_URL" -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null
+  echo "${PG_URL%/*}/$1"
+}
+if [[ " $TARGETS " == *" notifyhub-pg "* ]]; then
+  echo "==> notifyhub on PostgreSQL (a private server on CPU 1 with the hub)"
+  DATABASE_URL=$(fresh_database bench_one_node) start_hub notifyhub-pg 8103
+  scenarios notifyhub-pg notifyhub http://127.0.0.1:8103 "$HUB_PID" --database-pid "$PG_PID"
+  stop_hub
+fi
+if [[ " $TARGETS " == *" notifyhub-2pg "* ]]; then
+  # Two nodes, user-targeted messages only, with twice the requests in flight so that
+  # each node sees the load one node sees above (with the same total, each would get
+  # half, and its batches would shrink). Everything shares CPU 1, so the throughput
+  # cannot grow here: the CPU each message costs tells what a second node adds.
+  echo "==> two notifyhub nodes on one PostgreSQL (CPU 1 for all three)"
+  TWO_NODES_URL=$(fresh_database bench_two_nodes)
+  DATABASE_URL=$TWO_NODES_URL start_hub notifyhub-2pg-a 8104
+  FIRST_PID=$HUB_PID
+  DATABASE_URL=$TWO_NODES_URL start_hub notifyhub-2pg-b 8105
+  SCENARIOS=user scenarios notifyhub-2pg notifyhub http://127.0.0.1:8104 "$FIRST_PID" \
+    --url http://127.0.0.1:8105 --server-pid "$HUB_PID" --database-pid "$PG_PID" --in-flight 64
+  stop_hub
+  HUB_PID=$FIRST_PID stop_hub
+fi
 scripts/pg-test-server.sh stop
 fi
 
@@ -173,11 +196,12 @@ def ratio(ours, theirs):
     if isinstance(ours, (int, float)) and isinstance(theirs, (int, float)) and theirs:
         return f"{ours / theirs:.2f}×"
     return ""
-print(f"\n| {'figure':<36} | {'notifyhub':>22} | {'nchan':>22} | {'ratio':>6} |")
-print(f"|{'-'*38}|{'-'*24}|{'-'*24}|{'-'*8}|")
-for label, s, k in rows:
-    ours, theirs = get(load('notifyhub', s), k), get(load('nchan', s), k)
-    print(f"| {label:<36} | {str(ours):>22} | {str(theirs):>22} | {ratio(ours, theirs):>6} |")
+if any(load(t, s) for t in ("notifyhub", "nchan") for _, s, _ in rows):
+    print(f"\n| {'figure':<36} | {'notifyhub':>22} | {'nchan':>22} | {'ratio':>6} |")
+    print(f"|{'-'*38}|{'-'*24}|{'-'*24}|{'-'*8}|")
+    for label, s, k in rows:
+        ours, theirs = get(load('notifyhub', s), k), get(load('nchan', s), k)
+        print(f"| {label:<36} | {str(ours):>22} | {str(theirs):>22} | {ratio(ours, theirs):>6} |")
 # The hub on PostgreSQL beside the hub on SQLite, when this invocation ran both.
 if any(load('notifyhub-pg', s) for s in ("user", "broadcast", "rate", "ingest")):
     pg_rows = [
@@ -196,4 +220,17 @@ if any(load('notifyhub-pg', s) for s in ("user", "broadcast", "rate", "ingest"))
     for label, s, k in pg_rows:
         lite, pg = get(load('notifyhub', s), k), get(load('notifyhub-pg', s), k)
         print(f"| {label:<36} | {str(lite):>22} | {str(pg):>22} | {ratio(pg, lite):>9} |")
+# Two nodes beside one, both on PostgreSQL, when this invocation ran both.
+one, two = load('notifyhub-pg', 'user'), load('notifyhub-2pg', 'user')
+if one and two:
+    print(f"\n| {'user-targeted, on PostgreSQL':<36} | {'one node':>22} | {'two nodes':>22} | {'two/one':>9} |")
+    print(f"|{'-'*38}|{'-'*24}|{'-'*24}|{'-'*11}|")
+    for label, k in (("messages/s (all on CPU 1)", "sent_per_s"), ("hubs' CPU µs/message", "server_cpu_us_per_message"),
+                     ("database CPU µs/message", "database_cpu_us_per_message"), ("p99 latency (ms)", ("latency_ms", "p99"))):
+        a, b = get(one, k), get(two, k)
+        print(f"| {label:<36} | {str(a):>22} | {str(b):>22} | {ratio(b, a):>9} |")
+    hub_one, hub_two = one.get("server_cpu_us_per_message"), two.get("server_cpu_us_per_message")
+    if hub_one and hub_two:
+        print(f"Two nodes with a core each (and the database with cores to match) would carry "
+              f"2 × {hub_one} / {hub_two} = {2 * hub_one / hub_two:.2f}× one node's messages.")
 PY
