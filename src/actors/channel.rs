@@ -53,6 +53,8 @@ pub enum TestRefusal {
     Rejected(String),
     /// The provider is unwell (transient).
     Unavailable(String),
+    /// The user's messages on this channel for the hour are spent (tests count too).
+    RateLimited(i64),
 }
 
 /// Sends a test message to a user, outside the outbox.
@@ -302,16 +304,18 @@ impl Attempt {
             }
         };
         let now = self.clock.now();
+        let mut counted = None;
         let finish = if let Err(reason) = reachable(self.channel, &prefs, !subs.is_empty()) {
             Some(Finish::Suppressed { reason })
         } else if let Some(limit) = self.hourly_limit {
-            let (user, channel) = (row.user_id, self.channel);
-            let since = now - Duration::hours(1);
-            match self.store.call(move |db| async move { outbox::sent_since(&db, user, channel, since).await }).await {
-                Ok(n) if n >= limit => Some(Finish::Suppressed { reason: "rate_limited" }),
-                Ok(_) => None,
+            match count_send(&self.store, row.user_id, self.channel, now, limit).await {
+                Ok(Some(id)) => {
+                    counted = Some(id);
+                    None
+                }
+                Ok(None) => Some(Finish::Suppressed { reason: "rate_limited" }),
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the rate-limit window; retrying later");
+                    tracing::warn!(error = %e, "cannot count the send against the rate limit; retrying later");
                     return none;
                 }
             }
@@ -329,6 +333,9 @@ impl Attempt {
                     subscriptions: subs,
                 };
                 let result = self.sender.send(job).await;
+                if !matches!(result, SendResult::Sent(_)) {
+                    uncount_send(&self.store, counted).await;
+                }
                 let now = self.clock.now();
                 match result {
                     SendResult::Sent(receipt) => {
@@ -365,6 +372,25 @@ impl Attempt {
             tracing::error!(error = %e, "cannot record a delivery outcome; the claim will lapse and it may be sent again");
         }
         outcome
+    }
+}
+
+/// Counts a send against the user's hourly limit (see [`outbox::reserve_send`]).
+async fn count_send(
+    store: &StoreHandle,
+    user: Uuid,
+    channel: Channel,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Option<String>, StoreError> {
+    store.call(move |db| async move { outbox::reserve_send(&db, user, channel, now, limit).await }).await
+}
+
+/// Gives back a counted send that did not go out.
+async fn uncount_send(store: &StoreHandle, counted: Option<String>) {
+    let Some(id) = counted else { return };
+    if let Err(e) = store.call(move |db| async move { outbox::release_send(&db, &id).await }).await {
+        tracing::warn!(error = %e, "cannot give back a failed send; it counts against the hour's limit");
     }
 }
 
@@ -412,8 +438,13 @@ impl Handler<SendTest> for ChannelActor {
             let _ = msg.reply.send(Err(TestRefusal::CircuitOpen));
             return;
         }
-        let (store, pii, channel, sender) =
-            (self.attempt.store.clone(), self.attempt.pii.clone(), self.attempt.channel, self.attempt.sender.clone());
+        let (store, pii, channel, sender, limit) = (
+            self.attempt.store.clone(),
+            self.attempt.pii.clone(),
+            self.attempt.channel,
+            self.attempt.sender.clone(),
+            self.attempt.hourly_limit,
+        );
         let user = msg.user;
         let fut = async move {
             let (prefs, subs) = match load_job(&store, &pii, user, channel).await {
@@ -425,9 +456,23 @@ impl Handler<SendTest> for ChannelActor {
                 Err(_) => return (None, Err(TestRefusal::NoAddress)),
                 Ok(()) => {}
             }
+            // A test is a real message on the company's account: it counts against the
+            // same hourly limit as any other.
+            let mut counted = None;
+            if let Some(limit) = limit {
+                match count_send(&store, user, channel, now, limit).await {
+                    Ok(Some(id)) => counted = Some(id),
+                    Ok(None) => return (None, Err(TestRefusal::RateLimited(limit))),
+                    Err(e) => return (None, Err(TestRefusal::Unavailable(e.to_string()))),
+                }
+            }
             let dest = destination(channel, &prefs, subs.len());
             let job = SendJob { user_id: user, content: Content::test(user, channel), prefs, subscriptions: subs };
-            match sender.send(job).await {
+            let result = sender.send(job).await;
+            if !matches!(result, SendResult::Sent(_)) {
+                uncount_send(&store, counted).await;
+            }
+            match result {
                 SendResult::Sent(_) => (Some(true), Ok(dest)),
                 SendResult::Transient(e) => (Some(false), Err(TestRefusal::Unavailable(e))),
                 SendResult::Final(e) => (None, Err(TestRefusal::Rejected(e))),

@@ -379,6 +379,11 @@ impl Actor for Dispatcher {
             actix::spawn(async move {
                 let now = core.clock.now();
                 let _ = core.store.call(move |db| async move { bridge::idempotency_purge(&db, now).await }).await;
+                let past_every_window = now - chrono::Duration::hours(2);
+                let _ = core
+                    .store
+                    .call(move |db| async move { crate::store::outbox::purge_sends(&db, past_every_window).await })
+                    .await;
             });
         });
     }

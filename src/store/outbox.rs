@@ -2,13 +2,14 @@
 //! taken over once the lease ends, and two nodes never send the same row), finished
 //! as sent, retrying, failed or suppressed; push subscriptions.
 
-use super::schema::{deliveries, notifications, push_subscriptions};
+use super::schema::{channel_sends, deliveries, notifications, push_subscriptions};
 use super::{Db, StoreError};
 use crate::domain::{Channel, Notification};
 use crate::with_conn;
 use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use diesel::sql_types::{BigInt, Text, Timestamp};
+use diesel_async::{AsyncConnection, RunQueryDsl};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -181,19 +182,80 @@ pub async fn finish(db: &Db, id: &str, outcome: Finish, now: DateTime<Utc>) -> R
     })
 }
 
-/// Deliveries of `channel` sent to `user` since `since` (the rate-limit window, read
-/// from the delivery log: it survives restarts and holds across nodes).
-pub async fn sent_since(db: &Db, user: Uuid, channel: Channel, since: DateTime<Utc>) -> Result<i64, StoreError> {
-    let (uid, since) = (user.to_string(), since.naive_utc());
+/// Counts a message to `user` on `channel` against its `limit` per hour, in the
+/// statement that checks the limit: a row in `channel_sends`, whose id comes back, or
+/// `None` when the hour's messages are spent. The ledger survives restarts, holds across
+/// nodes (on PostgreSQL under a per-user, per-channel lock) and outlives erased
+/// notifications.
+pub async fn reserve_send(
+    db: &Db,
+    user: Uuid,
+    channel: Channel,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Option<String>, StoreError> {
+    let id = Uuid::now_v7().to_string();
+    let (uid, ch) = (user.to_string(), channel.as_str());
+    let (at, since) = (now.naive_utc(), (now - Duration::hours(1)).naive_utc());
+    let inserted = match db {
+        Db::Sqlite(_) => with_conn!(db, conn => {
+            // One statement: SQLite runs one writer at a time.
+            diesel::sql_query(
+                "INSERT INTO channel_sends (id, user_id, channel, sent_at) SELECT ?, ?, ?, ? \
+                 WHERE (SELECT COUNT(*) FROM channel_sends WHERE user_id = ? AND channel = ? AND sent_at >= ?) < ?",
+            )
+            .bind::<Text, _>(&id)
+            .bind::<Text, _>(&uid)
+            .bind::<Text, _>(ch)
+            .bind::<Timestamp, _>(at)
+            .bind::<Text, _>(&uid)
+            .bind::<Text, _>(ch)
+            .bind::<Timestamp, _>(since)
+            .bind::<BigInt, _>(limit)
+            .execute(conn)
+            .await?
+        }),
+        Db::Postgres(_) => with_conn!(db, conn => {
+            conn.transaction::<_, StoreError, _>(async |conn| {
+                // The count is read after the lock, in a statement of its own, so it
+                // sees every send committed by whoever held the lock before.
+                diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                    .bind::<Text, _>(format!("channel_sends:{uid}:{ch}"))
+                    .execute(conn)
+                    .await?;
+                Ok(diesel::sql_query(
+                    "INSERT INTO channel_sends (id, user_id, channel, sent_at) SELECT $1, $2, $3, $4 \
+                     WHERE (SELECT COUNT(*) FROM channel_sends WHERE user_id = $2 AND channel = $3 AND sent_at >= $5) < $6",
+                )
+                .bind::<Text, _>(&id)
+                .bind::<Text, _>(&uid)
+                .bind::<Text, _>(ch)
+                .bind::<Timestamp, _>(at)
+                .bind::<Timestamp, _>(since)
+                .bind::<BigInt, _>(limit)
+                .execute(conn)
+                .await?)
+            })
+            .await?
+        }),
+    };
+    Ok((inserted > 0).then_some(id))
+}
+
+/// Gives back a message counted by [`reserve_send`] that did not go out.
+pub async fn release_send(db: &Db, id: &str) -> Result<(), StoreError> {
+    let id = id.to_string();
     with_conn!(db, conn => {
-        Ok(deliveries::table
-            .filter(deliveries::user_id.eq(&uid))
-            .filter(deliveries::channel.eq(channel.as_str()))
-            .filter(deliveries::status.eq("sent"))
-            .filter(deliveries::sent_at.ge(since))
-            .count()
-            .get_result(conn)
-            .await?)
+        diesel::delete(channel_sends::table.find(&id)).execute(conn).await?;
+        Ok(())
+    })
+}
+
+/// Forgets sends older than `before` (past every window).
+pub async fn purge_sends(db: &Db, before: DateTime<Utc>) -> Result<usize, StoreError> {
+    let before = before.naive_utc();
+    with_conn!(db, conn => {
+        Ok(diesel::delete(channel_sends::table.filter(channel_sends::sent_at.lt(before))).execute(conn).await?)
     })
 }
 

@@ -100,6 +100,17 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    use diesel::sql_types::*;
+
+    channel_sends (id) {
+        id -> Text,
+        user_id -> Text,
+        channel -> Text,
+        sent_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(notifications -> users (user_id));
 diesel::allow_tables_to_appear_in_same_query!(
     users,

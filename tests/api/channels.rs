@@ -295,6 +295,67 @@ async fn sms_rate_limit_holds_across_a_restart() {
     assert_eq!(outbox["data"][0]["to"], "+1234***8901", "recipients are masked in the sandbox too");
 }
 
+/// Waits until every listed notification's SMS delivery is final; returns how many
+/// went out and how many were held back by the rate limit.
+async fn sms_outcomes(app: &TestApp, user: Uuid, ids: &[String]) -> (usize, usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (mut sent, mut limited) = (0, 0);
+    for id in ids {
+        loop {
+            let rows = deliveries(app, user, id).await;
+            let sms = rows.iter().find(|r| r["channel"] == "sms").expect("an sms row").clone();
+            match sms["status"].as_str().unwrap() {
+                "sent" => sent += 1,
+                "suppressed" if sms["reason"] == "rate_limited" => limited += 1,
+                "pending" | "retrying" => {
+                    assert!(std::time::Instant::now() < deadline, "sms never finished: {sms}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                _ => panic!("unexpected sms outcome: {sms}"),
+            }
+            break;
+        }
+    }
+    (sent, limited)
+}
+
+async fn sms_limit_counts_tests_and_concurrent_sends(backend: Backend) {
+    let Some(app) = crate::helpers::spawn_app(backend).await else { return };
+    let user = Uuid::new_v4();
+    let token = app.token(user, Role::User);
+    set_prefs(&app, user, json!({"sms_enabled": true, "sms_phone_number": "+12345678901"})).await;
+    // Tests are real messages: 10 of the hour's 30.
+    for _ in 0..10 {
+        assert_eq!(app.post("/api/v1/notifications/test/sms", &token, &json!({})).await.status(), 202);
+    }
+    // 30 more critical events at once: the channel sends several concurrently, and
+    // exactly the 20 left may go out.
+    let answers = futures_util::future::join_all((0..30).map(|_| app.event(exit_event(user), 202))).await;
+    let ids: Vec<String> = answers.iter().map(id_of).collect();
+    assert_eq!(sms_outcomes(&app, user, &ids).await, (20, 10));
+    let err =
+        assert_error(app.post("/api/v1/notifications/test/sms", &token, &json!({})).await, 429, "RATE_LIMITED").await;
+    assert_eq!(err["error"]["details"]["channel"], "sms");
+    // Erasing one's history does not give the hour's messages back.
+    assert_eq!(app.delete("/api/v1/notifications", &token).await.status(), 200);
+    let after = id_of(&app.event(exit_event(user), 202).await);
+    assert_eq!(sms_outcomes(&app, user, &[after]).await, (0, 1));
+    assert_error(app.post("/api/v1/notifications/test/sms", &token, &json!({})).await, 429, "RATE_LIMITED").await;
+    let outbox: Value = app.get("/api/v1/sandbox/outbox?limit=500", &token).await.json().await.unwrap();
+    assert_eq!(outbox["data"].as_array().unwrap().len(), 30, "30 SMS in the hour, no more");
+}
+
+#[actix_web::test]
+async fn sms_limit_counts_tests_and_concurrent_sends_on_sqlite() {
+    sms_limit_counts_tests_and_concurrent_sends(Backend::Sqlite).await;
+}
+
+#[actix_web::test]
+async fn sms_limit_counts_tests_and_concurrent_sends_on_postgres() {
+    sms_limit_counts_tests_and_concurrent_sends(Backend::Postgres).await;
+}
+
 #[actix_web::test]
 async fn test_endpoints_answer_every_case() {
     let app = crate::helpers::spawn_app(Backend::Sqlite).await.unwrap();
