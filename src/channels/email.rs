@@ -184,10 +184,14 @@ impl ChannelSender for SmtpSender {
                 Ok(m) => m,
                 Err(e) => return SendResult::Final(format!("message cannot be built: {e}")),
             };
+            // The server's reply may quote the address it refused: never store or log it.
+            let scrubbed = |e: &dyn std::fmt::Display| {
+                crate::domain::pii::scrub(&e.to_string(), to.as_str(), &mask_email(to.as_str()))
+            };
             match transport.send(message).await {
                 Ok(resp) => SendResult::Sent(format!("smtp {}", resp.code())),
-                Err(e) if e.is_permanent() => SendResult::Final(format!("smtp rejected: {e}")),
-                Err(e) => SendResult::Transient(format!("smtp: {e}")),
+                Err(e) if e.is_permanent() => SendResult::Final(format!("smtp rejected: {}", scrubbed(&e))),
+                Err(e) => SendResult::Transient(format!("smtp: {}", scrubbed(&e))),
             }
         })
     }

@@ -3,6 +3,7 @@
 
 use super::{ChannelSender, SendJob, SendResult};
 use crate::config::TwilioSettings;
+use crate::domain::pii::mask_phone;
 use crate::domain::Channel;
 use futures_util::future::BoxFuture;
 use std::time::Duration;
@@ -55,7 +56,15 @@ impl ChannelSender for TwilioSender {
                 return SendResult::Sent(format!("twilio {}", body["sid"].as_str().unwrap_or("?")));
             }
             let code = body["code"].as_i64().map(|c| c.to_string()).unwrap_or_else(|| "?".into());
-            let message = body["message"].as_str().unwrap_or("").chars().take(200).collect::<String>();
+            // Twilio's message may quote the number it refused: never store or log it.
+            let message = crate::domain::pii::scrub(
+                body["message"].as_str().unwrap_or(""),
+                to.as_str(),
+                &mask_phone(to.as_str()),
+            )
+            .chars()
+            .take(200)
+            .collect::<String>();
             if status.as_u16() == 429 || status.is_server_error() {
                 SendResult::Transient(format!("twilio {status} (code {code})"))
             } else {

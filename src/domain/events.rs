@@ -8,8 +8,10 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-/// Largest fan-out named explicitly in `user_ids`.
-pub const MAX_USER_IDS: usize = 10_000;
+/// Most recipients one event may name: a 64 KiB body (the contract's limit) holds
+/// about 1,600 ids, so a larger list could not arrive anyway; `audience: all` reaches
+/// every user.
+pub const MAX_USER_IDS: usize = 1_500;
 
 /// Who an event is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -598,6 +600,12 @@ mod tests {
             "exit": {"campaign_id": 1, "symbol": "X", "reason": "r"}}))
         .unwrap();
         assert_eq!(e.audience, Audience::All);
+        let exit = json!({"campaign_id": 1, "symbol": "X", "reason": "r"});
+        let many: Vec<String> = (0..MAX_USER_IDS).map(|_| uid()).collect();
+        assert!(Event::parse(json!({"type": "emergency_exit", "user_ids": many, "exit": exit})).is_ok());
+        let too_many: Vec<String> = (0..=MAX_USER_IDS).map(|_| uid()).collect();
+        let err = Event::parse(json!({"type": "emergency_exit", "user_ids": too_many, "exit": exit})).unwrap_err();
+        assert_eq!(err.field, "user_ids");
     }
 
     #[test]

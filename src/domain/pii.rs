@@ -3,13 +3,25 @@
 /// Masks a phone number, keeping the first five and last four characters.
 pub fn mask_phone(phone: &str) -> String {
     let chars: Vec<char> = phone.chars().collect();
-    if chars.len() <= 9 {
-        let head: String = chars.iter().take(2).collect();
-        return format!("{head}***");
-    }
-    let head: String = chars[..5].iter().collect();
-    let tail: String = chars[chars.len() - 4..].iter().collect();
+    // The story's shape (`+1234***8901`) for numbers of 11 digits or more; shorter ones
+    // show less, so that at least half of a number's digits stay hidden.
+    let (head, tail) = match chars.len() {
+        12.. => (5, 4),
+        9..=11 => (3, 2),
+        _ => (2, 0),
+    };
+    let head: String = chars[..head.min(chars.len())].iter().collect();
+    let tail: String = chars[chars.len().saturating_sub(tail)..].iter().collect();
     format!("{head}***{tail}")
+}
+
+/// Replaces every occurrence of `secret` in `text` by `masked`: a provider's error
+/// message may quote the address it refused.
+pub fn scrub(text: &str, secret: &str, masked: &str) -> String {
+    if secret.is_empty() {
+        return text.to_string();
+    }
+    text.replace(secret, masked)
 }
 
 /// Masks an email address, keeping the first three characters of the local part
@@ -33,6 +45,28 @@ mod tests {
         assert_eq!(mask_phone("+12345678901"), "+1234***8901");
         assert_eq!(mask_phone("+1234567"), "+1***");
         assert!(!mask_phone("+447911123456").contains("79111"));
+    }
+
+    #[test]
+    fn short_numbers_keep_at_least_half_their_digits_hidden() {
+        for (number, masked) in
+            [("+123456789", "+12***89"), ("+12345678901", "+1234***8901"), ("+1234567890", "+12***90")]
+        {
+            assert_eq!(mask_phone(number), masked);
+            let shown = masked.chars().filter(char::is_ascii_digit).count();
+            let digits = number.chars().filter(char::is_ascii_digit).count();
+            assert!(shown * 2 <= digits || digits >= 11, "{number} → {masked}");
+        }
+    }
+
+    #[test]
+    fn scrub_masks_every_occurrence_of_an_address() {
+        let text = "The 'To' number +14155552671 is not valid (+14155552671)";
+        assert_eq!(
+            scrub(text, "+14155552671", "+1415***2671"),
+            "The 'To' number +1415***2671 is not valid (+1415***2671)"
+        );
+        assert_eq!(scrub("550 <a@b.c>: rejected", "", "x"), "550 <a@b.c>: rejected");
     }
 
     #[test]

@@ -79,6 +79,23 @@ async fn email_over_smtp(backend: Backend) {
 }
 
 #[actix_web::test]
+async fn a_refused_mailbox_fails_the_email_and_the_server_reply_is_stored_masked() {
+    let smtp = SmtpSink::start();
+    let env =
+        vec![("SMTP_HOST", "127.0.0.1".into()), ("SMTP_PORT", smtp.port.to_string()), ("SMTP_TLS", "none".into())];
+    let app = app_with(Backend::Sqlite, env, Arc::new(SystemClock)).await.unwrap();
+    let user = Uuid::new_v4();
+    set_prefs(&app, user, json!({"email_address": "rejected.trader@example.com"})).await;
+    let answer = app.event(signal_event(user, 87.0), 202).await;
+    let row = until_delivery(&app, user, &id_of(&answer), "email", "failed").await;
+    for field in ["reason", "last_error"] {
+        let text = row[field].as_str().unwrap();
+        assert!(text.contains("550") && text.contains("rej***@example.com"), "{field}: {text}");
+        assert!(!text.contains("rejected.trader@"), "{field}: {text}");
+    }
+}
+
+#[actix_web::test]
 async fn email_goes_out_over_real_smtp_as_multipart_on_sqlite() {
     email_over_smtp(Backend::Sqlite).await;
 }
@@ -108,6 +125,11 @@ async fn sms_goes_through_twilio_and_an_invalid_number_is_final() {
     let row = until_delivery(&app, user, &id_of(&answer), "sms", "failed").await;
     assert!(row["reason"].as_str().unwrap().contains("21211"), "{row}");
     assert_eq!(row["attempts"], 1, "a final refusal is not retried");
+    // Twilio's message quotes the number: it is stored masked, as the logs have it.
+    for field in ["reason", "last_error"] {
+        let text = row[field].as_str().unwrap();
+        assert!(text.contains("+1234***8901") && !text.contains("+12345678901"), "{field}: {text}");
+    }
 }
 
 #[actix_web::test]

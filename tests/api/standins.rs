@@ -132,7 +132,7 @@ async fn twilio_messages(
     if from != TWILIO_FROM || !to.starts_with('+') {
         return HttpResponse::BadRequest().json(json!({"code": 21211, "message": "Invalid 'To' Phone Number"}));
     }
-    let _ = state.tx.send(TwilioRequest { to, from, body });
+    let _ = state.tx.send(TwilioRequest { to: to.clone(), from, body });
     let hold = state.hold.lock().unwrap().clone();
     if let Some(mut release) = hold {
         while !*release.borrow() {
@@ -141,8 +141,11 @@ async fn twilio_messages(
             }
         }
     }
-    let (status, reply) =
+    let (status, mut reply) =
         state.script.lock().unwrap().pop_front().unwrap_or((201, json!({"sid": "SM_ok", "status": "queued"})));
+    if let Some(message) = reply["message"].as_str() {
+        reply["message"] = json!(message.replace("{to}", &to));
+    }
     HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).json(reply)
 }
 
@@ -167,7 +170,10 @@ impl TwilioStandIn {
         for &status in statuses {
             let body = match status {
                 201 => json!({"sid": "SM_scripted", "status": "queued"}),
-                400 => json!({"code": 21211, "message": "The 'To' number is not a valid phone number.", "status": 400}),
+                // As Twilio words it, quoting the number (`{to}` is filled in).
+                400 => {
+                    json!({"code": 21211, "message": "The 'To' number {to} is not a valid phone number.", "status": 400})
+                }
                 429 => json!({"code": 20429, "message": "Too Many Requests", "status": 429}),
                 _ => json!({"code": 20500, "message": "Internal Server Error", "status": status}),
             };

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """A real SMTP server on loopback for the tests (aiosmtpd).
 
+Mailboxes whose name starts with "reject" are refused (550, quoting the address).
 Every message received is written to DIR as an .eml file (atomically, so a reader never
 sees half a message). Prints the port it listens on, then serves until stdin closes.
 """
@@ -16,6 +17,13 @@ from aiosmtpd.controller import Controller
 class Saver:
     def __init__(self, directory):
         self.directory = directory
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        # Refuses mailboxes named reject…@ the way Postfix does, quoting the address.
+        if address.lower().startswith("reject"):
+            return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         name = os.path.join(self.directory, f"{uuid.uuid4()}.eml")
