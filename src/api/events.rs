@@ -26,6 +26,15 @@ fn idempotency_key(req: &HttpRequest, caller: &ServiceCaller) -> Result<Option<S
     Ok(Some(format!("{}:{key}", caller.name)))
 }
 
+/// What identifies a request for its `Idempotency-Key`: the SHA-256 of its JSON, keys
+/// sorted and whitespace dropped (serde_json's maps are ordered), so a retry that
+/// re-serialises the same event matches.
+fn request_fingerprint(body: &Value) -> String {
+    use sha2::{Digest, Sha256};
+    let canonical = serde_json::to_vec(body).unwrap_or_default();
+    Sha256::digest(&canonical).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn answer(outcome: &Outcome) -> (StatusCode, Value) {
     match outcome {
         Outcome::Accepted { notifications, filtered_count, throttled_count } => {
@@ -88,7 +97,7 @@ async fn dispatch_and_record(
         (status = 200, description = "`{status: filtered|throttled, reason}`: nothing stored"),
         (status = 400, description = "malformed JSON"), (status = 401), (status = 403),
         (status = 409, description = "a request with this Idempotency-Key is still being processed"),
-        (status = 422, description = "invalid event, field named in details.field"),
+        (status = 422, description = "invalid event, field named in details.field; `IDEMPOTENCY_KEY_REUSED`: the key was first used for a different request"),
         (status = 503, description = "database unreachable: retry with the same Idempotency-Key"),
     ),
     security(("bearer" = []))
@@ -100,12 +109,26 @@ pub async fn post_event(
     req: HttpRequest,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let event = Event::parse(body.into_inner())?;
     let key = idempotency_key(&req, &caller)?;
-    if let Some(key) = &key {
+    let body = body.into_inner();
+    let fingerprint = key.as_ref().map(|_| request_fingerprint(&body));
+    let event = Event::parse(body)?;
+    if let (Some(key), Some(fingerprint)) = (&key, fingerprint) {
         let (k, now) = (key.clone(), state.clock.now());
-        match state.store.call(move |db| async move { bridge::idempotency_begin(&db, &k, now).await }).await? {
+        match state
+            .store
+            .call(move |db| async move { bridge::idempotency_begin(&db, &k, &fingerprint, now).await })
+            .await?
+        {
             IdempotencyState::Started => {}
+            IdempotencyState::Reused => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "IDEMPOTENCY_KEY_REUSED",
+                    "this Idempotency-Key was first used for a different request; use a new key for a new event",
+                )
+                .with_details(json!({"field": "Idempotency-Key"})))
+            }
             IdempotencyState::InProgress => {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,

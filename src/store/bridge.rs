@@ -76,12 +76,20 @@ pub enum IdempotencyState {
     InProgress,
     /// Answered before: the stored status and body.
     Done(u16, serde_json::Value),
+    /// The key was first used for a different request.
+    Reused,
 }
 
-/// Claims `key` (status 0 = in progress) or reports what it holds. A key older than
-/// the TTL counts as new.
-pub async fn idempotency_begin(db: &Db, key: &str, now: DateTime<Utc>) -> Result<IdempotencyState, StoreError> {
+/// Claims `key` for the request whose fingerprint is `request_hash` (status 0 = in
+/// progress) or reports what it holds. A key older than the TTL counts as new.
+pub async fn idempotency_begin(
+    db: &Db,
+    key: &str,
+    request_hash: &str,
+    now: DateTime<Utc>,
+) -> Result<IdempotencyState, StoreError> {
     let key = key.to_string();
+    let request_hash = request_hash.to_string();
     let now_naive = now.naive_utc();
     let expired_before = (now - IDEMPOTENCY_TTL).naive_utc();
     with_conn!(db, conn => {
@@ -98,6 +106,7 @@ pub async fn idempotency_begin(db: &Db, key: &str, now: DateTime<Utc>) -> Result
                 idempotency_keys::status_code.eq(0),
                 idempotency_keys::response.eq(Json(serde_json::Value::Null)),
                 idempotency_keys::created_at.eq(now_naive),
+                idempotency_keys::request_hash.eq(Some(&request_hash)),
             ))
             .on_conflict_do_nothing()
             .execute(conn)
@@ -114,22 +123,23 @@ pub async fn idempotency_begin(db: &Db, key: &str, now: DateTime<Utc>) -> Result
                 .filter(idempotency_keys::status_code.eq(0))
                 .filter(idempotency_keys::created_at.lt(abandoned_before)),
         )
-        .set(idempotency_keys::created_at.eq(now_naive))
+        .set((idempotency_keys::created_at.eq(now_naive), idempotency_keys::request_hash.eq(Some(&request_hash))))
         .execute(conn)
         .await?;
         if taken_over > 0 {
             return Ok(IdempotencyState::Started);
         }
-        let row: Option<(i32, Json)> = idempotency_keys::table
+        let row: Option<(i32, Json, Option<String>)> = idempotency_keys::table
             .find(&key)
-            .select((idempotency_keys::status_code, idempotency_keys::response))
+            .select((idempotency_keys::status_code, idempotency_keys::response, idempotency_keys::request_hash))
             .first(conn)
             .await
             .optional()?;
         Ok(match row {
             None => IdempotencyState::InProgress,
-            Some((0, _)) => IdempotencyState::InProgress,
-            Some((status, body)) => IdempotencyState::Done(status as u16, body.0),
+            Some((_, _, Some(first))) if first != request_hash => IdempotencyState::Reused,
+            Some((0, _, _)) => IdempotencyState::InProgress,
+            Some((status, body, _)) => IdempotencyState::Done(status as u16, body.0),
         })
     })
 }

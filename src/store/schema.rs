@@ -88,6 +88,7 @@ diesel::table! {
         status_code -> Integer,
         response -> JsonDoc,
         created_at -> Timestamp,
+        request_hash -> Nullable<Text>,
     }
 }
 

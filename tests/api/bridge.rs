@@ -126,11 +126,13 @@ crate::on_both_backends! {
 
     async fn idempotent_retries_return_the_first_answer_and_store_once(app) {
         let user = Uuid::new_v4();
+        // A retry sends the same event again (signal_event draws a new signal_id each time).
+        let event = signal_event(user, 91.0);
         let send = |key: &'static str| {
-            let app = &app;
+            let (app, event) = (&app, &event);
             async move {
                 app.client.post(format!("{}/api/v1/events", app.address)).bearer_auth(SERVICE_TOKEN)
-                    .header("Idempotency-Key", key).json(&signal_event(user, 91.0)).send().await.unwrap()
+                    .header("Idempotency-Key", key).json(event).send().await.unwrap()
             }
         };
         let first = send("evt-123").await;
@@ -144,6 +146,22 @@ crate::on_both_backends! {
         assert_eq!(inbox_total(&app, user).await, 1);
         let other = send("evt-124").await;
         assert_eq!(other.status(), 202);
+        assert_eq!(inbox_total(&app, user).await, 2);
+        // The same event re-serialised (other key order, whitespace) is still a retry…
+        let reordered = format!("{{ \"user_id\": \"{user}\", \"signal\": {},  \"type\": \"signal_generated\" }}",
+            event["signal"]);
+        let retry = app.client.post(format!("{}/api/v1/events", app.address)).bearer_auth(SERVICE_TOKEN)
+            .header("Idempotency-Key", "evt-123").header("content-type", "application/json").body(reordered)
+            .send().await.unwrap();
+        assert_eq!(retry.headers()["idempotent-replayed"], "true");
+        assert_eq!(retry.json::<Value>().await.unwrap(), first);
+        // …but another event under a used key is refused, not answered with the first one's outcome.
+        let someone_else = Uuid::new_v4();
+        let res = app.client.post(format!("{}/api/v1/events", app.address)).bearer_auth(SERVICE_TOKEN)
+            .header("Idempotency-Key", "evt-123").json(&signal_event(someone_else, 91.0)).send().await.unwrap();
+        let err = assert_error(res, 422, "IDEMPOTENCY_KEY_REUSED").await;
+        assert_eq!(err["error"]["details"]["field"], "Idempotency-Key");
+        assert_eq!(inbox_total(&app, someone_else).await, 0);
         assert_eq!(inbox_total(&app, user).await, 2);
     }
 
