@@ -101,14 +101,16 @@ async fn a_database_outage_answers_503_keeps_sockets_and_tells_admins_when_back(
     trader_tab.until_ready().await;
 
     proxy.cut();
+    // The caller retries the same event (a new signal_event would be another one).
+    let event = signal_event(trader, 95.0);
     let send = |key: &'static str| {
-        let app = &app;
+        let (app, event) = (&app, &event);
         async move {
             app.client
                 .post(format!("{}/api/v1/events", app.address))
                 .bearer_auth(SERVICE_TOKEN)
                 .header("Idempotency-Key", key)
-                .json(&signal_event(trader, 95.0))
+                .json(event)
                 .send()
                 .await
                 .unwrap()
