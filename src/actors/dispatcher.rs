@@ -11,7 +11,7 @@ use super::persistence::StoreHandle;
 use crate::clock::Clock;
 use crate::crypto::PiiCipher;
 use crate::domain::delivery::NewDelivery;
-use crate::domain::events::{Audience, ErrorPayload, Event, EventKind};
+use crate::domain::events::{Audience, ErrorPayload, Event, EventKind, Throttle};
 use crate::domain::rules::{self, route, signal_passes};
 use crate::domain::{Channel, NewNotification, NotificationPreferences};
 use crate::store::repository::StoreItem;
@@ -200,11 +200,11 @@ impl DispatchCore {
         }
         let mut taken = Vec::new();
         let mut throttled_count = 0;
-        match &event.kind {
-            EventKind::Risk(r) => {
+        match event.kind.throttle() {
+            Some(Throttle::RiskWarning { risk_type }) => {
                 let mut kept = Vec::with_capacity(recipients.len());
                 for user in recipients {
-                    let key = format!("risk_warning:{user}:{}", r.risk_type.as_str());
+                    let key = format!("risk_warning:{user}:{risk_type}");
                     match self.acquire(key, rules::RISK_WARNING_WINDOW).await {
                         Ok(Some(t)) => {
                             taken.push(t);
@@ -222,14 +222,11 @@ impl DispatchCore {
                     return Ok(Outcome::Throttled("risk_warning_throttled"));
                 }
             }
-            EventKind::SystemError(_) => {
-                let key = event.kind.throttle_key().unwrap_or_default();
-                match self.acquire(key, rules::SYSTEM_ERROR_WINDOW).await? {
-                    Some(t) => taken.push(t),
-                    None => return Ok(Outcome::Throttled("system_error_throttled")),
-                }
-            }
-            _ => {}
+            Some(Throttle::SystemError { key }) => match self.acquire(key, rules::SYSTEM_ERROR_WINDOW).await? {
+                Some(t) => taken.push(t),
+                None => return Ok(Outcome::Throttled("system_error_throttled")),
+            },
+            None => {}
         }
 
         let now = self.clock.now();

@@ -36,7 +36,7 @@ pub async fn send_test(
         path.parse().map_err(|e: String| ApiError::bad_request(e).with_details(json!({"field": "channel"})))?;
     if channel == Channel::Toast {
         let event = Event {
-            kind: EventKind::Generic(Content {
+            kind: EventKind::Test(Content {
                 notification_type: NotificationType::SystemError,
                 priority: Priority::Info,
                 title: "Test notification".into(),

@@ -127,6 +127,29 @@ pub enum EventKind {
     SystemError(ErrorPayload),
     /// `notification`: the caller names everything.
     Generic(Content),
+    /// A test message a user asked for on their own dashboard: never throttled.
+    Test(Content),
+}
+
+/// Which throttle an event is under (the story's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Throttle {
+    /// Once an hour for each recipient and risk type (key `risk_warning:{user}:{risk_type}`).
+    RiskWarning {
+        /// The risk type.
+        risk_type: String,
+    },
+    /// Once per 15 minutes per error type, whoever the recipients are.
+    SystemError {
+        /// `system_error:{error_type}`.
+        key: String,
+    },
+}
+
+/// A metadata string usable in a throttle key: trimmed, non-empty, at most 64 characters.
+fn metadata_text(metadata: &Value, name: &str) -> Option<String> {
+    let text = metadata.get(name)?.as_str()?.trim();
+    (!text.is_empty() && text.chars().count() <= 64).then(|| text.to_string())
 }
 
 /// A validated event.
@@ -406,10 +429,33 @@ fn truncate(s: &str, max: usize) -> String {
 impl EventKind {
     /// The stable throttle key part of risk warnings and system errors.
     pub fn throttle_key(&self) -> Option<String> {
+        match self.throttle()? {
+            Throttle::RiskWarning { risk_type } => Some(format!("risk_warning:{risk_type}")),
+            Throttle::SystemError { key } => Some(key),
+        }
+    }
+
+    /// The throttle this event is under, if any. A generic `notification` of type
+    /// `risk_warning` or `system_error` is under the same one as the typed event (the
+    /// contract: throttles apply): its `metadata.risk_type` / `metadata.error_type` name
+    /// the kind, else `unspecified` / its title.
+    pub fn throttle(&self) -> Option<Throttle> {
         match self {
-            EventKind::Risk(r) => Some(format!("risk_warning:{}", r.risk_type.as_str())),
-            EventKind::SystemError(e) => Some(format!("system_error:{}", e.error_type.trim())),
-            _ => None,
+            EventKind::Risk(r) => Some(Throttle::RiskWarning { risk_type: r.risk_type.as_str().to_string() }),
+            EventKind::SystemError(e) => {
+                Some(Throttle::SystemError { key: format!("system_error:{}", e.error_type.trim()) })
+            }
+            EventKind::Generic(c) => match c.notification_type {
+                NotificationType::RiskWarning => Some(Throttle::RiskWarning {
+                    risk_type: metadata_text(&c.metadata, "risk_type").unwrap_or_else(|| "unspecified".into()),
+                }),
+                NotificationType::SystemError => {
+                    let kind = metadata_text(&c.metadata, "error_type").unwrap_or_else(|| c.title.trim().to_string());
+                    Some(Throttle::SystemError { key: format!("system_error:{kind}") })
+                }
+                _ => None,
+            },
+            EventKind::Signal(_) | EventKind::Exit(_) | EventKind::Test(_) => None,
         }
     }
 
@@ -520,7 +566,7 @@ impl EventKind {
                     metadata: Value::Object(meta),
                 }
             }
-            EventKind::Generic(c) => c.clone(),
+            EventKind::Generic(c) | EventKind::Test(c) => c.clone(),
         }
     }
 }
@@ -587,6 +633,35 @@ mod tests {
         .unwrap();
         assert!(matches!(&e.audience, Audience::Users(v) if v.len() == 2));
         assert_eq!(e.kind.content().priority, Priority::Info);
+    }
+
+    #[test]
+    fn generic_risk_warnings_and_system_errors_are_under_the_typed_throttles() {
+        let generic = |t: &str, metadata: Value| {
+            Event::parse(json!({"type": "notification", "user_id": uid(), "notification_type": t,
+                "priority": "warning", "title": " Feed down ", "message": "m", "metadata": metadata}))
+            .unwrap()
+            .kind
+        };
+        let typed = Event::parse(json!({"type": "risk_warning", "user_id": uid(),
+            "risk": {"risk_type": "portfolio_heat", "current": 9.0}}))
+        .unwrap()
+        .kind;
+        let heat = generic("risk_warning", json!({"risk_type": "portfolio_heat"}));
+        assert_eq!(heat.throttle(), typed.throttle(), "one throttle for both spellings");
+        assert_eq!(
+            generic("risk_warning", json!({})).throttle(),
+            Some(Throttle::RiskWarning { risk_type: "unspecified".into() })
+        );
+        assert_eq!(
+            generic("system_error", json!({"error_type": "feed_down"})).throttle_key().unwrap(),
+            "system_error:feed_down"
+        );
+        assert_eq!(generic("system_error", json!({"error_type": 7})).throttle_key().unwrap(), "system_error:Feed down");
+        assert_eq!(generic("signal_generated", json!({})).throttle(), None);
+        assert_eq!(generic("emergency_exit", json!({})).throttle(), None);
+        let test = EventKind::Test(generic("system_error", json!({})).content());
+        assert_eq!(test.throttle(), None, "a user's test message is never throttled");
     }
 
     #[test]

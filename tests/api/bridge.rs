@@ -110,6 +110,20 @@ crate::on_both_backends! {
         assert_eq!(inbox_total(&app, trader).await, 0);
     }
 
+    async fn generic_notifications_are_throttled_like_typed_events(app) {
+        let user = Uuid::new_v4();
+        let generic = |t: &str, metadata: Value| json!({"type": "notification", "user_id": user, "notification_type": t,
+            "priority": "warning", "title": "Heat", "message": "m", "metadata": metadata});
+        app.event(generic("risk_warning", json!({"risk_type": "portfolio_heat"})), 202).await;
+        assert_eq!(app.event(risk_event(user, "portfolio_heat", 9.0), 200).await["reason"], "risk_warning_throttled");
+        assert_eq!(app.event(generic("risk_warning", json!({"risk_type": "portfolio_heat"})), 200).await["reason"], "risk_warning_throttled");
+        app.event(generic("risk_warning", json!({"risk_type": "campaign_allocation"})), 202).await;
+        let error = generic("system_error", json!({"error_type": "feed_down"}));
+        app.event(error.clone(), 202).await;
+        assert_eq!(app.event(error, 200).await["reason"], "system_error_throttled");
+        assert_eq!(inbox_total(&app, user).await, 3);
+    }
+
     async fn fan_out_to_listed_users_and_to_everyone(app) {
         let users: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
         for u in &users {
