@@ -298,6 +298,16 @@ impl Attempt {
         };
         let (prefs, subs) = match load_job(&self.store, &self.pii, row.user_id, self.channel).await {
             Ok(v) => v,
+            Err(StoreError::Corrupt(e)) => {
+                // Retrying cannot help: the row would be claimed again every lease.
+                tracing::error!(user_id = %row.user_id, error = %e, "unreadable preferences; delivery failed");
+                let (now, error) = (self.clock.now(), "the recipient's preferences cannot be read".to_string());
+                let _ = self
+                    .store
+                    .call(move |db| async move { outbox::finish(&db, &id, Finish::Failed { error }, now).await })
+                    .await;
+                return none;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot load the recipient; the claim will lapse and be retried");
                 return none;

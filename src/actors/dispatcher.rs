@@ -78,7 +78,16 @@ impl ProfileCache {
             .await?;
         let mut docs = docs;
         for id in missing {
-            let prefs = preferences_doc::decode_or_default(docs.remove(&id), id, &self.pii)?;
+            // One unreadable record (a wrong NOTIFYHUB_PII_KEY, a damaged row) must not
+            // fail the event for every other recipient: that user gets the defaults,
+            // which reach no address (toast and inbox only), and the operator a log line.
+            let prefs = match preferences_doc::decode_or_default(docs.remove(&id), id, &self.pii) {
+                Ok(prefs) => prefs,
+                Err(e) => {
+                    tracing::error!(user_id = %id, error = %e, "unreadable preferences; this recipient gets the defaults");
+                    NotificationPreferences::defaults(id)
+                }
+            };
             let profile = Arc::new(Profile { prefs, has_push: push.contains(&id) });
             self.map.insert(id, (profile.clone(), Instant::now()));
             out.insert(id, profile);

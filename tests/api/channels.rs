@@ -378,6 +378,46 @@ async fn sms_limit_counts_tests_and_concurrent_sends_on_postgres() {
     sms_limit_counts_tests_and_concurrent_sends(Backend::Postgres).await;
 }
 
+/// Overwrites a user's stored preferences with a contact field that does not decrypt
+/// (as after a change of NOTIFYHUB_PII_KEY), behind the hub's back.
+async fn damage_preferences(app: &TestApp, user: Uuid) {
+    let doc = json!({"user_id": user, "sms_enabled": true, "sms_phone_number": "enc:v1:not-sealed-with-this-key"});
+    app.state
+        .store
+        .call(move |db| async move {
+            notifyhub::store::repository::save_preferences(&db, user, doc, chrono::Utc::now()).await
+        })
+        .await
+        .unwrap();
+}
+
+#[actix_web::test]
+async fn one_recipient_with_unreadable_preferences_does_not_fail_the_others() {
+    let app = crate::helpers::spawn_app(Backend::Sqlite).await.unwrap();
+    let (good, damaged) = (Uuid::new_v4(), Uuid::new_v4());
+    set_prefs(&app, good, json!({"sms_enabled": true, "sms_phone_number": "+12345678901"})).await;
+    set_prefs(&app, damaged, json!({"sms_enabled": true, "sms_phone_number": "+12345678902"})).await;
+    // Cached while readable: the next event routes to its SMS, which then cannot load.
+    app.event(exit_event(damaged), 202).await;
+    damage_preferences(&app, damaged).await;
+    let cached = id_of(&app.event(exit_event(damaged), 202).await);
+    let row = until_delivery(&app, damaged, &cached, "sms", "failed").await;
+    assert_eq!(row["reason"], "the recipient's preferences cannot be read");
+    // Read afresh (as after the cache's 60 s): the damaged one gets the defaults, and
+    // the event still reaches everyone.
+    app.state.dispatch.profiles.invalidate(damaged);
+    let third = Uuid::new_v4();
+    let body = app
+        .event(
+            json!({"type": "emergency_exit", "user_ids": [good, damaged, third], "exit": exit_event(good)["exit"]}),
+            202,
+        )
+        .await;
+    assert_eq!(body["accepted_count"], 3);
+    let channels: Vec<&Value> = body["notifications"].as_array().unwrap().iter().map(|n| &n["channels"]).collect();
+    assert_eq!(channels, [&json!(["toast", "sms"]), &json!(["toast"]), &json!(["toast"])]);
+}
+
 #[actix_web::test]
 async fn test_endpoints_answer_every_case() {
     let app = crate::helpers::spawn_app(Backend::Sqlite).await.unwrap();
