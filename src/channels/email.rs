@@ -190,6 +190,14 @@ impl ChannelSender for SmtpSender {
             };
             match transport.send(message).await {
                 Ok(resp) => SendResult::Sent(format!("smtp {}", resp.code())),
+                // Refused credentials fail every message: count it against the provider
+                // (breaker, `email_circuit_open` for admins), not as this message's fault.
+                Err(e) if e.status().is_some_and(|code| is_authentication_failure(&code.to_string())) => {
+                    SendResult::Transient(format!(
+                        "smtp authentication failed: {}; check SMTP_USER/SMTP_PASSWORD",
+                        scrubbed(&e)
+                    ))
+                }
                 Err(e) if e.is_permanent() => SendResult::Final(format!("smtp rejected: {}", scrubbed(&e))),
                 Err(e) => SendResult::Transient(format!("smtp: {}", scrubbed(&e))),
             }
@@ -197,9 +205,25 @@ impl ChannelSender for SmtpSender {
     }
 }
 
+/// SMTP replies that mean the server refused our credentials (RFC 4954: 530 auth
+/// required, 534 mechanism too weak, 535 credentials invalid, 538 encryption required).
+fn is_authentication_failure(code: &str) -> bool {
+    matches!(code, "530" | "534" | "535" | "538")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refused_credentials_are_told_from_refused_mailboxes() {
+        for code in ["530", "534", "535", "538"] {
+            assert!(is_authentication_failure(code), "{code}");
+        }
+        for code in ["550", "553", "554", "421", "451"] {
+            assert!(!is_authentication_failure(code), "{code}");
+        }
+    }
     use crate::domain::events::Event;
 
     fn content(event: Value) -> Content {

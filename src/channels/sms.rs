@@ -67,6 +67,12 @@ impl ChannelSender for TwilioSender {
             .collect::<String>();
             if status.as_u16() == 429 || status.is_server_error() {
                 SendResult::Transient(format!("twilio {status} (code {code})"))
+            } else if matches!(status.as_u16(), 401 | 403 | 404) {
+                // Refused credentials (a rotated auth token, a wrong account SID) fail
+                // every message: count it against the provider, so that the breaker
+                // opens and admins get `sms_circuit_open`, instead of failing each
+                // message quietly.
+                SendResult::Transient(format!("twilio {status} (code {code}): check the Twilio credentials"))
             } else {
                 SendResult::Final(format!("twilio {} code {code}: {message}", status.as_u16()))
             }

@@ -133,6 +133,26 @@ async fn sms_goes_through_twilio_and_an_invalid_number_is_final() {
 }
 
 #[actix_web::test]
+async fn refused_twilio_credentials_count_against_the_provider() {
+    let mut twilio = TwilioStandIn::start().await;
+    let mut env = twilio.env();
+    for (name, value) in &mut env {
+        if *name == "TWILIO_AUTH_TOKEN" {
+            *value = "a-rotated-token-0123456789abcdef".into();
+        }
+    }
+    let app = app_with(Backend::Sqlite, env, Arc::new(SystemClock)).await.unwrap();
+    let user = Uuid::new_v4();
+    set_prefs(&app, user, json!({"sms_enabled": true, "sms_phone_number": "+12345678901"})).await;
+    let answer = app.event(exit_event(user), 202).await;
+    // The stand-in answers 401 (code 20003) without recording a message.
+    let row = until_delivery(&app, user, &id_of(&answer), "sms", "retrying").await;
+    let error = row["last_error"].as_str().unwrap();
+    assert!(error.contains("401") && error.contains("credentials"), "{error}");
+    assert!(twilio.requests.try_recv().is_err(), "nothing was accepted");
+}
+
+#[actix_web::test]
 async fn transient_failures_are_retried_after_1_2_and_4_seconds_then_given_up() {
     let mut twilio = TwilioStandIn::start().await;
     twilio.script(&[500, 429, 503, 500]);
