@@ -82,6 +82,9 @@ impl From<TokenError> for ApiError {
 }
 
 /// Signing and checking keys for user JWTs.
+/// Clock skew forgiven on `exp` and `nbf`.
+pub const LEEWAY_SECONDS: u64 = 5;
+
 #[derive(Clone)]
 pub struct JwtKeys {
     encoding: EncodingKey,
@@ -93,7 +96,8 @@ impl JwtKeys {
     /// Keys from the shared secret's raw UTF-8 bytes.
     pub fn new(secret: &str) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 5;
+        validation.leeway = LEEWAY_SECONDS;
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Self {
             encoding: EncodingKey::from_secret(secret.as_bytes()),
@@ -112,13 +116,19 @@ impl JwtKeys {
 
     /// Verifies signature and expiry; returns the user and role.
     pub fn verify(&self, token: &str) -> Result<(Uuid, Role), TokenError> {
+        self.verify_until(token).map(|(user, role, _)| (user, role))
+    }
+
+    /// Verifies signature, expiry and `nbf`; returns the user, role and expiry (seconds
+    /// since the epoch), which a socket opened with the token must not outlive.
+    pub fn verify_until(&self, token: &str) -> Result<(Uuid, Role, i64), TokenError> {
         let data =
             jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid,
             })?;
         let user = Uuid::parse_str(&data.claims.sub).map_err(|_| TokenError::Invalid)?;
-        Ok((user, data.claims.role))
+        Ok((user, data.claims.role, data.claims.exp))
     }
 }
 
@@ -144,17 +154,19 @@ pub struct AuthUser {
     pub user_id: Uuid,
     /// `User` or `Admin`.
     pub role: Role,
+    /// When the token expires (seconds since the epoch).
+    pub expires_at: i64,
 }
 
 /// Verifies a user token and records the user (first sight → default preferences).
 pub async fn authenticate_user(state: &AppState, token: Option<&str>) -> Result<AuthUser, ApiError> {
     let token = token.ok_or(TokenError::Missing)?;
-    let (user_id, role) = state.jwt.verify(token)?;
+    let (user_id, role, expires_at) = state.jwt.verify_until(token)?;
     if role == Role::Service {
         return Err(ApiError::forbidden("service tokens cannot act as a user"));
     }
     state.users.ensure(&state.store, user_id, role).await?;
-    Ok(AuthUser { user_id, role })
+    Ok(AuthUser { user_id, role, expires_at })
 }
 
 impl FromRequest for AuthUser {
@@ -249,6 +261,25 @@ mod tests {
         };
         let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding).unwrap();
         assert_eq!(keys.verify(&t).unwrap_err(), TokenError::Expired);
+    }
+
+    #[test]
+    fn tokens_not_yet_valid_are_refused_and_the_expiry_is_reported() {
+        #[derive(serde::Serialize)]
+        struct WithNbf {
+            sub: String,
+            role: Role,
+            exp: i64,
+            nbf: i64,
+        }
+        let keys = JwtKeys::new("a-secret-of-decent-length");
+        let now = chrono::Utc::now().timestamp();
+        let token = |nbf: i64| {
+            let claims = WithNbf { sub: Uuid::new_v4().to_string(), role: Role::User, exp: now + 600, nbf };
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding).unwrap()
+        };
+        assert_eq!(keys.verify(&token(now + 3600)).unwrap_err(), TokenError::Invalid);
+        assert_eq!(keys.verify_until(&token(now - 10)).unwrap().2, now + 600);
     }
 
     #[test]

@@ -111,9 +111,18 @@ pub struct WsConnection {
     last_heard: Instant,
     abort: Arc<AtomicBool>,
     written: Arc<AtomicU64>,
+    /// When the token the socket was opened with expires (seconds since the epoch).
+    expires_at: Option<i64>,
 }
 
 impl WsConnection {
+    /// Closes the socket when its token expires (with the same leeway it was accepted
+    /// with): a socket must not keep receiving toasts on a token that no longer holds.
+    pub fn until(mut self, expires_at: i64) -> Self {
+        self.expires_at = Some(expires_at);
+        self
+    }
+
     /// A socket for `user`, replaying after `since`; `abort` is shared with its
     /// [`AbortableBody`].
     pub fn new(
@@ -133,6 +142,7 @@ impl WsConnection {
             last_heard: Instant::now(),
             abort,
             written,
+            expires_at: None,
         }
     }
 }
@@ -153,6 +163,17 @@ impl Actor for WsConnection {
             }
             ctx.ping(b"");
         });
+        if let Some(expires_at) = self.expires_at {
+            let left = expires_at.saturating_sub(chrono::Utc::now().timestamp()).max(0) as u64;
+            ctx.run_later(Duration::from_secs(left + crate::auth::LEEWAY_SECONDS), |act, ctx| {
+                tracing::debug!(user_id = %act.user, conn = act.id, "token expired: closing");
+                ctx.close(Some(ws::CloseReason {
+                    code: ws::CloseCode::Policy,
+                    description: Some("token expired; reconnect with a fresh token".into()),
+                }));
+                ctx.stop();
+            });
+        }
         let join = Join {
             conn_id: self.id,
             addr: ctx.address(),

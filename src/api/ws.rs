@@ -42,7 +42,8 @@ pub async fn connect(
         },
     };
     let abort = Arc::new(AtomicBool::new(false));
-    let actor = WsConnection::new(user.user_id, since, state.sessions.clone(), state.heartbeat, abort.clone());
+    let actor = WsConnection::new(user.user_id, since, state.sessions.clone(), state.heartbeat, abort.clone())
+        .until(user.expires_at);
     let res = actix_web_actors::ws::WsResponseBuilder::new(actor, &req, stream)
         .frame_size(MAX_CLIENT_FRAME)
         .start()

@@ -340,3 +340,37 @@ async fn a_client_that_stops_reading_is_cut_off_without_slowing_a_healthy_one() 
     assert_eq!(replayed.len() as i64, last - 3);
     assert_eq!(replayed[0]["sequence_number"], 4);
 }
+
+#[actix_web::test]
+async fn a_socket_is_closed_when_its_token_expires() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::Message;
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite).await.unwrap();
+    let user = Uuid::new_v4();
+    // Valid for one more second (plus the 5 s of leeway tokens get).
+    let token = app.jwt.issue(user, Role::User, std::time::Duration::from_secs(1));
+    let url = format!("ws://127.0.0.1:{}/ws?token={token}", app.port);
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
+    let opened = std::time::Instant::now();
+    let mut toasts = 0;
+    let close = loop {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(15), socket.next())
+            .await
+            .expect("closed within 15 s")
+            .expect("a close frame before the end")
+            .expect("frame");
+        match frame {
+            Message::Text(t) if t.contains("\"ready\"") => {
+                app.event(signal_event(user, 87.0), 202).await;
+            }
+            Message::Text(t) if t.contains("notification_toast") => toasts += 1,
+            Message::Close(close) => break close.expect("a close code"),
+            _ => {}
+        }
+    };
+    assert_eq!(toasts, 1, "live until the token expires");
+    assert_eq!(close.code, CloseCode::Policy);
+    assert!(close.reason.contains("token expired"), "{}", close.reason);
+    assert!(opened.elapsed() >= std::time::Duration::from_secs(4), "not before the token (with leeway) expired");
+}
