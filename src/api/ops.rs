@@ -1,13 +1,13 @@
 //! Operations: liveness, readiness, metrics.
 
 use crate::state::AppState;
-use actix_web::{get, web, HttpResponse};
+use actix_web::{get, route, web, HttpResponse};
 use serde_json::json;
 use std::time::Duration;
 
 /// The process is alive.
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "alive")))]
-#[get("/healthz")]
+#[route("/healthz", method = "GET", method = "HEAD")]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
@@ -15,7 +15,7 @@ pub async fn healthz() -> HttpResponse {
 /// The database answers: ready to serve.
 #[utoipa::path(get, path = "/readyz", tag = "ops",
     responses((status = 200, description = "ready"), (status = 503, description = "database unreachable")))]
-#[get("/readyz")]
+#[route("/readyz", method = "GET", method = "HEAD")]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let ping = state.store.call(|db| async move { db.ping().await });
     let result = tokio::time::timeout(Duration::from_secs(3), ping).await;
@@ -45,9 +45,11 @@ fn channel_checks(state: &AppState) -> serde_json::Value {
 }
 
 fn not_ready(backend: &str, why: &str) -> HttpResponse {
+    // The cause (host names, driver messages) goes to the log: this answer needs no login.
     tracing::warn!(reason = why, "not ready");
+    let summary = if why.starts_with("timed out") { why } else { "unreachable (the hub's log has the cause)" };
     let mut err = crate::error::ApiError::unavailable("not ready: the database is unreachable")
-        .with_details(json!({"checks": {"database": {"status": "down", "backend": backend, "error": why}}}))
+        .with_details(json!({"checks": {"database": {"status": "down", "backend": backend, "error": summary}}}))
         .body();
     err["status"] = json!("not_ready");
     HttpResponse::ServiceUnavailable().json(err)

@@ -10,6 +10,12 @@ crate::on_both_backends! {
     async fn health_and_readiness(app) {
         let res = app.client.get(format!("{}/healthz", app.address)).send().await.unwrap();
         assert_eq!(res.status(), 200);
+        // Probes that use HEAD get the same answer, without a body.
+        for path in ["/healthz", "/readyz"] {
+            let res = app.client.head(format!("{}{path}", app.address)).send().await.unwrap();
+            assert_eq!(res.status(), 200, "HEAD {path}");
+            assert!(res.bytes().await.unwrap().is_empty());
+        }
         let res = app.client.get(format!("{}/readyz", app.address)).send().await.unwrap();
         assert_eq!(res.status(), 200);
         let body: Value = res.json().await.unwrap();

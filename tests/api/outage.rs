@@ -119,6 +119,11 @@ async fn a_database_outage_answers_503_keeps_sockets_and_tells_admins_when_back(
     assert_error(send("during-outage").await, 503, "SERVICE_UNAVAILABLE").await;
     let ready = app.client.get(format!("{}/readyz", app.address)).send().await.unwrap();
     assert_eq!(ready.status(), 503);
+    // Anyone may ask: the answer says what is down, the log says why (addresses and all).
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["error"]["details"]["checks"]["database"]["status"], "down");
+    let why = ready["error"]["details"]["checks"]["database"]["error"].as_str().unwrap();
+    assert!(why == "unreachable (the hub's log has the cause)" || why == "timed out after 3 s", "{why}");
     until_metric(&app, "notifyhub_database_up 0").await;
 
     proxy.restore();
