@@ -194,6 +194,11 @@ fn short_text(name: &str, value: &str, max: usize) -> Result<String, FieldError>
     if t.is_empty() {
         return Err(field(name, "must not be empty"));
     }
+    // Reasons and error messages are prose; symbols and types are one line.
+    let multiline = name.ends_with(".reason") || name.ends_with(".message");
+    if crate::domain::validation::has_control_characters(t, multiline) {
+        return Err(crate::domain::validation::control_characters_refused(name, multiline));
+    }
     if t.chars().count() > max {
         return Err(field(name, format!("must be at most {max} characters")));
     }
@@ -633,6 +638,9 @@ mod tests {
         .unwrap();
         assert!(matches!(&e.audience, Audience::Users(v) if v.len() == 2));
         assert_eq!(e.kind.content().priority, Priority::Info);
+        let prose = Event::parse(json!({"type": "notification", "user_id": uid(), "notification_type": "system_error",
+            "priority": "info", "title": "t", "message": "line 1\r\nline 2\tend"}));
+        assert!(prose.is_ok(), "line breaks and tabs are fine in a message");
     }
 
     #[test]
@@ -724,6 +732,19 @@ mod tests {
             ),
             (json!({"type": "system_error", "error": {"error_type": "has space", "message": "m"}}), "error.error_type"),
             (json!({"type": "system_error", "error": {"error_type": "t", "message": ""}}), "error.message"),
+            (json!({"type": "system_error", "error": {"error_type": "t", "message": "a\u{0}b"}}), "error.message"),
+            (
+                json!({"type": "emergency_exit", "user_id": u, "exit": {"campaign_id": 1, "symbol": "TSLA\r\nX-A: b", "reason": "r"}}),
+                "exit.symbol",
+            ),
+            (
+                json!({"type": "notification", "user_id": u, "notification_type": "risk_warning", "priority": "info", "title": "Hi\r\nBcc: x"}),
+                "title",
+            ),
+            (
+                json!({"type": "notification", "user_id": u, "notification_type": "risk_warning", "priority": "info", "title": "t", "message": "a\u{1b}[31m"}),
+                "message",
+            ),
             (json!({"type": "notification", "user_id": u, "priority": "info", "title": "t"}), "notification_type"),
             (
                 json!({"type": "notification", "user_id": u, "notification_type": "risk_warning", "priority": "urgent", "title": "t"}),

@@ -157,6 +157,10 @@ impl NotificationPreferences {
                 next.quiet_hours.timezone =
                     Timezone::parse(&v).map_err(|r| FieldError::new("quiet_hours.timezone", r))?;
             }
+            if next.quiet_hours.start_time == next.quiet_hours.end_time {
+                // An empty window (or a whole day?): ambiguous, so refused.
+                return Err(FieldError::new("quiet_hours.end_time", "must differ from start_time"));
+            }
         }
         if let Some(c) = patch.channel_preferences {
             if let Some(v) = c.info_channels {
@@ -359,6 +363,11 @@ mod tests {
             (json!({"quiet_hours": {"timezone": "Mars/Base"}}), "quiet_hours.timezone"),
             (json!({"quiet_hours": {"start_time": "25:00"}}), "quiet_hours.start_time"),
             (json!({"quiet_hours": {"end_time": "x"}}), "quiet_hours.end_time"),
+            (
+                json!({"quiet_hours": {"enabled": true, "start_time": "10:00", "end_time": "10:00"}}),
+                "quiet_hours.end_time",
+            ),
+            (json!({"quiet_hours": {"end_time": "22:00"}}), "quiet_hours.end_time"),
             (json!({"channel_preferences": {"info_channels": ["pager"]}}), "channel_preferences.info_channels"),
             (
                 json!({"channel_preferences": {"critical_channels": ["toast", "fax"]}}),

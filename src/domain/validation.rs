@@ -146,6 +146,12 @@ impl EmailAddress {
         {
             return Err("has an invalid domain (expected e.g. example.com)".into());
         }
+        // Top-level domains have two characters or more and are never numeric: an IP
+        // address or a truncated domain (`example.c`) is a typo, not a mailbox.
+        let tld = labels.last().copied().unwrap_or_default();
+        if tld.chars().count() < 2 || tld.chars().all(|c| c.is_ascii_digit()) {
+            return Err("has an invalid domain (expected e.g. example.com)".into());
+        }
         Ok(Self(s.to_string()))
     }
 
@@ -279,9 +285,30 @@ impl From<ConfidenceThreshold> for u8 {
 }
 
 /// Checks a title: non-empty after trimming, at most 200 characters.
+/// Whether `text` holds a control character a dashboard, an SMS or a mail header could
+/// misread (NUL, escapes, …); line breaks and tabs are allowed in `multiline` text.
+pub fn has_control_characters(text: &str, multiline: bool) -> bool {
+    text.chars().any(|c| c.is_control() && !(multiline && matches!(c, '\n' | '\r' | '\t')))
+}
+
+/// The refusal for [`has_control_characters`].
+pub fn control_characters_refused(field: &str, multiline: bool) -> FieldError {
+    FieldError::new(
+        field,
+        if multiline {
+            "must not contain control characters (line breaks and tabs are fine)"
+        } else {
+            "must not contain control characters or line breaks"
+        },
+    )
+}
+
 pub fn validate_title(title: &str) -> Result<(), FieldError> {
     if title.trim().is_empty() {
         return Err(FieldError::new("title", "must not be empty"));
+    }
+    if has_control_characters(title, false) {
+        return Err(control_characters_refused("title", false));
     }
     let n = title.chars().count();
     if n > limits::TITLE_MAX_CHARS {
@@ -295,6 +322,9 @@ pub fn validate_title(title: &str) -> Result<(), FieldError> {
 
 /// Checks a message: at most 1000 characters.
 pub fn validate_message(message: &str) -> Result<(), FieldError> {
+    if has_control_characters(message, true) {
+        return Err(control_characters_refused("message", true));
+    }
     let n = message.chars().count();
     if n > limits::MESSAGE_MAX_CHARS {
         return Err(FieldError::new(
@@ -396,6 +426,8 @@ mod tests {
             long_local.as_str(),
             too_long.as_str(),
             "user@exam_ple.com",
+            "user@example.c",
+            "user@123.123.123.123",
         ] {
             assert!(EmailAddress::parse(bad).is_err(), "{bad:?} should be refused");
         }
