@@ -43,12 +43,13 @@ pub async fn update_user_preferences(
     state: web::Data<AppState>,
     admin: AdminUser,
     path: web::Path<String>,
-    patch: web::Json<PreferencesPatch>,
+    patch: web::Json<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
     let user = user_id(&path)?;
     // The user is recorded now if the admin configures them before their first visit.
     state.users.ensure_exists(&state.store, user).await?;
-    let prefs = update(&state, user, patch.into_inner()).await?;
+    let patch: PreferencesPatch = crate::domain::validation::from_json_object(patch.into_inner(), "")?;
+    let prefs = update(&state, user, patch).await?;
     tracing::info!(admin = %admin.0.user_id, user_id = %user, "admin updated preferences");
     Ok(HttpResponse::Ok().json(json!({"success": true, "preferences": prefs})))
 }

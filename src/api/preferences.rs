@@ -60,9 +60,10 @@ pub async fn get_preferences(state: web::Data<AppState>, user: AuthUser) -> Resu
 pub async fn update_preferences(
     state: web::Data<AppState>,
     user: AuthUser,
-    patch: web::Json<PreferencesPatch>,
+    patch: web::Json<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
-    let prefs = update(&state, user.user_id, patch.into_inner()).await?;
+    let patch: PreferencesPatch = crate::domain::validation::from_json_object(patch.into_inner(), "")?;
+    let prefs = update(&state, user.user_id, patch).await?;
     Ok(HttpResponse::Ok().json(json!({"success": true, "preferences": prefs})))
 }
 

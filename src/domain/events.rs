@@ -182,7 +182,7 @@ fn field(name: &str, reason: impl Into<String>) -> FieldError {
 
 fn payload<T: for<'de> Deserialize<'de>>(name: &str, value: Option<Value>) -> Result<T, FieldError> {
     let value = value.ok_or_else(|| field(name, "is required for this event type"))?;
-    serde_json::from_value(value).map_err(|e| field(name, e.to_string()))
+    crate::domain::validation::from_json_object(value, name)
 }
 
 fn user_id(name: &str, v: &Value) -> Result<Uuid, FieldError> {
@@ -230,12 +230,7 @@ fn id_value(name: &str, v: &Value) -> Result<(), FieldError> {
 impl Event {
     /// Parses and validates a bridge body.
     pub fn parse(body: Value) -> Result<Event, FieldError> {
-        let mut raw: RawEvent = serde_json::from_value(body).map_err(|e| {
-            let text = e.to_string();
-            let name =
-                text.strip_prefix("unknown field `").and_then(|r| r.split('`').next()).unwrap_or("body").to_string();
-            field(&name, text)
-        })?;
+        let mut raw: RawEvent = crate::domain::validation::from_json_object(body, "")?;
         let kind_name = raw.kind.take().ok_or_else(|| field("type", "is required"))?;
         let kind = match kind_name.as_str() {
             "signal_generated" => {
@@ -710,7 +705,7 @@ mod tests {
                 "user_ids[1]",
             ),
             (json!({"type": "signal_generated", "audience": "everyone", "signal": signal(90.0)["signal"]}), "audience"),
-            (json!({"type": "signal_generated", "user_id": u, "signal": {"symbol": "A"}}), "signal"),
+            (json!({"type": "signal_generated", "user_id": u, "signal": {"symbol": "A"}}), "signal.signal_id"),
             (signal(101.0), "signal.confidence"),
             (signal(-1.0), "signal.confidence"),
             (
@@ -721,7 +716,10 @@ mod tests {
                 json!({"type": "signal_generated", "user_id": u, "signal": {"signal_id": "s", "symbol": "", "pattern_type": "P", "confidence": 90}}),
                 "signal.symbol",
             ),
-            (json!({"type": "risk_warning", "user_id": u, "risk": {"risk_type": "leverage", "current": 9}}), "risk"),
+            (
+                json!({"type": "risk_warning", "user_id": u, "risk": {"risk_type": "leverage", "current": 9}}),
+                "risk.risk_type",
+            ),
             (
                 json!({"type": "risk_warning", "user_id": u, "risk": {"risk_type": "portfolio_heat", "current": -2}}),
                 "risk.current",

@@ -24,6 +24,54 @@ impl FieldError {
     }
 }
 
+/// Reads a JSON object into `T`, naming the offending field (`prefix.path.to.field`) and
+/// saying what was expected in words, not in Rust's types, when it does not fit.
+pub fn from_json_object<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    prefix: &str,
+) -> Result<T, FieldError> {
+    let join =
+        |parts: &[&str]| parts.iter().filter(|p| !p.is_empty() && **p != ".").copied().collect::<Vec<_>>().join(".");
+    if !value.is_object() {
+        let at = if prefix.is_empty() { "body" } else { prefix };
+        return Err(FieldError::new(at, "must be a JSON object"));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let text = e.into_inner().to_string();
+        // Missing fields are reported at their parent: name the field itself
+        let named = ["unknown field `", "missing field `", "duplicate field `"]
+            .iter()
+            .find_map(|start| text.strip_prefix(start).and_then(|rest| rest.split('`').next()));
+        // (the path already ends with an unknown field's name; a missing one's is not in it)
+        let named = named.filter(|name| path.rsplit('.').next() != Some(*name));
+        let field = join(&[prefix, &path, named.unwrap_or_default()]);
+        let field = if field.is_empty() { "body".to_string() } else { field };
+        FieldError::new(field, plain_words(&text))
+    })
+}
+
+/// serde's wording without Rust's type names (`expected i64` → `expected a whole number`).
+fn plain_words(text: &str) -> String {
+    let mut out = text.to_string();
+    for (rust, words) in [
+        ("expected i64", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+        ("expected u32", "expected a whole number of 0 or more"),
+        ("expected u64", "expected a whole number of 0 or more"),
+        ("expected u8", "expected a whole number of 0 or more"),
+        ("expected f64", "expected a number"),
+        ("expected f32", "expected a number"),
+    ] {
+        out = out.replace(rust, words);
+    }
+    if let Some(at) = out.find("expected struct ") {
+        out.truncate(at);
+        out.push_str("expected an object");
+    }
+    out
+}
+
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.field, self.reason)
@@ -369,6 +417,40 @@ pub fn validate_metadata(metadata: &serde_json::Value) -> Result<(), FieldError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        threshold: Option<i64>,
+        inner: Option<Inner>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        price: f64,
+        count: Option<u32>,
+    }
+
+    #[test]
+    fn json_refusals_name_the_field_in_words() {
+        let err = |v: serde_json::Value, prefix: &str| from_json_object::<Outer>(v, prefix).unwrap_err();
+        let e = err(serde_json::json!({"threshold": 0.8}), "");
+        assert_eq!(e.field, "threshold");
+        assert!(e.reason.contains("expected a whole number") && !e.reason.contains("i64"), "{}", e.reason);
+        let e = err(serde_json::json!({"inner": {"price": "9"}}), "");
+        assert_eq!(e.field, "inner.price");
+        assert!(e.reason.contains("expected a number"), "{}", e.reason);
+        assert_eq!(err(serde_json::json!({"inner": {"price": 1, "count": -1}}), "").field, "inner.count");
+        assert_eq!(err(serde_json::json!({"inner": {}}), "signal").field, "signal.inner.price", "missing");
+        assert_eq!(err(serde_json::json!({"inner": {"price": 1, "colour": 2}}), "").field, "inner.colour", "unknown");
+        let e = err(serde_json::json!({"inner": 3}), "");
+        assert_eq!((e.field.as_str(), e.reason.contains("expected an object")), ("inner", true), "{}", e.reason);
+        assert_eq!(err(serde_json::json!([null, null]), "").field, "body", "an array is not an object");
+        assert_eq!(err(serde_json::json!("x"), "exit").field, "exit");
+    }
 
     #[test]
     fn e164_accepts_valid_numbers() {

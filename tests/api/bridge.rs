@@ -201,7 +201,7 @@ crate::on_both_backends! {
             (json!({"type": "signal_generated", "signal": signal_event(user, 90.0)["signal"]}), "user_id"),
             (json!({"type": "signal_generated", "user_id": "nobody", "signal": signal_event(user, 90.0)["signal"]}), "user_id"),
             (signal_event(user, 120.0), "signal.confidence"),
-            (json!({"type": "risk_warning", "user_id": user, "risk": {"risk_type": "margin", "current": 9}}), "risk"),
+            (json!({"type": "risk_warning", "user_id": user, "risk": {"risk_type": "margin", "current": 9}}), "risk.risk_type"),
             (json!({"type": "notification", "user_id": user, "notification_type": "risk_warning", "priority": "loud", "title": "t"}), "priority"),
             (json!({"type": "notification", "user_id": user, "notification_type": "risk_warning", "priority": "info", "title": "t".repeat(201)}), "title"),
             (json!({"type": "emergency_exit", "user_id": user, "exit": exit_event(user)["exit"], "extra": true}), "extra"),

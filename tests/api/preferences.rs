@@ -87,12 +87,18 @@ crate::on_both_backends! {
             (json!({"quiet_hours": {"end_time": "8am"}}), "quiet_hours.end_time"),
             (json!({"channel_preferences": {"critical_channels": ["pager"]}}), "channel_preferences.critical_channels"),
             (json!({"favourite_colour": "blue"}), "favourite_colour"),
-            (json!({"email_enabled": "yes"}), "body"),
+            (json!({"email_enabled": "yes"}), "email_enabled"),
+            (json!({"min_confidence_threshold": 0.8}), "min_confidence_threshold"),
+            (json!({"quiet_hours": {"enabled": 1}}), "quiet_hours.enabled"),
+            (json!([null, null, null, null, null, null, 80]), "body"),
+            (json!({"quiet_hours": {"enabled": true, "start_time": "10:00", "end_time": "10:00"}}), "quiet_hours.end_time"),
             (json!({"email_address": "ok@example.com", "min_confidence_threshold": 100}), "min_confidence_threshold"),
         ] {
             let res = app.post("/api/v1/notifications/preferences", &token, &body).await;
             let err = assert_error(res, 422, "VALIDATION_FAILED").await;
             assert_eq!(err["error"]["details"]["field"], field, "{body}");
+            let message = err["error"]["message"].as_str().unwrap();
+            assert!(!message.contains("i64") && !message.contains("struct "), "in words, not Rust's types: {message}");
         }
         assert_eq!(prefs(&app, &token).await, before, "a refused update changes nothing");
         for t in [70, 95] {
