@@ -127,22 +127,24 @@ pub async fn deliveries(
         .call(move |db| async move { outbox::deliveries_of(&db, uid, id).await })
         .await?
         .ok_or_else(not_found)?;
-    // A toast that went out has no row (see `NewDelivery::for_routing`).
+    // A toast that went out has no row (see `NewDelivery::for_routing`), and neither has
+    // one the user's routing for that priority leaves out: the notification says which.
     if !rows.iter().any(|r| r.channel == Channel::Toast) {
-        let n = state
+        let (created_at, toast) = state
             .store
-            .call(move |db| async move { outbox::notification(&db, id).await })
+            .call(move |db| async move { outbox::toast_outcome(&db, id).await })
             .await?
             .ok_or_else(not_found)?;
+        let (status, reason, attempts) = if toast { ("sent", None, 1) } else { ("suppressed", Some("not_routed"), 0) };
         rows.insert(
             0,
             DeliveryView {
                 channel: Channel::Toast,
-                status: "sent".into(),
-                reason: None,
-                attempts: 1,
+                status: status.into(),
+                reason: reason.map(str::to_string),
+                attempts,
                 last_error: None,
-                updated_at: n.created_at,
+                updated_at: created_at,
             },
         );
     }

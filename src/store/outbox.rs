@@ -272,6 +272,20 @@ pub async fn notification(db: &Db, id: Uuid) -> Result<Option<Notification>, Sto
     rows.into_iter().next().map(super::repository::NotificationRow::into_domain).transpose()
 }
 
+/// When a notification was stored and whether its live toast went out (`None`: absent).
+pub async fn toast_outcome(db: &Db, id: Uuid) -> Result<Option<(DateTime<Utc>, bool)>, StoreError> {
+    let nid = id.to_string();
+    let row: Option<(NaiveDateTime, bool)> = with_conn!(db, conn => {
+        notifications::table
+            .find(&nid)
+            .select((notifications::created_at, notifications::toast))
+            .first(conn)
+            .await
+            .optional()?
+    });
+    Ok(row.map(|(at, toast)| (at.and_utc(), toast)))
+}
+
 /// A delivery as its owner sees it.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema, ts_rs::TS)]
 pub struct DeliveryView {

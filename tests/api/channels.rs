@@ -439,6 +439,20 @@ async fn one_recipient_with_unreadable_preferences_does_not_fail_the_others() {
 }
 
 #[actix_web::test]
+async fn the_deliveries_page_tells_a_sent_toast_from_one_the_routing_left_out() {
+    let app = crate::helpers::spawn_app(Backend::Sqlite).await.unwrap();
+    let user = Uuid::new_v4();
+    let toast_row = |rows: Vec<Value>| rows.into_iter().find(|r| r["channel"] == "toast").expect("a toast row");
+    let sent = id_of(&app.event(exit_event(user), 202).await);
+    let row = toast_row(deliveries(&app, user, &sent).await);
+    assert_eq!((row["status"].as_str(), row["reason"].is_null()), (Some("sent"), true), "{row}");
+    set_prefs(&app, user, json!({"channel_preferences": {"critical_channels": ["email"]}})).await;
+    let left_out = id_of(&app.event(exit_event(user), 202).await);
+    let row = toast_row(deliveries(&app, user, &left_out).await);
+    assert_eq!((row["status"].as_str(), row["reason"].as_str()), (Some("suppressed"), Some("not_routed")), "{row}");
+}
+
+#[actix_web::test]
 async fn test_endpoints_answer_every_case() {
     let app = crate::helpers::spawn_app(Backend::Sqlite).await.unwrap();
     let user = Uuid::new_v4();
