@@ -203,10 +203,14 @@ impl ChannelSender for PushSender {
                     One::Final(e) => last_final = Some(e),
                 }
             }
-            if sent > 0 {
+            if let Some(e) = transient {
+                // A device that missed it (its push service was unwell) gets another try.
+                // The ones that got it are sent it again, which replaces the shown
+                // notification (same tag: the notification id) instead of adding one.
+                let total = job.subscriptions.len();
+                SendResult::Transient(if sent > 0 { format!("{e} ({sent} of {total} devices reached)") } else { e })
+            } else if sent > 0 {
                 SendResult::Sent(format!("web-push to {sent} subscription(s)"))
-            } else if let Some(e) = transient {
-                SendResult::Transient(e)
             } else {
                 SendResult::Final(last_final.unwrap_or_else(|| "no subscription accepted the message".into()))
             }

@@ -270,6 +270,29 @@ async fn push_is_signed_encrypted_and_a_gone_subscription_is_removed() {
     assert_eq!(res.status(), 202);
     assert_eq!(push.next().await.payload["test"], true);
 
+    // A second device whose push service is briefly unwell still gets it, on the retry.
+    let res = app.post("/api/v1/push/subscriptions", &token, &push.keys.subscription(&push.endpoint("b"))).await;
+    assert_eq!(res.status(), 201);
+    push.script("b", &[503]);
+    let answer = app.event(exit_event(user), 202).await;
+    let mut reached: Vec<String> = Vec::new();
+    for _ in 0..4 {
+        reached.push(push.next().await.endpoint);
+    }
+    reached.sort();
+    assert_eq!(reached, ["a", "a", "b", "b"], "both devices, twice: the first round and the retry");
+    let row = until_delivery(&app, user, &id_of(&answer), "push", "sent").await;
+    assert_eq!(row["attempts"], 2);
+    let removed = app
+        .client
+        .delete(format!("{}/api/v1/push/subscriptions", app.address))
+        .bearer_auth(&token)
+        .json(&json!({"endpoint": push.endpoint("b")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 200);
+
     // 410 Gone: the subscription is deleted and the next push has nowhere to go.
     push.answer(410);
     let answer = app.event(signal_event(user, 95.0), 202).await;

@@ -237,6 +237,8 @@ impl BrowserKeys {
 /// A push message the stand-in verified and decrypted.
 #[derive(Debug, Clone)]
 pub struct PushDelivery {
+    /// The endpoint id it was posted to (`/push/{id}`).
+    pub endpoint: String,
     pub payload: Value,
     pub urgency: String,
     pub ttl: String,
@@ -248,6 +250,8 @@ struct PushState {
     vapid_public_key: String,
     origin: String,
     status: Arc<Mutex<u16>>,
+    /// Statuses scripted for one endpoint id, used before `status`.
+    scripted: Arc<Mutex<std::collections::HashMap<String, VecDeque<u16>>>>,
     tx: UnboundedSender<Result<PushDelivery, String>>,
 }
 
@@ -297,7 +301,12 @@ fn verify_vapid(req: &HttpRequest, vapid_public_key: &str, origin: &str) -> Resu
     Ok(())
 }
 
-async fn push_endpoint(req: HttpRequest, body: web::Bytes, state: web::Data<PushState>) -> HttpResponse {
+async fn push_endpoint(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<PushState>,
+) -> HttpResponse {
     let check = || -> Result<PushDelivery, String> {
         verify_vapid(&req, &state.vapid_public_key, &state.origin)?;
         let h = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -309,18 +318,22 @@ async fn push_endpoint(req: HttpRequest, body: web::Bytes, state: web::Data<Push
         }
         let plain = state.keys.decrypt(&body)?;
         Ok(PushDelivery {
+            endpoint: String::new(),
             payload: serde_json::from_slice(&plain).map_err(|e| e.to_string())?,
             urgency: h("urgency").unwrap_or_default(),
             ttl: h("ttl").ok_or("no TTL")?,
         })
     };
-    let result = check();
+    let result = check().map(|d| PushDelivery { endpoint: path.into_inner(), ..d });
     let ok = result.is_ok();
+    let endpoint = result.as_ref().map(|d| d.endpoint.clone()).unwrap_or_default();
     let _ = state.tx.send(result);
     if !ok {
         return HttpResponse::BadRequest().finish();
     }
-    HttpResponse::build(actix_web::http::StatusCode::from_u16(*state.status.lock().unwrap()).unwrap()).finish()
+    let scripted = state.scripted.lock().unwrap().get_mut(&endpoint).and_then(VecDeque::pop_front);
+    let status = scripted.unwrap_or(*state.status.lock().unwrap());
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap()).finish()
 }
 
 /// A push service stand-in: verifies the VAPID JWT (signature, audience, expiry) and
@@ -329,6 +342,7 @@ pub struct PushStandIn {
     pub port: u16,
     pub keys: Arc<BrowserKeys>,
     status: Arc<Mutex<u16>>,
+    scripted: Arc<Mutex<std::collections::HashMap<String, VecDeque<u16>>>>,
     deliveries: UnboundedReceiver<Result<PushDelivery, String>>,
 }
 
@@ -339,17 +353,24 @@ impl PushStandIn {
         let (tx, deliveries) = unbounded_channel();
         let keys = Arc::new(BrowserKeys::new());
         let status = Arc::new(Mutex::new(201));
+        let scripted = Arc::default();
         let state = PushState {
             keys: keys.clone(),
             vapid_public_key,
             origin: format!("http://127.0.0.1:{port}"),
             status: status.clone(),
+            scripted: Arc::clone(&scripted),
             tx,
         };
         serve(listener, move |cfg| {
             cfg.app_data(web::Data::new(state.clone())).route("/push/{id}", web::post().to(push_endpoint));
         });
-        Self { port, keys, status, deliveries }
+        Self { port, keys, status, scripted, deliveries }
+    }
+
+    /// Answers the next pushes to endpoint `id` with these statuses, then as `answer` says.
+    pub fn script(&self, id: &str, statuses: &[u16]) {
+        self.scripted.lock().unwrap().entry(id.to_string()).or_default().extend(statuses);
     }
 
     pub fn endpoint(&self, id: &str) -> String {
