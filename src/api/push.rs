@@ -60,7 +60,8 @@ pub async fn vapid_public_key(state: web::Data<AppState>) -> HttpResponse {
 /// Register this browser for push.
 #[utoipa::path(
     post, path = "/api/v1/push/subscriptions", tag = "push", request_body = SubscriptionBody,
-    responses((status = 201, description = "`{success}`"), (status = 422, description = "bad keys, or an endpoint host not on the allow-list")),
+    responses((status = 201, description = "`{success}`"), (status = 422, description = "bad keys, or an endpoint host not on the allow-list"),
+              (status = 409, description = "`SUBSCRIPTION_TAKEN`: another user holds the endpoint with other keys")),
     security(("bearer" = []))
 )]
 #[post("/push/subscriptions")]
@@ -79,9 +80,22 @@ pub async fn subscribe(
     decoded_len("keys.auth", &body.keys.auth, 16)?;
     let sub = Subscription { endpoint: body.endpoint, p256dh: body.keys.p256dh, auth: body.keys.auth };
     let (uid, now) = (user.user_id, state.clock.now());
-    state.store.call(move |db| async move { outbox::save_subscription(&db, uid, sub, now).await }).await?;
-    state.profile_changed(uid);
-    Ok(HttpResponse::Created().json(json!({"success": true})))
+    match state.store.call(move |db| async move { outbox::save_subscription(&db, uid, sub, now).await }).await? {
+        outbox::SavedSubscription::Saved { moved_from } => {
+            if let Some(previous) = moved_from {
+                tracing::info!(user_id = %uid, previous_user_id = %previous, "push subscription moved to the user signed in on that browser");
+                state.profile_changed(previous);
+            }
+            state.profile_changed(uid);
+            Ok(HttpResponse::Created().json(json!({"success": true})))
+        }
+        outbox::SavedSubscription::Taken => Err(ApiError::new(
+            actix_web::http::StatusCode::CONFLICT,
+            "SUBSCRIPTION_TAKEN",
+            "another user holds this push endpoint with other keys; subscribe this browser anew",
+        )
+        .with_details(json!({"field": "endpoint"}))),
+    }
 }
 
 /// Remove one of my push subscriptions.

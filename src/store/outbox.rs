@@ -363,11 +363,45 @@ pub struct Subscription {
     pub auth: String,
 }
 
-/// Saves a subscription for `user` (an endpoint moves to the user who registers it).
-pub async fn save_subscription(db: &Db, user: Uuid, sub: Subscription, now: DateTime<Utc>) -> Result<(), StoreError> {
+/// What became of a subscription to save.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SavedSubscription {
+    /// Stored for the user; `moved_from` is the user who had this browser before.
+    Saved {
+        /// The previous owner, when the endpoint moved.
+        moved_from: Option<Uuid>,
+    },
+    /// Another user holds this endpoint with other keys: not the same browser.
+    Taken,
+}
+
+/// Saves a subscription for `user`. An endpoint already held by someone else moves to
+/// `user` only with the same keys (the same browser, now signed in as `user`): knowing
+/// an endpoint's URL is not enough to take it over.
+pub async fn save_subscription(
+    db: &Db,
+    user: Uuid,
+    sub: Subscription,
+    now: DateTime<Utc>,
+) -> Result<SavedSubscription, StoreError> {
     let uid = user.to_string();
     let now = now.naive_utc();
     with_conn!(db, conn => {
+        let held: Option<(String, String, String)> = push_subscriptions::table
+            .filter(push_subscriptions::endpoint.eq(&sub.endpoint))
+            .select((push_subscriptions::user_id, push_subscriptions::p256dh_key, push_subscriptions::auth_key))
+            .first(conn)
+            .await
+            .optional()?;
+        let moved_from = match &held {
+            Some((owner, p256dh, auth)) if *owner != uid => {
+                if *p256dh != sub.p256dh || *auth != sub.auth {
+                    return Ok(SavedSubscription::Taken);
+                }
+                Uuid::parse_str(owner).ok()
+            }
+            _ => None,
+        };
         diesel::insert_into(push_subscriptions::table)
             .values((
                 push_subscriptions::id.eq(Uuid::new_v4().to_string()),
@@ -386,7 +420,7 @@ pub async fn save_subscription(db: &Db, user: Uuid, sub: Subscription, now: Date
             ))
             .execute(conn)
             .await?;
-        Ok(())
+        Ok(SavedSubscription::Saved { moved_from })
     })
 }
 

@@ -338,6 +338,35 @@ async fn push_endpoints_off_the_allow_list_are_refused_and_never_contacted() {
 }
 
 #[actix_web::test]
+async fn a_push_endpoint_moves_to_another_user_only_from_the_same_browser() {
+    let app = crate::helpers::spawn_app(Backend::Sqlite).await.unwrap();
+    let (first, second) = (app.token(Uuid::new_v4(), Role::User), app.token(Uuid::new_v4(), Role::User));
+    let endpoint = "https://fcm.googleapis.com/fcm/send/shared-browser";
+    let browser = crate::standins::BrowserKeys::new();
+    let res = app.post("/api/v1/push/subscriptions", &first, &browser.subscription(endpoint)).await;
+    assert_eq!(res.status(), 201);
+    // Someone who only knows the URL, with keys of their own: refused, nothing moves.
+    let stranger = crate::standins::BrowserKeys::new();
+    let res = app.post("/api/v1/push/subscriptions", &second, &stranger.subscription(endpoint)).await;
+    let err = assert_error(res, 409, "SUBSCRIPTION_TAKEN").await;
+    assert_eq!(err["error"]["details"]["field"], "endpoint");
+    let delete = |token: &str| {
+        app.client
+            .delete(format!("{}/api/v1/push/subscriptions", app.address))
+            .bearer_auth(token)
+            .json(&json!({"endpoint": endpoint}))
+            .send()
+    };
+    // The same browser signed in as the second user: the endpoint moves.
+    let res = app.post("/api/v1/push/subscriptions", &second, &browser.subscription(endpoint)).await;
+    assert_eq!(res.status(), 201);
+    let gone: Value = delete(&first).await.unwrap().json().await.unwrap();
+    assert_eq!(gone["deleted"], false, "no longer the first user's");
+    let gone: Value = delete(&second).await.unwrap().json().await.unwrap();
+    assert_eq!(gone["deleted"], true);
+}
+
+#[actix_web::test]
 async fn sms_rate_limit_holds_across_a_restart() {
     // Sandbox SMS (no Twilio): 30 per hour per user.
     let app = crate::helpers::spawn_app(Backend::Sqlite).await.unwrap();
