@@ -385,7 +385,24 @@ fn load_smtp(src: &Source) -> Result<Option<SmtpSettings>, ConfigError> {
         let missing = if user.is_some() { "SMTP_PASSWORD" } else { "SMTP_USER" };
         return Err(ConfigError::new(missing, "SMTP_USER and SMTP_PASSWORD must be set together"));
     }
-    Ok(Some(SmtpSettings { host: host.trim().to_string(), port, user, password, from, tls }))
+    let host = host.trim().to_string();
+    if tls == SmtpTls::None && user.is_some() && !is_loopback_host(&host) {
+        return Err(ConfigError::new(
+            "SMTP_TLS",
+            format!("'none' would send SMTP_PASSWORD to {host} in clear; use starttls or tls (none is for a relay on this machine)"),
+        ));
+    }
+    Ok(Some(SmtpSettings { host, port, user, password, from, tls }))
+}
+
+/// `localhost`, `127.x.x.x` or `::1`: a host on this machine.
+fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn load_twilio(src: &Source) -> Result<Option<TwilioSettings>, ConfigError> {
@@ -538,6 +555,14 @@ mod tests {
         assert_eq!(err.var, "SMTP_PASSWORD");
         let ok = Settings::load(&src(&[("SMTP_HOST", "h"), ("SMTP_TLS", "none")], dir.path())).unwrap();
         assert_eq!(ok.smtp.unwrap().port, 25);
+        // A password in clear over the network is refused; to a relay on this machine it is fine.
+        let login = [("SMTP_TLS", "none"), ("SMTP_USER", "u"), ("SMTP_PASSWORD", "p")];
+        let err =
+            Settings::load(&src(&[&[("SMTP_HOST", "mail.example.com")][..], &login].concat(), dir.path())).unwrap_err();
+        assert_eq!(err.var, "SMTP_TLS");
+        for host in ["127.0.0.1", "localhost", "::1"] {
+            assert!(Settings::load(&src(&[&[("SMTP_HOST", host)][..], &login].concat(), dir.path())).is_ok(), "{host}");
+        }
     }
 
     #[test]
