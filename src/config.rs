@@ -7,6 +7,7 @@ use crate::domain::validation::{E164Phone, EmailAddress};
 use base64::Engine;
 use rand::RngCore;
 use std::collections::HashMap;
+use std::fmt;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,7 +29,7 @@ impl ConfigError {
 }
 
 /// Which database the hub runs on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
     /// Embedded SQLite file (single node).
     Sqlite(PathBuf),
@@ -86,7 +87,7 @@ pub enum SmtpTls {
 }
 
 /// SMTP settings; absent means sandbox mode for email.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SmtpSettings {
     /// Server host.
     pub host: String,
@@ -103,7 +104,7 @@ pub struct SmtpSettings {
 }
 
 /// Twilio settings; absent means sandbox mode for SMS.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TwilioSettings {
     /// Account SID.
     pub account_sid: String,
@@ -116,7 +117,7 @@ pub struct TwilioSettings {
 }
 
 /// Every setting the hub runs with.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     /// Listen address.
     pub bind: SocketAddr,
@@ -148,6 +149,62 @@ pub struct Settings {
     pub ws_heartbeat: std::time::Duration,
     /// WebSocket silence after which a socket is closed.
     pub ws_timeout: std::time::Duration,
+}
+
+// Written by hand so that a `{:?}` (a log line, a panic message) never prints a secret:
+// passwords, tokens and keys show as `***`, a database URL without its password.
+const HIDDEN: &str = "***";
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Debug for SmtpSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmtpSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| HIDDEN))
+            .field("from", &self.from)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+impl fmt::Debug for TwilioSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TwilioSettings")
+            .field("account_sid", &self.account_sid)
+            .field("auth_token", &HIDDEN)
+            .field("from_number", &self.from_number)
+            .field("api_base", &self.api_base)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("bind", &self.bind)
+            .field("workers", &self.workers)
+            .field("database_url", &self.database_url)
+            .field("db_pool_size", &self.db_pool_size)
+            .field("data_dir", &self.data_dir)
+            .field("jwt_secret", &HIDDEN)
+            .field("service_tokens", &format!("{} token(s)", self.service_tokens.len()))
+            .field("pii_key", &HIDDEN)
+            .field("smtp", &self.smtp)
+            .field("twilio", &self.twilio)
+            .field("vapid_private_key", &HIDDEN)
+            .field("vapid_subject", &self.vapid_subject)
+            .field("push_allowed_hosts", &self.push_allowed_hosts)
+            .field("ws_heartbeat", &self.ws_heartbeat)
+            .field("ws_timeout", &self.ws_timeout)
+            .finish()
+    }
 }
 
 /// The push services of the browser vendors, contacted by default.
@@ -591,5 +648,29 @@ mod tests {
         assert!(matches!(DatabaseUrl::parse("postgresql://u@h/d").unwrap(), DatabaseUrl::Postgres(_)));
         assert!(DatabaseUrl::parse("sqlite://").is_err());
         assert_eq!(DatabaseUrl::Postgres("postgres://u:pw@h/d".into()).redacted(), "postgres://u:***@h/d");
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = [
+            ("NOTIFYHUB_JWT_SECRET", "jwt-secret-0123456789abcdef"),
+            ("NOTIFYHUB_SERVICE_TOKENS", "service-token-0123456789abcdef"),
+            ("DATABASE_URL", "postgres://hub:db-password-42@db.internal/hub"),
+            ("SMTP_HOST", "mail.example.com"),
+            ("SMTP_USER", "hub"),
+            ("SMTP_PASSWORD", "smtp-password-42"),
+            ("TWILIO_ACCOUNT_SID", "AC0123456789"),
+            ("TWILIO_AUTH_TOKEN", "twilio-token-42"),
+            ("TWILIO_PHONE_NUMBER", "+15005550006"),
+        ];
+        let settings = Settings::load(&src(&secrets, dir.path())).unwrap();
+        let shown = format!("{settings:?}");
+        for secret in ["jwt-secret", "service-token", "db-password", "smtp-password", "twilio-token"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("mail.example.com") && shown.contains("hub:***@db.internal"), "{shown}");
+        let key = settings.vapid_private_key.clone();
+        assert!(!shown.contains(&key), "the VAPID key in {shown}");
     }
 }
