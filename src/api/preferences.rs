@@ -16,17 +16,42 @@ pub async fn load(state: &AppState, user: Uuid) -> Result<NotificationPreference
     Ok(preferences_doc::decode_or_default(doc, user, &state.pii)?)
 }
 
-/// Applies a partial update for `user` and stores the result.
+/// Saving attempts before two writers racing on one user's preferences give up.
+const SAVE_ATTEMPTS: usize = 5;
+
+/// Applies a partial update for `user` and stores the result. The save only lands on
+/// the version the patch was applied to; when another update got there first, the
+/// patch is applied again to that one.
 pub async fn update(
     state: &AppState,
     user: Uuid,
     patch: PreferencesPatch,
 ) -> Result<NotificationPreferences, ApiError> {
-    let current = load(state, user).await?;
-    let next = current.apply(patch, chrono::Utc::now())?;
-    let doc = preferences_doc::encode(&next, &state.pii);
-    let at = next.updated_at.unwrap_or_else(chrono::Utc::now);
-    state.store.call(move |db| async move { repository::save_preferences(&db, user, doc, at).await }).await?;
+    let mut attempt = 0;
+    let next = loop {
+        attempt += 1;
+        let stored =
+            state.store.call(move |db| async move { repository::load_preferences_versioned(&db, user).await }).await?;
+        let (doc, version) = stored.map_or((None, None), |(doc, at)| (Some(doc), Some(at)));
+        let current = preferences_doc::decode_or_default(doc, user, &state.pii)?;
+        let next = current.apply(patch.clone(), chrono::Utc::now())?;
+        let doc = preferences_doc::encode(&next, &state.pii);
+        let at = next.updated_at.unwrap_or_else(chrono::Utc::now);
+        let saved = state
+            .store
+            .call(move |db| async move { repository::save_preferences_if(&db, user, doc, at, version).await })
+            .await?;
+        if saved {
+            break next;
+        }
+        if attempt == SAVE_ATTEMPTS {
+            return Err(ApiError::new(
+                actix_web::http::StatusCode::CONFLICT,
+                "CONCURRENT_UPDATE",
+                "these preferences are being changed by another request right now; try again",
+            ));
+        }
+    };
     state.profile_changed(user);
     tracing::info!(
         user_id = %user,

@@ -227,7 +227,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Nullable<T> {
 /// address, unknown fields are refused. Raw strings are validated by [`apply`].
 ///
 /// [`apply`]: NotificationPreferences::apply
-#[derive(Debug, Default, Deserialize, TS, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize, TS, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[ts(optional_fields)]
 pub struct PreferencesPatch {
@@ -264,7 +264,7 @@ pub struct PreferencesPatch {
 }
 
 /// Partial quiet hours.
-#[derive(Debug, Default, Deserialize, TS, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize, TS, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[ts(optional_fields)]
 pub struct QuietHoursPatch {
@@ -279,7 +279,7 @@ pub struct QuietHoursPatch {
 }
 
 /// Partial routing.
-#[derive(Debug, Default, Deserialize, TS, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize, TS, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[ts(optional_fields)]
 pub struct ChannelPreferencesPatch {

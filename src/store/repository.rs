@@ -495,32 +495,62 @@ pub async fn load_preferences(db: &Db, user: Uuid) -> Result<Option<serde_json::
     })
 }
 
-/// Saves (inserts or replaces) the preferences document.
-pub async fn save_preferences(
+/// The stored preferences document with its version (the `updated_at` column), if the
+/// user ever saved one.
+pub async fn load_preferences_versioned(
+    db: &Db,
+    user: Uuid,
+) -> Result<Option<(serde_json::Value, NaiveDateTime)>, StoreError> {
+    let uid = user.to_string();
+    with_conn!(db, conn => {
+        let row: Option<(Json, NaiveDateTime)> = notification_preferences::table
+            .find(&uid)
+            .select((notification_preferences::preferences, notification_preferences::updated_at))
+            .first(conn)
+            .await
+            .optional()?;
+        Ok(row.map(|(d, at)| (d.0, at)))
+    })
+}
+
+/// Saves the preferences document only if it is still the version that was read
+/// (`None`: there was none); returns whether it was saved. Two updates made at once
+/// (two tabs, a user and an admin) then never undo each other: the loser reapplies
+/// its change to what the winner saved.
+pub async fn save_preferences_if(
     db: &Db,
     user: Uuid,
     doc: serde_json::Value,
     at: DateTime<Utc>,
-) -> Result<(), StoreError> {
+    read: Option<NaiveDateTime>,
+) -> Result<bool, StoreError> {
     let uid = user.to_string();
     let now = at.naive_utc();
-    with_conn!(db, conn => {
-        diesel::insert_into(notification_preferences::table)
-            .values((
-                notification_preferences::user_id.eq(&uid),
+    let written = with_conn!(db, conn => {
+        match read {
+            None => diesel::insert_into(notification_preferences::table)
+                .values((
+                    notification_preferences::user_id.eq(&uid),
+                    notification_preferences::preferences.eq(Json(doc.clone())),
+                    notification_preferences::updated_at.eq(now),
+                ))
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?,
+            Some(version) => diesel::update(
+                notification_preferences::table
+                    .filter(notification_preferences::user_id.eq(&uid))
+                    .filter(notification_preferences::updated_at.eq(version)),
+            )
+            .set((
                 notification_preferences::preferences.eq(Json(doc.clone())),
                 notification_preferences::updated_at.eq(now),
             ))
-            .on_conflict(notification_preferences::user_id)
-            .do_update()
-            .set((
-                notification_preferences::preferences.eq(excluded(notification_preferences::preferences)),
-                notification_preferences::updated_at.eq(excluded(notification_preferences::updated_at)),
-            ))
             .execute(conn)
-            .await?;
-        Ok(())
-    })
+            .await?,
+        }
+    });
+    Ok(written == 1)
 }
 
 /// Deletes the preferences document (the defaults apply again).

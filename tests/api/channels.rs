@@ -454,13 +454,17 @@ async fn sms_limit_counts_tests_and_concurrent_sends_on_postgres() {
 /// (as after a change of NOTIFYHUB_PII_KEY), behind the hub's back.
 async fn damage_preferences(app: &TestApp, user: Uuid) {
     let doc = json!({"user_id": user, "sms_enabled": true, "sms_phone_number": "enc:v1:not-sealed-with-this-key"});
-    app.state
+    let saved = app
+        .state
         .store
         .call(move |db| async move {
-            notifyhub::store::repository::save_preferences(&db, user, doc, chrono::Utc::now()).await
+            use notifyhub::store::repository::{load_preferences_versioned, save_preferences_if};
+            let version = load_preferences_versioned(&db, user).await?.map(|(_, at)| at);
+            save_preferences_if(&db, user, doc, chrono::Utc::now(), version).await
         })
         .await
         .unwrap();
+    assert!(saved);
 }
 
 #[actix_web::test]

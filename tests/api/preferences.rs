@@ -74,6 +74,33 @@ crate::on_both_backends! {
         }
     }
 
+    async fn concurrent_updates_of_different_fields_all_land(app) {
+        let user = Uuid::new_v4();
+        let token = app.token(user, Role::User);
+        let patches = [
+            json!({"email_address": "trader@example.com"}),
+            json!({"sms_enabled": true, "sms_phone_number": "+12345678901"}),
+            json!({"min_confidence_threshold": 90}),
+            json!({"quiet_hours": {"timezone": "Europe/Paris"}}),
+            json!({"push_enabled": true}),
+            json!({"channel_preferences": {"info_channels": ["toast", "email"]}}),
+        ];
+        let answers = futures_util::future::join_all(
+            patches.iter().map(|p| app.post("/api/v1/notifications/preferences", &token, p)),
+        )
+        .await;
+        for res in answers {
+            assert_eq!(res.status(), 200);
+        }
+        let p = prefs(&app, &token).await;
+        assert_eq!(p["email_address"], "trader@example.com");
+        assert_eq!((p["sms_enabled"].as_bool(), p["sms_phone_number"].as_str()), (Some(true), Some("+12345678901")));
+        assert_eq!(p["min_confidence_threshold"], 90);
+        assert_eq!(p["quiet_hours"]["timezone"], "Europe/Paris");
+        assert_eq!(p["push_enabled"], true);
+        assert_eq!(p["channel_preferences"]["info_channels"], json!(["toast", "email"]));
+    }
+
     async fn every_invalid_field_is_refused_with_422_and_nothing_changes(app) {
         let token = app.token(Uuid::new_v4(), Role::User);
         let before = prefs(&app, &token).await;
