@@ -221,6 +221,15 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsConnection {
             Ok(ws::Message::Continuation(_)) | Ok(ws::Message::Nop) => {}
             Err(e) => {
                 tracing::debug!(user_id = %self.user, error = %e, "websocket protocol error");
+                // Say why before hanging up (RFC 6455 §7.4), unless the connection is gone.
+                let code = match e {
+                    ws::ProtocolError::Io(_) => None,
+                    ws::ProtocolError::Overflow => Some(ws::CloseCode::Size),
+                    _ => Some(ws::CloseCode::Protocol),
+                };
+                if let Some(code) = code {
+                    ctx.close(Some(ws::CloseReason { code, description: Some(e.to_string()) }));
+                }
                 ctx.stop();
             }
         }

@@ -374,3 +374,27 @@ async fn a_socket_is_closed_when_its_token_expires() {
     assert!(close.reason.contains("token expired"), "{}", close.reason);
     assert!(opened.elapsed() >= std::time::Duration::from_secs(4), "not before the token (with leeway) expired");
 }
+
+#[actix_web::test]
+async fn a_client_breaking_the_protocol_is_told_why_before_the_socket_closes() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::Message;
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite).await.unwrap();
+    let user = Uuid::new_v4();
+    let url = format!("ws://127.0.0.1:{}/ws?token={}", app.port, app.token(user, Role::User));
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
+    // Clients send control frames only; frames past 4 KiB are refused.
+    socket.send(Message::text("x".repeat(8 * 1024))).await.unwrap();
+    let close = loop {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(15), socket.next())
+            .await
+            .expect("an answer within 15 s")
+            .expect("a close frame before the end")
+            .expect("frame");
+        if let Message::Close(close) = frame {
+            break close.expect("a close code");
+        }
+    };
+    assert_eq!(close.code, CloseCode::Size);
+}
