@@ -342,10 +342,7 @@ impl Attempt {
                     prefs,
                     subscriptions: subs,
                 };
-                let result = self.sender.send(job).await;
-                if !matches!(result, SendResult::Sent(_)) {
-                    uncount_send(&self.store, counted).await;
-                }
+                let result = send_counted(self.sender.as_ref(), &self.store, job, counted).await;
                 let now = self.clock.now();
                 match result {
                     SendResult::Sent(receipt) => {
@@ -396,12 +393,20 @@ async fn count_send(
     store.call(move |db| async move { outbox::reserve_send(&db, user, channel, now, limit).await }).await
 }
 
-/// Gives back a counted send that did not go out.
-async fn uncount_send(store: &StoreHandle, counted: Option<String>) {
-    let Some(id) = counted else { return };
-    if let Err(e) = store.call(move |db| async move { outbox::release_send(&db, &id).await }).await {
-        tracing::warn!(error = %e, "cannot give back a failed send; it counts against the hour's limit");
+/// Sends `job`; a send counted against the rate limit is given back unless it went out.
+async fn send_counted(
+    sender: &dyn ChannelSender,
+    store: &StoreHandle,
+    job: SendJob,
+    counted: Option<String>,
+) -> SendResult {
+    let result = sender.send(job).await;
+    if let (Some(id), false) = (counted, matches!(result, SendResult::Sent(_))) {
+        if let Err(e) = store.call(move |db| async move { outbox::release_send(&db, &id).await }).await {
+            tracing::warn!(error = %e, "cannot give back a failed send; it counts against the hour's limit");
+        }
     }
+    result
 }
 
 impl Actor for ChannelActor {
@@ -457,9 +462,14 @@ impl Handler<SendTest> for ChannelActor {
         );
         let user = msg.user;
         let fut = async move {
+            // The cause (a database error) goes to the log, not to the user.
+            let unavailable = |e: StoreError| {
+                tracing::warn!(error = %e, "test message: cannot reach the database");
+                TestRefusal::Unavailable("the hub cannot reach its database right now; try again".into())
+            };
             let (prefs, subs) = match load_job(&store, &pii, user, channel).await {
                 Ok(v) => v,
-                Err(e) => return (None, Err(TestRefusal::Unavailable(e.to_string()))),
+                Err(e) => return (None, Err(unavailable(e))),
             };
             match reachable(channel, &prefs, !subs.is_empty()) {
                 Err("disabled") => return (None, Err(TestRefusal::Disabled)),
@@ -473,16 +483,12 @@ impl Handler<SendTest> for ChannelActor {
                 match count_send(&store, user, channel, now, limit).await {
                     Ok(Some(id)) => counted = Some(id),
                     Ok(None) => return (None, Err(TestRefusal::RateLimited(limit))),
-                    Err(e) => return (None, Err(TestRefusal::Unavailable(e.to_string()))),
+                    Err(e) => return (None, Err(unavailable(e))),
                 }
             }
             let dest = destination(channel, &prefs, subs.len());
             let job = SendJob { user_id: user, content: Content::test(user, channel), prefs, subscriptions: subs };
-            let result = sender.send(job).await;
-            if !matches!(result, SendResult::Sent(_)) {
-                uncount_send(&store, counted).await;
-            }
-            match result {
+            match send_counted(sender.as_ref(), &store, job, counted).await {
                 SendResult::Sent(_) => (Some(true), Ok(dest)),
                 SendResult::Transient(e) => (Some(false), Err(TestRefusal::Unavailable(e))),
                 SendResult::Final(e) => (None, Err(TestRefusal::Rejected(e))),

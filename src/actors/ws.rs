@@ -116,8 +116,9 @@ pub struct WsConnection {
 }
 
 impl WsConnection {
-    /// Closes the socket when its token expires (with the same leeway it was accepted
-    /// with): a socket must not keep receiving toasts on a token that no longer holds.
+    /// Closes the socket once its token has expired (with the same leeway it was
+    /// accepted with), at the next heartbeat: a socket must not keep receiving toasts on
+    /// a token that no longer holds.
     pub fn until(mut self, expires_at: i64) -> Self {
         self.expires_at = Some(expires_at);
         self
@@ -152,6 +153,20 @@ impl Actor for WsConnection {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.run_interval(self.heartbeat.interval, |act, ctx| {
+            // Checked on the heartbeat (a timer of its own would cost every idle socket
+            // a few hundred bytes): the socket closes within one interval of expiry.
+            let expired = act
+                .expires_at
+                .is_some_and(|at| chrono::Utc::now().timestamp() > at + crate::auth::LEEWAY_SECONDS as i64);
+            if expired {
+                tracing::debug!(user_id = %act.user, conn = act.id, "token expired: closing");
+                ctx.close(Some(ws::CloseReason {
+                    code: ws::CloseCode::Policy,
+                    description: Some("token expired; reconnect with a fresh token".into()),
+                }));
+                ctx.stop();
+                return;
+            }
             if act.last_heard.elapsed() > act.heartbeat.timeout {
                 tracing::debug!(user_id = %act.user, conn = act.id, "no pong within the timeout: closing");
                 ctx.close(Some(ws::CloseReason {
@@ -163,17 +178,6 @@ impl Actor for WsConnection {
             }
             ctx.ping(b"");
         });
-        if let Some(expires_at) = self.expires_at {
-            let left = expires_at.saturating_sub(chrono::Utc::now().timestamp()).max(0) as u64;
-            ctx.run_later(Duration::from_secs(left + crate::auth::LEEWAY_SECONDS), |act, ctx| {
-                tracing::debug!(user_id = %act.user, conn = act.id, "token expired: closing");
-                ctx.close(Some(ws::CloseReason {
-                    code: ws::CloseCode::Policy,
-                    description: Some("token expired; reconnect with a fresh token".into()),
-                }));
-                ctx.stop();
-            });
-        }
         let join = Join {
             conn_id: self.id,
             addr: ctx.address(),
