@@ -161,6 +161,11 @@ pub struct AuthUser {
 /// Verifies a user token and records the user (first sight → default preferences).
 pub async fn authenticate_user(state: &AppState, token: Option<&str>) -> Result<AuthUser, ApiError> {
     let token = token.ok_or(TokenError::Missing)?;
+    // A configured bridge token is a valid credential of the wrong kind: 403, like a
+    // service JWT, not 401.
+    if is_service_token(state, token) {
+        return Err(ApiError::forbidden("service tokens cannot act as a user"));
+    }
     let (user_id, role, expires_at) = state.jwt.verify_until(token)?;
     if role == Role::Service {
         return Err(ApiError::forbidden("service tokens cannot act as a user"));
@@ -220,11 +225,19 @@ impl FromRequest for ServiceCaller {
     }
 }
 
+/// Which configured service token `token` is, compared in constant time.
+fn service_token_index(state: &AppState, token: &str) -> Option<usize> {
+    state.settings.service_tokens.iter().position(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
+}
+
+fn is_service_token(state: &AppState, token: &str) -> bool {
+    service_token_index(state, token).is_some()
+}
+
 fn service_caller(req: &HttpRequest) -> Result<ServiceCaller, ApiError> {
     let state = req.app_data::<web::Data<AppState>>().ok_or_else(ApiError::internal)?;
     let token = bearer(req).ok_or(TokenError::Missing)?;
-    if let Some(i) = state.settings.service_tokens.iter().position(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
-    {
+    if let Some(i) = service_token_index(state, token) {
         return Ok(ServiceCaller { name: format!("token-{i}") });
     }
     let (sub, role) = state.jwt.verify(token)?;

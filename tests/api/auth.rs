@@ -35,8 +35,11 @@ crate::on_both_backends! {
         let service = app.token(Uuid::new_v4(), Role::Service);
         let res = app.get("/api/v1/notifications", &service).await;
         assert_error(res, 403, "FORBIDDEN").await;
+        // A bridge token is a valid credential of the wrong kind, like a service JWT.
         let res = app.get("/api/v1/notifications", SERVICE_TOKEN).await;
-        assert_error(res, 401, "UNAUTHORIZED").await;
+        assert_error(res, 403, "FORBIDDEN").await;
+        let res = app.client.get(format!("{}/ws?token={SERVICE_TOKEN}", app.address)).send().await.unwrap();
+        assert_error(res, 403, "FORBIDDEN").await;
 
         let user = app.token(Uuid::new_v4(), Role::User);
         let res = app.get(&format!("/api/v1/admin/users/{}/preferences", Uuid::new_v4()), &user).await;
