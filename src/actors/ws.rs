@@ -148,6 +148,12 @@ impl WsConnection {
     }
 }
 
+/// Sends a close frame with `code` and `reason`, then stops the socket's actor.
+fn close_socket(ctx: &mut ws::WebsocketContext<WsConnection>, code: ws::CloseCode, reason: &str) {
+    ctx.close(Some(ws::CloseReason { code, description: Some(reason.to_string()) }));
+    ctx.stop();
+}
+
 impl Actor for WsConnection {
     type Context = ws::WebsocketContext<Self>;
 
@@ -160,23 +166,13 @@ impl Actor for WsConnection {
                 .is_some_and(|at| chrono::Utc::now().timestamp() > at + crate::auth::LEEWAY_SECONDS as i64);
             if expired {
                 tracing::debug!(user_id = %act.user, conn = act.id, "token expired: closing");
-                ctx.close(Some(ws::CloseReason {
-                    code: ws::CloseCode::Policy,
-                    description: Some("token expired; reconnect with a fresh token".into()),
-                }));
-                ctx.stop();
-                return;
-            }
-            if act.last_heard.elapsed() > act.heartbeat.timeout {
+                close_socket(ctx, ws::CloseCode::Policy, "token expired; reconnect with a fresh token");
+            } else if act.last_heard.elapsed() > act.heartbeat.timeout {
                 tracing::debug!(user_id = %act.user, conn = act.id, "no pong within the timeout: closing");
-                ctx.close(Some(ws::CloseReason {
-                    code: ws::CloseCode::Away,
-                    description: Some("heartbeat timeout".into()),
-                }));
-                ctx.stop();
-                return;
+                close_socket(ctx, ws::CloseCode::Away, "heartbeat timeout");
+            } else {
+                ctx.ping(b"");
             }
-            ctx.ping(b"");
         });
         let join = Join {
             conn_id: self.id,
@@ -207,8 +203,7 @@ impl Handler<CloseSocket> for WsConnection {
     type Result = ();
 
     fn handle(&mut self, msg: CloseSocket, ctx: &mut Self::Context) {
-        ctx.close(Some(ws::CloseReason { code: msg.code, description: Some(msg.reason) }));
-        ctx.stop();
+        close_socket(ctx, msg.code, &msg.reason);
     }
 }
 
@@ -231,10 +226,10 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsConnection {
                     ws::ProtocolError::Overflow => Some(ws::CloseCode::Size),
                     _ => Some(ws::CloseCode::Protocol),
                 };
-                if let Some(code) = code {
-                    ctx.close(Some(ws::CloseReason { code, description: Some(e.to_string()) }));
+                match code {
+                    Some(code) => close_socket(ctx, code, &e.to_string()),
+                    None => ctx.stop(),
                 }
-                ctx.stop();
             }
         }
     }

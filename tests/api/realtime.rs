@@ -343,7 +343,6 @@ async fn a_client_that_stops_reading_is_cut_off_without_slowing_a_healthy_one() 
 
 #[actix_web::test]
 async fn a_socket_is_closed_when_its_token_expires() {
-    use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
     use tokio_tungstenite::tungstenite::Message;
     let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite).await.unwrap();
@@ -355,12 +354,7 @@ async fn a_socket_is_closed_when_its_token_expires() {
     let opened = std::time::Instant::now();
     let mut toasts = 0;
     let close = loop {
-        let frame = tokio::time::timeout(std::time::Duration::from_secs(15), socket.next())
-            .await
-            .expect("closed within 15 s")
-            .expect("a close frame before the end")
-            .expect("frame");
-        match frame {
+        match next_frame(&mut socket).await {
             Message::Text(t) if t.contains("\"ready\"") => {
                 app.event(signal_event(user, 87.0), 202).await;
             }
@@ -377,7 +371,7 @@ async fn a_socket_is_closed_when_its_token_expires() {
 
 #[actix_web::test]
 async fn a_client_breaking_the_protocol_is_told_why_before_the_socket_closes() {
-    use futures_util::{SinkExt, StreamExt};
+    use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
     use tokio_tungstenite::tungstenite::Message;
     let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite).await.unwrap();
@@ -387,14 +381,21 @@ async fn a_client_breaking_the_protocol_is_told_why_before_the_socket_closes() {
     // Clients send control frames only; frames past 4 KiB are refused.
     socket.send(Message::text("x".repeat(8 * 1024))).await.unwrap();
     let close = loop {
-        let frame = tokio::time::timeout(std::time::Duration::from_secs(15), socket.next())
-            .await
-            .expect("an answer within 15 s")
-            .expect("a close frame before the end")
-            .expect("frame");
-        if let Message::Close(close) = frame {
+        if let Message::Close(close) = next_frame(&mut socket).await {
             break close.expect("a close code");
         }
     };
     assert_eq!(close.code, CloseCode::Size);
+}
+
+/// The next frame of a raw socket, control frames included; panics after 15 s or at the end.
+async fn next_frame(
+    socket: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+) -> tokio_tungstenite::tungstenite::Message {
+    use futures_util::StreamExt;
+    tokio::time::timeout(std::time::Duration::from_secs(15), socket.next())
+        .await
+        .expect("a frame within 15 s")
+        .expect("a close frame before the end")
+        .expect("frame")
 }
