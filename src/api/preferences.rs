@@ -16,8 +16,10 @@ pub async fn load(state: &AppState, user: Uuid) -> Result<NotificationPreference
     Ok(preferences_doc::decode_or_default(doc, user, &state.pii)?)
 }
 
-/// Saving attempts before two writers racing on one user's preferences give up.
-const SAVE_ATTEMPTS: usize = 5;
+/// Saving attempts before a writer racing others on one user's preferences gives up.
+/// Every round one of the racers saves, so N updates at once need at most N rounds: 16
+/// covers any plausible number of tabs and admins at once.
+const SAVE_ATTEMPTS: usize = 16;
 
 /// Applies a partial update for `user` and stores the result. The save only lands on
 /// the version the patch was applied to; when another update got there first, the

@@ -77,6 +77,7 @@ crate::on_both_backends! {
     async fn concurrent_updates_of_different_fields_all_land(app) {
         let user = Uuid::new_v4();
         let token = app.token(user, Role::User);
+        // As many at once as the PostgreSQL pool runs in parallel: each round one saves.
         let patches = [
             json!({"email_address": "trader@example.com"}),
             json!({"sms_enabled": true, "sms_phone_number": "+12345678901"}),
