@@ -231,10 +231,18 @@ impl DispatchCore {
                     return Ok(Outcome::Throttled("risk_warning_throttled"));
                 }
             }
-            Some(Throttle::SystemError { key }) => match self.acquire(key, rules::SYSTEM_ERROR_WINDOW).await? {
-                Some(t) => taken.push(t),
-                None => return Ok(Outcome::Throttled("system_error_throttled")),
-            },
+            Some(Throttle::SystemError { key }) => {
+                // An error shown to named users has a window of its own: it must not hold
+                // back the admins' alert of the same type (the hub's own included).
+                let key = match event.audience {
+                    Audience::Admins => key,
+                    _ => format!("{key}:to_users"),
+                };
+                match self.acquire(key, rules::SYSTEM_ERROR_WINDOW).await? {
+                    Some(t) => taken.push(t),
+                    None => return Ok(Outcome::Throttled("system_error_throttled")),
+                }
+            }
             None => {}
         }
 

@@ -108,6 +108,13 @@ crate::on_both_backends! {
         let other = json!({"type": "system_error", "error": {"error_type": "pattern_crash", "message": "detector crashed"}});
         assert_eq!(app.event(other, 202).await["accepted_count"], 2);
         assert_eq!(inbox_total(&app, trader).await, 0);
+        // The same type shown to a user has a window of its own, and does not hold back
+        // the admins' alert (nor the hub's own, such as email_circuit_open).
+        let to_trader = json!({"type": "system_error", "user_id": trader, "error": {"error_type": "feed_lag", "message": "your feed lags"}});
+        assert_eq!(app.event(to_trader.clone(), 202).await["accepted_count"], 1);
+        assert_eq!(app.event(to_trader, 200).await["reason"], "system_error_throttled");
+        let to_admins = json!({"type": "system_error", "error": {"error_type": "feed_lag", "message": "feed lags"}});
+        assert_eq!(app.event(to_admins, 202).await["accepted_count"], 2);
     }
 
     async fn generic_notifications_are_throttled_like_typed_events(app) {
