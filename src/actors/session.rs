@@ -85,14 +85,15 @@ pub struct RemoteCommitted {
 #[rtype(result = "()")]
 pub struct CatchUp;
 
-type ReplayResult = Result<(Vec<(Notification, bool)>, i64, i64), StoreError>;
+type ReplayResult = Result<(Vec<(Notification, bool)>, i64, i64, i64), StoreError>;
 
 /// A page of replay, read for one socket.
 #[derive(Message)]
 #[rtype(result = "()")]
 struct ReplayPage {
     conn_id: u64,
-    /// The page (oldest first, with toast flags), the unread count, and the cursor it was read after.
+    /// The page (oldest first, with toast flags), the unread count, the cursor it was
+    /// read after, and the user's last assigned number, read before the page.
     result: ReplayResult,
 }
 
@@ -158,7 +159,7 @@ impl UserSession {
                     // A client claiming more than exists (database reset) restarts from the end.
                     let after = after.map_or(last, |a| a.min(last));
                     let page = repository::notifications_after(&db, user, after, REPLAY_PAGE).await?;
-                    Ok((page, unread, after))
+                    Ok((page, unread, after, last))
                 })
                 .await
         };
@@ -233,7 +234,7 @@ impl Handler<ReplayPage> for UserSession {
 
     fn handle(&mut self, msg: ReplayPage, ctx: &mut Context<Self>) {
         let Some(conn) = self.conns.get_mut(&msg.conn_id) else { return };
-        let (page, unread, after) = match msg.result {
+        let (page, unread, after, last) = match msg.result {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(user_id = %self.user, error = %e, "replay failed; closing the socket so the client retries");
@@ -260,6 +261,11 @@ impl Handler<ReplayPage> for UserSession {
             self.replay(msg.conn_id, Some(cursor), ctx);
             return;
         }
+        // Every number up to `last` was committed before the page was read, so a short
+        // page holds all that still exist: the ones missing were erased. Moving past them
+        // keeps `ready` at the user's last number after an erase, and spares the next live
+        // toast a gap that only a database read would close.
+        cursor = cursor.max(last);
         // Drain what arrived live meanwhile, in order, skipping what the replay sent.
         buffered.sort_by_key(|d| d.seq);
         let mut gap = false;

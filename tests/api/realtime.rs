@@ -213,6 +213,24 @@ crate::on_both_backends! {
         assert_eq!(t2.next_json().await, json!({"type": "unread_count", "count": 0}));
     }
 
+    async fn after_an_erase_ready_reports_the_last_number_and_toasts_go_on_from_it(app) {
+        let user = Uuid::new_v4();
+        let token = app.token(user, Role::User);
+        for title in ["a", "b", "c"] {
+            app.event(info_event(user, title), 202).await;
+        }
+        assert_eq!(app.delete("/api/v1/notifications", &token).await.status(), 200);
+        let reads_before = app.counter("notifyhub_ws_replay_reads_total").await;
+        // A client that saw nothing yet: nothing is left to replay, and numbers are not reused.
+        let mut tab = app.ws(user, Some(0)).await;
+        let (replayed, last) = tab.until_ready().await;
+        assert!(replayed.is_empty());
+        assert_eq!(last, 3);
+        app.event(info_event(user, "d"), 202).await;
+        assert_eq!(tab.next_toast().await["sequence_number"], 4);
+        assert_eq!(app.counter("notifyhub_ws_replay_reads_total").await, reads_before + 1, "no gap to close by a read");
+    }
+
     async fn bad_socket_requests_are_refused_before_the_upgrade(app) {
         use tokio_tungstenite::tungstenite::Error;
         for url in [
