@@ -157,8 +157,8 @@ impl NotificationPreferences {
                 next.quiet_hours.timezone =
                     Timezone::parse(&v).map_err(|r| FieldError::new("quiet_hours.timezone", r))?;
             }
-            if next.quiet_hours.start_time == next.quiet_hours.end_time {
-                // An empty window (or a whole day?): ambiguous, so refused.
+            if next.quiet_hours.enabled && next.quiet_hours.start_time == next.quiet_hours.end_time {
+                // An empty window (or a whole day?): ambiguous, so refused while it is on.
                 return Err(FieldError::new("quiet_hours.end_time", "must differ from start_time"));
             }
         }
@@ -367,7 +367,7 @@ mod tests {
                 json!({"quiet_hours": {"enabled": true, "start_time": "10:00", "end_time": "10:00"}}),
                 "quiet_hours.end_time",
             ),
-            (json!({"quiet_hours": {"end_time": "22:00"}}), "quiet_hours.end_time"),
+            (json!({"quiet_hours": {"enabled": true, "end_time": "22:00"}}), "quiet_hours.end_time"),
             (json!({"channel_preferences": {"info_channels": ["pager"]}}), "channel_preferences.info_channels"),
             (
                 json!({"channel_preferences": {"critical_channels": ["toast", "fax"]}}),
@@ -379,6 +379,9 @@ mod tests {
             let err = base().apply(patch(input.clone()), now()).unwrap_err();
             assert_eq!(err.field, field, "{input}");
         }
+        // Equal times are harmless while quiet hours are off (older records may hold them).
+        let off = json!({"quiet_hours": {"enabled": false, "start_time": "10:00", "end_time": "10:00"}});
+        assert!(base().apply(patch(off), now()).is_ok());
     }
 
     #[test]
