@@ -80,6 +80,7 @@ pub async fn get_preferences(state: web::Data<AppState>, user: AuthUser) -> Resu
     post, path = "/api/v1/notifications/preferences", tag = "preferences",
     request_body = PreferencesPatch,
     responses((status = 200, description = "`{success, preferences}`"), (status = 400, description = "malformed JSON"),
+              (status = 409, description = "`CONCURRENT_UPDATE`: more updates at once than one save can wait out; retry"),
               (status = 422, description = "invalid field, named in details.field")),
     security(("bearer" = []))
 )]
