@@ -84,12 +84,7 @@ pub fn serde_error(e: &serde_json::Error) -> ApiError {
     match e.classify() {
         Category::Data => {
             let text = e.to_string();
-            let field = text
-                .strip_prefix("unknown field `")
-                .and_then(|rest| rest.split('`').next())
-                .or_else(|| text.strip_prefix("missing field `").and_then(|rest| rest.split('`').next()))
-                .unwrap_or("body")
-                .to_string();
+            let field = crate::domain::validation::field_named_in(&text).unwrap_or("body").to_string();
             ApiError::validation(&field, text)
         }
         _ => ApiError::new(actix_web::http::StatusCode::BAD_REQUEST, "INVALID_JSON", format!("malformed JSON: {e}")),

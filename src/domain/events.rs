@@ -427,14 +427,6 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 impl EventKind {
-    /// The stable throttle key part of risk warnings and system errors.
-    pub fn throttle_key(&self) -> Option<String> {
-        match self.throttle()? {
-            Throttle::RiskWarning { risk_type } => Some(format!("risk_warning:{risk_type}")),
-            Throttle::SystemError { key } => Some(key),
-        }
-    }
-
     /// The throttle this event is under, if any. A generic `notification` of type
     /// `risk_warning` or `system_error` is under the same one as the typed event (the
     /// contract: throttles apply): its `metadata.risk_type` / `metadata.error_type` name
@@ -607,7 +599,7 @@ mod tests {
         assert_eq!(c.priority, Priority::Warning);
         assert_eq!(c.title, "Risk warning: portfolio heat 8.6% (limit 10%)");
         assert!(c.message.contains("c1, c2"));
-        assert_eq!(r.kind.throttle_key().unwrap(), "risk_warning:portfolio_heat");
+        assert_eq!(r.kind.throttle(), Some(Throttle::RiskWarning { risk_type: "portfolio_heat".into() }));
 
         let x = Event::parse(json!({"type": "emergency_exit", "user_id": uid(),
             "exit": {"campaign_id": "C-7", "symbol": "TSLA", "reason": "creek breached", "positions_closed": 3}}))
@@ -621,7 +613,7 @@ mod tests {
         let c = s.kind.content();
         assert_eq!(c.priority, Priority::Critical);
         assert_eq!(c.metadata["stack_trace"].as_str().unwrap().chars().count(), 4000);
-        assert_eq!(s.kind.throttle_key().unwrap(), "system_error:db_down");
+        assert_eq!(s.kind.throttle(), Some(Throttle::SystemError { key: "system_error:db_down".into() }));
     }
 
     #[test]
@@ -656,11 +648,12 @@ mod tests {
             generic("risk_warning", json!({})).throttle(),
             Some(Throttle::RiskWarning { risk_type: "unspecified".into() })
         );
-        assert_eq!(
-            generic("system_error", json!({"error_type": "feed_down"})).throttle_key().unwrap(),
-            "system_error:feed_down"
-        );
-        assert_eq!(generic("system_error", json!({"error_type": 7})).throttle_key().unwrap(), "system_error:Feed down");
+        let key = |kind: EventKind| match kind.throttle() {
+            Some(Throttle::SystemError { key }) => key,
+            other => panic!("not a system-error throttle: {other:?}"),
+        };
+        assert_eq!(key(generic("system_error", json!({"error_type": "feed_down"}))), "system_error:feed_down");
+        assert_eq!(key(generic("system_error", json!({"error_type": 7}))), "system_error:Feed down");
         assert_eq!(generic("signal_generated", json!({})).throttle(), None);
         assert_eq!(generic("emergency_exit", json!({})).throttle(), None);
         let test = EventKind::Test(generic("system_error", json!({})).content());

@@ -40,15 +40,20 @@ pub fn from_json_object<T: serde::de::DeserializeOwned>(
         let path = e.path().to_string();
         let text = e.into_inner().to_string();
         // Missing fields are reported at their parent: name the field itself
-        let named = ["unknown field `", "missing field `", "duplicate field `"]
-            .iter()
-            .find_map(|start| text.strip_prefix(start).and_then(|rest| rest.split('`').next()));
+        let named = field_named_in(&text);
         // (the path already ends with an unknown field's name; a missing one's is not in it)
         let named = named.filter(|name| path.rsplit('.').next() != Some(*name));
         let field = join(&[prefix, &path, named.unwrap_or_default()]);
         let field = if field.is_empty() { "body".to_string() } else { field };
         FieldError::new(field, plain_words(&text))
     })
+}
+
+/// The field a serde message is about, when it names one ("unknown field `x`", …).
+pub fn field_named_in(text: &str) -> Option<&str> {
+    ["unknown field `", "missing field `", "duplicate field `"]
+        .iter()
+        .find_map(|start| text.strip_prefix(start).and_then(|rest| rest.split('`').next()))
 }
 
 /// serde's wording without Rust's type names (`expected i64` → `expected a whole number`).

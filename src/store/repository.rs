@@ -483,16 +483,7 @@ pub async fn delete_notifications(db: &Db, user: Uuid) -> Result<usize, StoreErr
 
 /// The stored preferences document, if the user ever saved one.
 pub async fn load_preferences(db: &Db, user: Uuid) -> Result<Option<serde_json::Value>, StoreError> {
-    let uid = user.to_string();
-    with_conn!(db, conn => {
-        let doc: Option<Json> = notification_preferences::table
-            .find(&uid)
-            .select(notification_preferences::preferences)
-            .first(conn)
-            .await
-            .optional()?;
-        Ok(doc.map(|d| d.0))
-    })
+    Ok(load_preferences_versioned(db, user).await?.map(|(doc, _)| doc))
 }
 
 /// The stored preferences document with its version (the `updated_at` column), if the

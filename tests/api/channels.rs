@@ -414,8 +414,8 @@ async fn sms_outcomes(app: &TestApp, user: Uuid, ids: &[String]) -> (usize, usiz
     (sent, limited)
 }
 
-async fn sms_limit_counts_tests_and_concurrent_sends(backend: Backend) {
-    let Some(app) = crate::helpers::spawn_app(backend).await else { return };
+crate::on_both_backends! {
+    async fn sms_limit_counts_tests_and_concurrent_sends(app) {
     let user = Uuid::new_v4();
     let token = app.token(user, Role::User);
     set_prefs(&app, user, json!({"sms_enabled": true, "sms_phone_number": "+12345678901"})).await;
@@ -438,16 +438,7 @@ async fn sms_limit_counts_tests_and_concurrent_sends(backend: Backend) {
     assert_error(app.post("/api/v1/notifications/test/sms", &token, &json!({})).await, 429, "RATE_LIMITED").await;
     let outbox: Value = app.get("/api/v1/sandbox/outbox?limit=500", &token).await.json().await.unwrap();
     assert_eq!(outbox["data"].as_array().unwrap().len(), 30, "30 SMS in the hour, no more");
-}
-
-#[actix_web::test]
-async fn sms_limit_counts_tests_and_concurrent_sends_on_sqlite() {
-    sms_limit_counts_tests_and_concurrent_sends(Backend::Sqlite).await;
-}
-
-#[actix_web::test]
-async fn sms_limit_counts_tests_and_concurrent_sends_on_postgres() {
-    sms_limit_counts_tests_and_concurrent_sends(Backend::Postgres).await;
+    }
 }
 
 /// Overwrites a user's stored preferences with a contact field that does not decrypt

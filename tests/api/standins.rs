@@ -307,6 +307,7 @@ async fn push_endpoint(
     body: web::Bytes,
     state: web::Data<PushState>,
 ) -> HttpResponse {
+    let endpoint = path.into_inner();
     let check = || -> Result<PushDelivery, String> {
         verify_vapid(&req, &state.vapid_public_key, &state.origin)?;
         let h = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -318,15 +319,14 @@ async fn push_endpoint(
         }
         let plain = state.keys.decrypt(&body)?;
         Ok(PushDelivery {
-            endpoint: String::new(),
+            endpoint: endpoint.clone(),
             payload: serde_json::from_slice(&plain).map_err(|e| e.to_string())?,
             urgency: h("urgency").unwrap_or_default(),
             ttl: h("ttl").ok_or("no TTL")?,
         })
     };
-    let result = check().map(|d| PushDelivery { endpoint: path.into_inner(), ..d });
+    let result = check();
     let ok = result.is_ok();
-    let endpoint = result.as_ref().map(|d| d.endpoint.clone()).unwrap_or_default();
     let _ = state.tx.send(result);
     if !ok {
         return HttpResponse::BadRequest().finish();
