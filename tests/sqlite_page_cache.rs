@@ -1,11 +1,12 @@
-//! The page-cache wrapper (`store::sqlite_page_cache`) through a real SQLite database.
-//! A process of its own: SQLite takes a page cache only before it initialises.
+//! The page-cache wrapper (`store::sqlite_page_cache`) and the threading mode
+//! (`store::sqlite_runtime`) through a real SQLite database.
+//! A process of its own: SQLite takes both only before it initialises.
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use diesel::sqlite::SqliteConnection;
-use notifyhub::store::{sqlite_page_cache, sqlite_wal_writes};
+use notifyhub::store::{sqlite_page_cache, sqlite_runtime, sqlite_wal_writes};
 
 #[derive(QueryableByName)]
 struct Count {
@@ -42,7 +43,9 @@ fn insert_random(conn: &mut SqliteConnection, n: i64) {
 
 #[test]
 fn commits_after_page_swaps_skip_the_scan_and_the_database_stays_intact() {
+    assert!(sqlite_runtime::configure(), "the threading mode must be set before SQLite initialises");
     assert!(sqlite_page_cache::install(), "the wrapper must be installed before SQLite initialises");
+    assert!(sqlite_runtime::is_multithread(), "connections still lock a mutex on every call");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cache.db");
     let mut conn = connect(&path);

@@ -33,6 +33,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(ws::connect)
         .service(
             web::scope("/api/v1")
+                // First: the router tries routes in order, and the bridge's events are
+                // most of the traffic; behind the routes with path parameters, each
+                // event paid for their regexes.
+                .service(events::post_event)
                 .service(preferences::get_preferences)
                 .service(preferences::update_preferences)
                 .service(preferences::delete_preferences)
@@ -47,8 +51,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(push::subscribe)
                 .service(push::unsubscribe)
                 .service(admin::get_user_preferences)
-                .service(admin::update_user_preferences)
-                .service(events::post_event),
+                .service(admin::update_user_preferences),
         );
 }
 

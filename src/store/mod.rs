@@ -44,6 +44,7 @@ pub mod schema;
 mod sqlite_batch;
 pub mod sqlite_checkpoint;
 pub mod sqlite_page_cache;
+pub mod sqlite_runtime;
 pub mod sqlite_wal_writes;
 
 use crate::config::DatabaseUrl;

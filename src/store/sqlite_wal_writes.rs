@@ -122,6 +122,9 @@ pub fn install() {
     static INSTALLED: OnceLock<c_int> = OnceLock::new();
     let rc = *INSTALLED.get_or_init(|| {
         // Before the VFS lookup below, which initialises SQLite.
+        if !super::sqlite_runtime::configure() {
+            tracing::debug!("SQLite was initialised before its threading mode could be set");
+        }
         if !super::sqlite_page_cache::install() {
             tracing::debug!("SQLite was initialised before its page cache could be wrapped");
         }
