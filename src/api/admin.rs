@@ -1,5 +1,6 @@
 //! Admin access to any user's preferences.
 
+use crate::api::json_body::JsonBody;
 use crate::api::preferences::{load, update};
 use crate::auth::AdminUser;
 use crate::domain::{NotificationPreferences, PreferencesPatch};
@@ -43,7 +44,7 @@ pub async fn update_user_preferences(
     state: web::Data<AppState>,
     admin: AdminUser,
     path: web::Path<String>,
-    patch: web::Json<serde_json::Value>,
+    patch: JsonBody<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
     let user = user_id(&path)?;
     // The user is recorded now if the admin configures them before their first visit.

@@ -1,6 +1,7 @@
 //! The HTTP bridge: internal services post events with a service token.
 
-use crate::actors::dispatcher::Outcome;
+use crate::actors::dispatcher::{AcceptedNotification, Outcome};
+use crate::api::json_body::JsonBody;
 use crate::auth::ServiceCaller;
 use crate::domain::events::Event;
 use crate::error::ApiError;
@@ -8,6 +9,7 @@ use crate::state::AppState;
 use crate::store::bridge::{self, IdempotencyState};
 use actix_web::http::StatusCode;
 use actix_web::{post, web, HttpRequest, HttpResponse};
+use serde::Serialize;
 use serde_json::{json, Value};
 use tracing::Instrument;
 
@@ -35,34 +37,45 @@ fn request_fingerprint(body: &Value) -> String {
     Sha256::digest(&canonical).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn answer(outcome: &Outcome) -> (StatusCode, Value) {
+/// The bridge's answer, serialised straight from the outcome.
+#[derive(Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+enum Answer<'a> {
+    Accepted {
+        accepted_count: usize,
+        filtered_count: usize,
+        throttled_count: usize,
+        /// Listed up to LIST_LIMIT recipients.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        notifications: Option<&'a [AcceptedNotification]>,
+    },
+    Filtered {
+        reason: &'static str,
+        accepted_count: usize,
+    },
+    Throttled {
+        reason: &'static str,
+        accepted_count: usize,
+    },
+}
+
+fn answer(outcome: &Outcome) -> (StatusCode, Answer<'_>) {
     match outcome {
-        Outcome::Accepted { notifications, filtered_count, throttled_count } => {
-            let mut body = json!({
-                "status": "accepted",
-                "accepted_count": notifications.len(),
-                "filtered_count": filtered_count,
-                "throttled_count": throttled_count,
-            });
-            if notifications.len() <= LIST_LIMIT {
-                body["notifications"] = json!(notifications);
-            }
-            (StatusCode::ACCEPTED, body)
-        }
-        Outcome::Filtered(reason) => {
-            (StatusCode::OK, json!({"status": "filtered", "reason": reason, "accepted_count": 0}))
-        }
-        Outcome::Throttled(reason) => {
-            (StatusCode::OK, json!({"status": "throttled", "reason": reason, "accepted_count": 0}))
-        }
+        Outcome::Accepted { notifications, filtered_count, throttled_count } => (
+            StatusCode::ACCEPTED,
+            Answer::Accepted {
+                accepted_count: notifications.len(),
+                filtered_count: *filtered_count,
+                throttled_count: *throttled_count,
+                notifications: (notifications.len() <= LIST_LIMIT).then_some(notifications.as_slice()),
+            },
+        ),
+        Outcome::Filtered(reason) => (StatusCode::OK, Answer::Filtered { reason, accepted_count: 0 }),
+        Outcome::Throttled(reason) => (StatusCode::OK, Answer::Throttled { reason, accepted_count: 0 }),
     }
 }
 
-async fn dispatch_and_record(
-    state: &AppState,
-    event: Event,
-    key: Option<String>,
-) -> Result<(StatusCode, Value), ApiError> {
+async fn dispatch_and_record(state: &AppState, event: Event, key: Option<String>) -> Result<Outcome, ApiError> {
     let outcome = match state.dispatch.dispatch(event).await {
         Ok(o) => o,
         Err(e) => {
@@ -73,17 +86,16 @@ async fn dispatch_and_record(
             return Err(e.into());
         }
     };
-    let (status, body) = answer(&outcome);
     if let Some(k) = key {
-        let stored = body.clone();
-        let code = status.as_u16();
+        let (status, body) = answer(&outcome);
+        let (code, stored) = (status.as_u16(), serde_json::to_value(&body).map_err(|_| ApiError::internal())?);
         if let Err(e) =
             state.store.call(move |db| async move { bridge::idempotency_complete(&db, &k, code, stored).await }).await
         {
             tracing::warn!(error = %e, "could not record the idempotent answer");
         }
     }
-    Ok((status, body))
+    Ok(outcome)
 }
 
 /// Post an event (service token). With `Idempotency-Key`, a retry gets the first
@@ -107,7 +119,7 @@ pub async fn post_event(
     state: web::Data<AppState>,
     caller: ServiceCaller,
     req: HttpRequest,
-    body: web::Json<Value>,
+    body: JsonBody<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&req, &caller)?;
     let body = body.into_inner();
@@ -148,6 +160,7 @@ pub async fn post_event(
     // The task keeps the request's id and span, so its log lines still carry them.
     let work = async move { dispatch_and_record(&state2, event, key).await }.instrument(tracing::Span::current());
     let task = actix_web::rt::spawn(crate::error::REQUEST_ID.scope(crate::error::current_request_id(), work));
-    let (status, body) = task.await.map_err(|_| ApiError::internal())??;
+    let outcome = task.await.map_err(|_| ApiError::internal())??;
+    let (status, body) = answer(&outcome);
     Ok(HttpResponse::build(status).json(body))
 }

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod channels;
 pub mod events;
+pub mod json_body;
 pub mod middleware;
 pub mod notifications;
 pub mod openapi;
@@ -22,8 +23,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Registers every route under `/api/v1` plus the ops endpoints.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(json_config())
-        .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+    cfg.app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
         .app_data(web::QueryConfig::default().error_handler(query_error))
         .app_data(web::PathConfig::default().error_handler(path_error))
         .service(ops::healthz)
@@ -55,16 +55,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         );
 }
 
-/// JSON bodies: at most 64 KiB; malformed → 400, well-formed but wrong → 422.
-pub fn json_config() -> web::JsonConfig {
-    web::JsonConfig::default().limit(MAX_BODY_BYTES).error_handler(json_error)
-}
-
-fn json_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
-    api_json_error(err).into()
-}
-
-/// Maps a JSON extractor failure to the contract's error.
+/// Maps a JSON body's failure to the contract's error (bodies are read by
+/// [`json_body::JsonBody`]: at most 64 KiB; malformed → 400, well-formed but wrong → 422).
 pub fn api_json_error(err: JsonPayloadError) -> ApiError {
     match err {
         JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {

@@ -1,5 +1,6 @@
 //! My preferences: read (defaults when none stored), partial update, erase.
 
+use crate::api::json_body::JsonBody;
 use crate::auth::AuthUser;
 use crate::domain::pii::{mask_email, mask_phone};
 use crate::domain::{NotificationPreferences, PreferencesPatch};
@@ -88,7 +89,7 @@ pub async fn get_preferences(state: web::Data<AppState>, user: AuthUser) -> Resu
 pub async fn update_preferences(
     state: web::Data<AppState>,
     user: AuthUser,
-    patch: web::Json<serde_json::Value>,
+    patch: JsonBody<serde_json::Value>,
 ) -> Result<HttpResponse, ApiError> {
     let patch: PreferencesPatch = crate::domain::validation::from_json_object(patch.into_inner(), "")?;
     let prefs = update(&state, user.user_id, patch).await?;

@@ -1,5 +1,6 @@
 //! Browser push subscriptions and the VAPID public key.
 
+use crate::api::json_body::JsonBody;
 use crate::auth::AuthUser;
 use crate::channels::push::endpoint_allowed;
 use crate::error::ApiError;
@@ -68,7 +69,7 @@ pub async fn vapid_public_key(state: web::Data<AppState>) -> HttpResponse {
 pub async fn subscribe(
     state: web::Data<AppState>,
     user: AuthUser,
-    body: web::Json<SubscriptionBody>,
+    body: JsonBody<SubscriptionBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     if body.endpoint.len() > 2048 {
@@ -108,7 +109,7 @@ pub async fn subscribe(
 pub async fn unsubscribe(
     state: web::Data<AppState>,
     user: AuthUser,
-    body: web::Json<EndpointBody>,
+    body: JsonBody<EndpointBody>,
 ) -> Result<HttpResponse, ApiError> {
     let (uid, endpoint) = (user.user_id, body.into_inner().endpoint);
     let deleted =

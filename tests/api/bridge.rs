@@ -220,6 +220,24 @@ crate::on_both_backends! {
         assert_eq!(inbox_total(&app, user).await, 1, "only the accepted service-JWT event was stored");
     }
 
+    async fn bodies_sent_in_chunks_are_read_whole_and_bounded(app) {
+        let user = Uuid::new_v4();
+        let event = info_event(user, "in three chunks").to_string();
+        let (a, rest) = event.split_at(event.len() / 3);
+        let (b, c) = rest.split_at(rest.len() / 2);
+        let (status, answer) = app.post_chunked("/api/v1/events", SERVICE_TOKEN, &[a, b, c]).await;
+        assert_eq!(status, 202, "{answer}");
+        assert_eq!(answer["accepted_count"], 1, "{answer}");
+        // No Content-Length to refuse up front: the chunks are counted as they come.
+        let big = json!({"type": "notification", "user_id": user, "notification_type": "risk_warning",
+                         "priority": "info", "title": "t", "message": "x".repeat(70_000)}).to_string();
+        let (a, b) = big.split_at(40_000);
+        let (status, answer) = app.post_chunked("/api/v1/events", SERVICE_TOKEN, &[a, b]).await;
+        assert_eq!(status, 413, "{answer}");
+        assert_eq!(answer["error"]["code"], "PAYLOAD_TOO_LARGE", "{answer}");
+        assert_eq!(inbox_total(&app, user).await, 1, "only the whole, bounded event was stored");
+    }
+
     async fn throttle_windows_reopen_when_the_clock_moves(_app) {
         let Some((app, clock)) = clocked(_app.backend).await else { return };
         let user = Uuid::new_v4();

@@ -202,6 +202,33 @@ impl TestApp {
         self.post("/api/v1/events", SERVICE_TOKEN, body).await
     }
 
+    /// POSTs `chunks` as one body in chunked transfer encoding (no Content-Length), over
+    /// a connection of its own; returns the status and the JSON answer.
+    pub async fn post_chunked(&self, path: &str, token: &str, chunks: &[&str]) -> (u16, serde_json::Value) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let host = self.address.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(host).await.expect("connect");
+        let mut request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.expect("write head");
+        for chunk in chunks {
+            request = format!("{:x}\r\n{chunk}\r\n", chunk.len());
+            // One write per chunk, flushed, so the server reads them apart.
+            stream.write_all(request.as_bytes()).await.expect("write chunk");
+            stream.flush().await.expect("flush");
+        }
+        // The server may answer (413) and close before the last chunk; that is fine.
+        let _ = stream.write_all(b"0\r\n\r\n").await;
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+        let answer = String::from_utf8_lossy(&answer);
+        let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status line");
+        let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+        (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+    }
+
     /// Posts an event and returns the JSON answer, asserting the status.
     pub async fn event(&self, body: serde_json::Value, status: u16) -> serde_json::Value {
         let res = self.post_event(&body).await;

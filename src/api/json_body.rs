@@ -1,0 +1,88 @@
+//! The JSON body extractor of every route that takes one.
+//!
+//! It answers as actix-web's `web::Json` with our `JsonConfig` did (415 without a JSON
+//! content type, 413 past [`MAX_BODY_BYTES`], 400 for malformed JSON, 422 naming the
+//! field; see [`super::api_json_error`]), but reads the body where it already lies:
+//! `web::Json` copied every body into a fresh 8 KiB buffer, an allocation glibc serves
+//! outside its per-thread cache, on every bridge event. A body that arrives in one
+//! chunk (all of them, at our sizes) is parsed in place; a longer one is gathered into a
+//! buffer of its announced length.
+
+use super::{api_json_error, MAX_BODY_BYTES};
+use actix_web::dev::Payload;
+use actix_web::error::JsonPayloadError;
+use actix_web::http::header;
+use actix_web::mime;
+use actix_web::web::{Bytes, BytesMut};
+use actix_web::{FromRequest, HttpMessage, HttpRequest};
+use futures_util::future::LocalBoxFuture;
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+
+/// A request body read as JSON into `T`.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<T> JsonBody<T> {
+    /// The value.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+fn is_json(req: &HttpRequest) -> bool {
+    matches!(req.mime_type(), Ok(Some(m)) if m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON))
+}
+
+fn announced_length(req: &HttpRequest) -> Option<usize> {
+    req.headers().get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// The whole body, at most `limit` bytes.
+async fn read_body(mut payload: Payload, announced: Option<usize>, limit: usize) -> Result<Bytes, JsonPayloadError> {
+    let mut first: Option<Bytes> = None;
+    let mut gathered = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(JsonPayloadError::Payload)?;
+        let so_far = first.as_ref().map_or(gathered.len(), Bytes::len);
+        if so_far + chunk.len() > limit {
+            return Err(JsonPayloadError::Overflow { limit });
+        }
+        match first.take() {
+            None if gathered.is_empty() => first = Some(chunk),
+            held => {
+                if let Some(held) = held {
+                    gathered.reserve(announced.unwrap_or(0).clamp(held.len() + chunk.len(), limit));
+                    gathered.extend_from_slice(&held);
+                }
+                gathered.extend_from_slice(&chunk);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| gathered.freeze()))
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let checked = if !is_json(req) {
+            Err(JsonPayloadError::ContentType)
+        } else {
+            match announced_length(req) {
+                Some(length) if length > MAX_BODY_BYTES => {
+                    Err(JsonPayloadError::OverflowKnownLength { length, limit: MAX_BODY_BYTES })
+                }
+                announced => Ok(announced),
+            }
+        };
+        let payload = payload.take();
+        Box::pin(async move {
+            let announced = checked.map_err(api_json_error)?;
+            let body = read_body(payload, announced, MAX_BODY_BYTES).await.map_err(api_json_error)?;
+            let value = serde_json::from_slice(&body).map_err(|e| api_json_error(JsonPayloadError::Deserialize(e)))?;
+            Ok(JsonBody(value))
+        })
+    }
+}
