@@ -182,7 +182,6 @@ impl DispatchCore {
 
     /// Applies the rules and stores what passes.
     pub async fn dispatch(&self, event: Event) -> Result<Outcome, StoreError> {
-        let content = event.kind.content();
         if let EventKind::Risk(r) = &event.kind {
             if !rules::risk_needs_warning(r.risk_type, r.current) {
                 return Ok(Outcome::Filtered("below_risk_threshold"));
@@ -246,10 +245,12 @@ impl DispatchCore {
             None => {}
         }
 
+        let mut content = event.kind.into_content();
         let now = self.clock.now();
         let mut pending = Vec::with_capacity(recipients.len());
         let mut channels = Vec::with_capacity(recipients.len());
-        for user in &recipients {
+        let last = recipients.len().saturating_sub(1);
+        for (i, user) in recipients.iter().enumerate() {
             let default_profile;
             let profile = match profiles.get(user) {
                 Some(p) => p.as_ref(),
@@ -259,6 +260,12 @@ impl DispatchCore {
                 }
             };
             let routing = route(content.priority, &profile.prefs, profile.has_push, now);
+            // The last recipient (the only one, for most events) takes the text itself.
+            let (title, message, metadata) = if i == last {
+                (std::mem::take(&mut content.title), std::mem::take(&mut content.message), content.metadata.take())
+            } else {
+                (content.title.clone(), content.message.clone(), content.metadata.clone())
+            };
             let notification = NewNotification {
                 // Time-ordered ids: inserts append to the primary-key index instead of
                 // dirtying random pages, which keeps each group commit small.
@@ -266,9 +273,9 @@ impl DispatchCore {
                 user_id: *user,
                 notification_type: content.notification_type,
                 priority: content.priority,
-                title: content.title.clone(),
-                message: content.message.clone(),
-                metadata: content.metadata.clone(),
+                title,
+                message,
+                metadata,
                 created_at: now,
             };
             channels.push(routing.deliver.clone());

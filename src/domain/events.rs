@@ -230,7 +230,15 @@ fn id_value(name: &str, v: &Value) -> Result<(), FieldError> {
 impl Event {
     /// Parses and validates a bridge body.
     pub fn parse(body: Value) -> Result<Event, FieldError> {
-        let mut raw: RawEvent = crate::domain::validation::from_json_object(body, "")?;
+        Self::from_raw(crate::domain::validation::from_json_object(body, "")?)
+    }
+
+    /// [`Event::parse`] from the body's text, with the same answers.
+    pub fn parse_json(body: &str) -> Result<Event, FieldError> {
+        Self::from_raw(crate::domain::validation::from_json_text(body, "")?)
+    }
+
+    fn from_raw(mut raw: RawEvent) -> Result<Event, FieldError> {
         let kind_name = raw.kind.take().ok_or_else(|| field("type", "is required"))?;
         let kind = match kind_name.as_str() {
             "signal_generated" => {
@@ -448,6 +456,14 @@ impl EventKind {
                 _ => None,
             },
             EventKind::Signal(_) | EventKind::Exit(_) | EventKind::Test(_) => None,
+        }
+    }
+
+    /// [`Self::content`], moving a generic event's content out instead of copying it.
+    pub fn into_content(self) -> Content {
+        match self {
+            EventKind::Generic(c) | EventKind::Test(c) => c,
+            other => other.content(),
         }
     }
 
@@ -766,6 +782,28 @@ mod tests {
         for (body, name) in cases {
             let err = Event::parse(body.clone()).unwrap_err();
             assert_eq!(err.field, name, "{body}: {err}");
+            let from_text = Event::parse_json(&body.to_string()).unwrap_err();
+            assert_eq!(from_text, err, "{body}: from text and from a value alike");
         }
+    }
+
+    #[test]
+    fn events_read_from_text_and_from_a_value_alike() {
+        let u = uid();
+        for body in [
+            signal(87.0),
+            json!({"type": "risk_warning", "user_id": u, "risk": {"risk_type": "portfolio_heat", "current": 8.5}}),
+            json!({"type": "notification", "user_ids": [u, uid()], "notification_type": "system_error", "priority": "critical",
+                   "title": "t", "message": "line 1\nline 2", "metadata": {"n": [1, 2.5, null], "é": "ü"}}),
+            json!({"type": "system_error", "error": {"error_type": "db_down", "message": "boom"}}),
+        ] {
+            assert_eq!(Event::parse_json(&body.to_string()).unwrap(), Event::parse(body.clone()).unwrap(), "{body}");
+        }
+        // What only text can carry.
+        let twice = format!(r#"{{"type": "emergency_exit", "type": "emergency_exit", "user_id": "{u}"}}"#);
+        assert_eq!(Event::parse_json(&twice).unwrap_err().field, "type");
+        assert_eq!(Event::parse_json(" [1, 2]").unwrap_err().field, "body");
+        let err = Event::parse_json(r#"{"type": "weather", "user_id": 7}"#).unwrap_err();
+        assert!(!err.to_string().contains(" at line "), "{err}");
     }
 }

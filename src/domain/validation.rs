@@ -30,23 +30,59 @@ pub fn from_json_object<T: serde::de::DeserializeOwned>(
     value: serde_json::Value,
     prefix: &str,
 ) -> Result<T, FieldError> {
-    let join =
-        |parts: &[&str]| parts.iter().filter(|p| !p.is_empty() && **p != ".").copied().collect::<Vec<_>>().join(".");
     if !value.is_object() {
-        let at = if prefix.is_empty() { "body" } else { prefix };
-        return Err(FieldError::new(at, "must be a JSON object"));
+        return Err(not_an_object(prefix));
     }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let text = e.into_inner().to_string();
-        // Missing fields are reported at their parent: name the field itself
-        let named = field_named_in(&text);
-        // (the path already ends with an unknown field's name; a missing one's is not in it)
-        let named = named.filter(|name| path.rsplit('.').next() != Some(*name));
-        let field = join(&[prefix, &path, named.unwrap_or_default()]);
-        let field = if field.is_empty() { "body".to_string() } else { field };
-        FieldError::new(field, plain_words(&text))
+        field_error(prefix, &path, &e.into_inner().to_string())
     })
+}
+
+/// [`from_json_object`] from JSON text (well-formed: the request extractor checked
+/// it), without building a `Value` of the whole document first.
+pub fn from_json_text<T: serde::de::DeserializeOwned>(text: &str, prefix: &str) -> Result<T, FieldError> {
+    if !text.trim_start().starts_with('{') {
+        return Err(not_an_object(prefix));
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        field_error(prefix, &path, without_position(&e.into_inner().to_string()))
+    })?;
+    de.end().map_err(|e| field_error(prefix, "", without_position(&e.to_string())))?;
+    Ok(value)
+}
+
+fn not_an_object(prefix: &str) -> FieldError {
+    let at = if prefix.is_empty() { "body" } else { prefix };
+    FieldError::new(at, "must be a JSON object")
+}
+
+/// serde_json's message without the " at line L column C" a parser adds: the field is
+/// named, and a `Value` (the other way in) has no position to add.
+fn without_position(text: &str) -> &str {
+    match text.rfind(" at line ") {
+        Some(at)
+            if text[at + 9..].split(" column ").all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) =>
+        {
+            &text[..at]
+        }
+        _ => text,
+    }
+}
+
+/// The error for serde's `text` about `path` under `prefix`.
+fn field_error(prefix: &str, path: &str, text: &str) -> FieldError {
+    let join =
+        |parts: &[&str]| parts.iter().filter(|p| !p.is_empty() && **p != ".").copied().collect::<Vec<_>>().join(".");
+    // Missing fields are reported at their parent: name the field itself
+    let named = field_named_in(text);
+    // (the path already ends with an unknown field's name; a missing one's is not in it)
+    let named = named.filter(|name| path.rsplit('.').next() != Some(*name));
+    let field = join(&[prefix, path, named.unwrap_or_default()]);
+    let field = if field.is_empty() { "body".to_string() } else { field };
+    FieldError::new(field, plain_words(text))
 }
 
 /// The field a serde message is about, when it names one ("unknown field `x`", …).
