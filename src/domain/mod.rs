@@ -8,6 +8,7 @@ pub mod pii;
 pub mod preferences;
 pub mod rules;
 pub mod sms;
+pub mod time_text;
 pub mod typescript;
 pub mod validation;
 

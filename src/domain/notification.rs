@@ -89,7 +89,7 @@ string_enum! {
 }
 
 /// A stored notification, exactly as the REST API and the WebSocket send it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, TS, utoipa::ToSchema)]
 pub struct Notification {
     /// Unique id.
     pub id: Uuid,
@@ -112,6 +112,32 @@ pub struct Notification {
     pub read: bool,
     /// When it was stored (UTC).
     pub created_at: DateTime<Utc>,
+}
+
+/// What `#[derive(Serialize)]` would write, field for field, but with `created_at` written
+/// by `time_text` (a `serialize_with` attribute would do, but ts-rs cannot read one).
+impl Serialize for Notification {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        struct At<'a>(&'a DateTime<Utc>);
+        impl Serialize for At<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                super::time_text::serialize(self.0, serializer)
+            }
+        }
+        let mut s = serializer.serialize_struct("Notification", 10)?;
+        s.serialize_field("id", &self.id)?;
+        s.serialize_field("user_id", &self.user_id)?;
+        s.serialize_field("sequence_number", &self.sequence_number)?;
+        s.serialize_field("notification_type", &self.notification_type)?;
+        s.serialize_field("priority", &self.priority)?;
+        s.serialize_field("title", &self.title)?;
+        s.serialize_field("message", &self.message)?;
+        s.serialize_field("metadata", &self.metadata)?;
+        s.serialize_field("read", &self.read)?;
+        s.serialize_field("created_at", &At(&self.created_at))?;
+        s.end()
+    }
 }
 
 /// A notification about to be stored: everything but the sequence number, which the
@@ -190,6 +216,7 @@ impl NotificationToast {
             sequence_number: i64,
             notification: &'a Notification,
             unread_count: i64,
+            #[serde(serialize_with = "super::time_text::serialize")]
             timestamp: DateTime<Utc>,
         }
         let frame = Frame { sequence_number: notification.sequence_number, notification, unread_count, timestamp };
@@ -220,6 +247,7 @@ impl<'a> ToastTemplate<'a> {
             message: &'b str,
             metadata: &'b serde_json::Value,
             read: bool,
+            #[serde(serialize_with = "super::time_text::serialize")]
             created_at: DateTime<Utc>,
         }
         let content = serde_json::to_string(&Content {
@@ -235,7 +263,7 @@ impl<'a> ToastTemplate<'a> {
         Self {
             source,
             content: content.strip_prefix('{').unwrap_or_default().to_string(),
-            timestamp: serde_json::to_string(&timestamp).unwrap_or_default(),
+            timestamp: format!("\"{}\"", super::time_text::rfc3339(&timestamp)),
         }
     }
 
@@ -378,8 +406,18 @@ mod tests {
         assert_eq!(v["read"], false);
         assert_eq!(v["sequence_number"], 7);
         assert_eq!(v["created_at"], "2024-03-13T13:05:00Z");
-        let back: Notification = serde_json::from_value(v).unwrap();
+        let back: Notification = serde_json::from_value(v.clone()).unwrap();
         assert_eq!(back, n);
+        // Every field, in the order a derive writes them; the time as chrono writes it.
+        let with_micros = Notification { created_at: created + chrono::Duration::microseconds(250), ..n };
+        assert_eq!(
+            serde_json::to_string(&with_micros).unwrap(),
+            format!(
+                r#"{{"id":"{nil}","user_id":"{nil}","sequence_number":7,"notification_type":"signal_generated","priority":"warning","title":"New Signal: AAPL Spring","message":"Spring pattern detected on AAPL with 87% confidence","metadata":{{"confidence":87,"symbol":"AAPL"}},"read":false,"created_at":{at}}}"#,
+                nil = Uuid::nil(),
+                at = serde_json::to_string(&with_micros.created_at).unwrap(),
+            )
+        );
     }
 
     #[test]

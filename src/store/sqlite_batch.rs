@@ -84,7 +84,7 @@ impl QueryFragment<Sqlite> for InsertNotification<'_> {
             JsonDoc => &r.metadata,
             Bool => &r.read,
             Bool => &r.toast,
-            Timestamp => &r.created_at,
+            Timestamp => SqliteTimestamp::of(&r.created_at),
         );
         out.push_sql(")");
         Ok(())
@@ -92,6 +92,27 @@ impl QueryFragment<Sqlite> for InsertNotification<'_> {
 }
 
 impl<Conn> RunQueryDsl<Conn> for InsertNotification<'_> {}
+
+/// A `TIMESTAMP` bound as the same text diesel writes, written without chrono's
+/// formatter (see `domain::time_text`).
+#[derive(Debug, diesel::expression::AsExpression)]
+#[diesel(sql_type = diesel::sql_types::Timestamp)]
+#[repr(transparent)]
+struct SqliteTimestamp(chrono::NaiveDateTime);
+
+impl SqliteTimestamp {
+    fn of(t: &chrono::NaiveDateTime) -> &SqliteTimestamp {
+        // SAFETY: repr(transparent) over NaiveDateTime: the same layout.
+        unsafe { &*(t as *const chrono::NaiveDateTime as *const SqliteTimestamp) }
+    }
+}
+
+impl diesel::serialize::ToSql<diesel::sql_types::Timestamp, Sqlite> for SqliteTimestamp {
+    fn to_sql<'b>(&'b self, out: &mut diesel::serialize::Output<'b, '_, Sqlite>) -> diesel::serialize::Result {
+        out.set_value(crate::domain::time_text::sqlite(&self.0));
+        Ok(diesel::serialize::IsNull::No)
+    }
+}
 
 /// One outbox row's `INSERT`, a statement of its own static id (see
 /// [`InsertNotification`]).
