@@ -65,10 +65,14 @@ fn query_field(field: &str, reason: impl Into<String>) -> ApiError {
 
 impl ListParams {
     fn parse(&self) -> Result<ListQuery, ApiError> {
-        let unread_only = match self.unread_only.as_deref().map(str::trim) {
+        // Any case: `TRUE` and `True` are what some clients write.
+        let unread_only = match self.unread_only.as_deref().map(|v| v.trim().to_ascii_lowercase()).as_deref() {
             None | Some("") | Some("false") | Some("0") => false,
             Some("true") | Some("1") => true,
-            Some(other) => return Err(query_field("unread_only", format!("'{other}' is not true or false"))),
+            Some(_) => {
+                let given = self.unread_only.as_deref().unwrap_or_default().trim();
+                return Err(query_field("unread_only", format!("'{given}' is not true or false")));
+            }
         };
         let notification_type = match self.notification_type.as_deref().map(str::trim) {
             None | Some("") => None,

@@ -440,10 +440,31 @@ fn serialised_len(value: &serde_json::Value) -> usize {
     serde_json::to_writer(&mut count, value).map_or(usize::MAX, |()| count.0)
 }
 
+/// At least the bytes `value` takes serialised, from lengths alone (no string is
+/// scanned): each character escaped as `\u00XX` at worst, numbers at their longest.
+fn serialised_len_bound(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    let string = |s: &str| 6 * s.len() + 2;
+    match value {
+        Value::Null | Value::Bool(_) => 5,
+        // An f64's shortest round-trip form, sign and exponent included, or an i64/u64.
+        Value::Number(_) => 24,
+        Value::String(s) => string(s),
+        // Brackets, and a comma after every element.
+        Value::Array(items) => 2 + items.iter().map(|v| serialised_len_bound(v) + 1).sum::<usize>(),
+        Value::Object(map) => 2 + map.iter().map(|(k, v)| string(k) + 1 + serialised_len_bound(v) + 1).sum::<usize>(),
+    }
+}
+
 /// Checks metadata: a JSON object of at most 16 KiB once serialised.
 pub fn validate_metadata(metadata: &serde_json::Value) -> Result<(), FieldError> {
     if !metadata.is_object() {
         return Err(FieldError::new("metadata", "must be a JSON object"));
+    }
+    // Counting means serialising (escapes and all); most metadata is far below the limit
+    // even at its longest possible form, and is spared that.
+    if serialised_len_bound(metadata) <= limits::METADATA_MAX_BYTES {
+        return Ok(());
     }
     let size = serialised_len(metadata);
     if size > limits::METADATA_MAX_BYTES {
@@ -605,6 +626,7 @@ mod tests {
         assert!(validate_metadata(&fits).is_ok());
         let escaped = serde_json::json!({ "q\"": ["é\n\u{1}", 1.5, null, {"t": true}] });
         assert_eq!(serialised_len(&escaped), serde_json::to_vec(&escaped).unwrap().len());
+        assert!(serialised_len_bound(&escaped) >= serialised_len(&escaped));
     }
 
     #[test]
@@ -612,5 +634,27 @@ mod tests {
         assert!(UserId::parse("not-a-uuid").is_err());
         let id = Uuid::new_v4();
         assert_eq!(UserId::parse(&id.to_string()).unwrap().0, id);
+    }
+
+    #[test]
+    fn the_length_bound_is_never_below_the_serialised_length() {
+        use serde_json::json;
+        let values = [
+            json!({}),
+            json!({"a": null, "b": true, "c": false, "d": []}),
+            json!({"f": -1.7976931348623157e308, "g": 5e-324, "h": -9223372036854775808i64, "u": 18446744073709551615u64}),
+            json!({"ctl": "\u{0}\u{1}\u{1f}\"\\\n", "\u{7}key": vec!["\u{1}"; 40]}),
+            json!({"é": "ü€𝄞", "nested": {"deeper": [[[], {}], [null, 0.1, 1e300]]}}),
+        ];
+        for v in values {
+            let exact = serde_json::to_vec(&v).unwrap().len();
+            assert!(serialised_len_bound(&v) >= exact, "{v}: bound {} < {exact}", serialised_len_bound(&v));
+        }
+        // Past the bound, the count decides: plain text that fits is accepted.
+        let fits = json!({"s": "a".repeat(limits::METADATA_MAX_BYTES - 100)});
+        assert!(serialised_len_bound(&fits) > limits::METADATA_MAX_BYTES);
+        assert!(validate_metadata(&fits).is_ok());
+        let too_big = json!({"s": "\u{1}".repeat(limits::METADATA_MAX_BYTES / 6 + 1)});
+        assert_eq!(validate_metadata(&too_big).unwrap_err().field, "metadata");
     }
 }

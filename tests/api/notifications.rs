@@ -98,6 +98,7 @@ crate::on_both_backends! {
         let unread = page(&app, &token, "?unread_only=true").await;
         assert_eq!(unread["pagination"]["total_count"], 3);
         assert!(unread["data"].as_array().unwrap().iter().all(|n| n["read"] == false));
+        assert_eq!(page(&app, &token, "?unread_only=TRUE").await, unread, "any case");
         let unread_signals = page(&app, &token, "?unread_only=true&notification_type=signal_generated").await;
         assert_eq!(unread_signals["pagination"]["total_count"], 1);
 
