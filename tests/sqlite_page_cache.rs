@@ -41,11 +41,25 @@ fn insert_random(conn: &mut SqliteConnection, n: i64) {
     .unwrap();
 }
 
+/// Whether a new connection runs without its per-call mutex (multi-thread mode): in
+/// serialized mode, `sqlite3_db_mutex` returns the mutex every call takes.
+fn connections_lock_no_mutex() -> bool {
+    use libsqlite3_sys as ffi;
+    // SAFETY: opens an in-memory database, reads its mutex pointer and closes it.
+    unsafe {
+        let mut db = std::ptr::null_mut();
+        let rc = ffi::sqlite3_open_v2(c":memory:".as_ptr(), &mut db, ffi::SQLITE_OPEN_READWRITE, std::ptr::null());
+        let free = rc == ffi::SQLITE_OK && ffi::sqlite3_db_mutex(db).is_null();
+        ffi::sqlite3_close(db);
+        free
+    }
+}
+
 #[test]
 fn commits_after_page_swaps_skip_the_scan_and_the_database_stays_intact() {
     assert!(sqlite_runtime::configure(), "the threading mode must be set before SQLite initialises");
     assert!(sqlite_page_cache::install(), "the wrapper must be installed before SQLite initialises");
-    assert!(sqlite_runtime::is_multithread(), "connections still lock a mutex on every call");
+    assert!(connections_lock_no_mutex(), "connections still lock a mutex on every call");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cache.db");
     let mut conn = connect(&path);

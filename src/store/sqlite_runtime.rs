@@ -30,19 +30,3 @@ pub fn configure() -> bool {
         threading == ffi::SQLITE_OK && memstatus == ffi::SQLITE_OK
     })
 }
-
-/// Whether SQLite's connections run without their per-call mutex (threading mode 2).
-pub fn is_multithread() -> bool {
-    // SAFETY: sqlite3_threadsafe only reads a compile-time constant, and the mode
-    // check below opens an in-memory database and closes it.
-    unsafe {
-        if ffi::sqlite3_threadsafe() == 0 {
-            return false;
-        }
-        let mut db = std::ptr::null_mut();
-        let rc = ffi::sqlite3_open_v2(c":memory:".as_ptr(), &mut db, ffi::SQLITE_OPEN_READWRITE, std::ptr::null());
-        let multithread = rc == ffi::SQLITE_OK && ffi::sqlite3_db_mutex(db).is_null();
-        ffi::sqlite3_close(db);
-        multithread
-    }
-}
