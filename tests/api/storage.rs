@@ -6,6 +6,7 @@ use notifyhub::auth::Role;
 use notifyhub::config::{Settings, Source};
 use notifyhub::domain::NotificationType;
 use notifyhub::store::repository::StoreItem;
+use serde_json::json;
 use std::collections::BTreeSet;
 use uuid::Uuid;
 
@@ -112,6 +113,33 @@ crate::on_both_backends! {
             assert_eq!(s.notification.user_id, *user);
             assert_eq!((s.notification.sequence_number, s.unread_count), (before + 1, before + 1), "recipient {i}");
         }
+    }
+
+    async fn each_row_of_a_batch_keeps_its_own_metadata(app) {
+        // Rows with equal metadata share one serialisation on SQLite; a row whose
+        // metadata differs from the one before must not inherit it.
+        let user = Uuid::new_v4();
+        let metadata = [("a", json!({"k": 1})), ("b", json!({"k": 1})), ("c", json!({"k": 2, "s": "é\n"})), ("d", json!({"k": 1}))];
+        let batch = metadata
+            .iter()
+            .map(|(title, m)| {
+                let mut notification = new_notification(user, NotificationType::SignalGenerated, title);
+                notification.metadata = m.clone();
+                StoreItem { notification, deliveries: Vec::new(), toast: true }
+            })
+            .collect();
+        app.state.store.store_notifications(batch).await.expect("store");
+        let res = app.get("/api/v1/notifications?limit=10", &app.token(user, Role::User)).await;
+        let page: serde_json::Value = res.json().await.unwrap();
+        let stored: Vec<(String, serde_json::Value)> = page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .map(|n| (n["title"].as_str().unwrap().to_string(), n["metadata"].clone()))
+            .collect();
+        let expected: Vec<(String, serde_json::Value)> = metadata.iter().map(|(t, m)| (t.to_string(), m.clone())).collect();
+        assert_eq!(stored, expected);
     }
 
     async fn requests_made_in_one_turn_share_one_transaction(app) {
