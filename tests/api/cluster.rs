@@ -84,6 +84,31 @@ async fn a_toast_crosses_nodes_in_its_notify_payload_unless_too_large() {
 }
 
 #[actix_web::test]
+async fn a_broadcast_crosses_nodes_with_every_frame() {
+    let Some((a, b)) = two_nodes().await else { return };
+    // One event to several users with tabs on node b: one batch on node a, each toast
+    // crossing with its frame (no read back on b).
+    let users: Vec<Uuid> = (0..6).map(|_| Uuid::new_v4()).collect();
+    let mut tabs = Vec::new();
+    for user in &users {
+        let mut tab = b.ws(*user, None).await;
+        tab.until_ready().await;
+        tabs.push(tab);
+    }
+    let reads = b.counter("notifyhub_ws_replay_reads_total").await;
+    let event = json!({"type": "notification", "user_ids": users, "notification_type": "signal_generated",
+                       "priority": "info", "title": "to all six", "message": "m", "metadata": {"k": 1}});
+    assert_eq!(a.event(event, 202).await["accepted_count"], 6);
+    for (user, tab) in users.iter().zip(&mut tabs) {
+        let toast = tab.next_toast().await;
+        assert_eq!(toast["notification"]["user_id"], user.to_string());
+        assert_eq!(toast["notification"]["title"], "to all six");
+        assert_eq!(toast["sequence_number"], 1);
+    }
+    assert_eq!(b.counter("notifyhub_ws_replay_reads_total").await, reads, "a toast was read back from the database");
+}
+
+#[actix_web::test]
 async fn withheld_toasts_and_read_state_cross_nodes_as_unread_counts() {
     let Some((a, b)) = two_nodes().await else { return };
     let user = Uuid::new_v4();
