@@ -286,8 +286,11 @@ impl WsClient {
     /// The next JSON message (control frames skipped); panics after 15 s.
     pub async fn next_json(&mut self) -> serde_json::Value {
         use futures_util::StreamExt;
+        // One deadline for the whole wait: the server's pings arrive more often than
+        // that, and a wait per frame would never end while they do.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
-            let msg = tokio::time::timeout(Duration::from_secs(15), self.stream.next())
+            let msg = tokio::time::timeout_at(deadline, self.stream.next())
                 .await
                 .expect("a message within 15 s")
                 .expect("socket open")
