@@ -64,7 +64,8 @@ pub(super) fn store(
                 metadata = Some((&row.metadata.0, text));
             }
             let text = metadata.as_ref().map(|(_, text)| text.as_str()).unwrap_or_default();
-            InsertNotification { row, metadata: text }.execute(conn)?;
+            let created_at = crate::domain::time_text::sqlite(&row.created_at);
+            InsertNotification { row, metadata: text, created_at: &created_at }.execute(conn)?;
         }
         for row in &numbered.deliveries {
             InsertDelivery(row).execute(conn)?;
@@ -79,6 +80,9 @@ struct InsertNotification<'a> {
     row: &'a NotificationRow,
     /// `row.metadata` serialised (what `JsonDoc` writes on SQLite: the JSON text).
     metadata: &'a str,
+    /// `row.created_at` as diesel writes a SQLite `TIMESTAMP`, written without chrono's
+    /// formatter (see `domain::time_text`).
+    created_at: &'a str,
 }
 
 impl QueryFragment<Sqlite> for InsertNotification<'_> {
@@ -97,7 +101,7 @@ impl QueryFragment<Sqlite> for InsertNotification<'_> {
             Text => self.metadata,
             Bool => &r.read,
             Bool => &r.toast,
-            Timestamp => SqliteTimestamp::of(&r.created_at),
+            Text => self.created_at,
         );
         out.push_sql(")");
         Ok(())
@@ -105,27 +109,6 @@ impl QueryFragment<Sqlite> for InsertNotification<'_> {
 }
 
 impl<Conn> RunQueryDsl<Conn> for InsertNotification<'_> {}
-
-/// A `TIMESTAMP` bound as the same text diesel writes, written without chrono's
-/// formatter (see `domain::time_text`).
-#[derive(Debug, diesel::expression::AsExpression)]
-#[diesel(sql_type = diesel::sql_types::Timestamp)]
-#[repr(transparent)]
-struct SqliteTimestamp(chrono::NaiveDateTime);
-
-impl SqliteTimestamp {
-    fn of(t: &chrono::NaiveDateTime) -> &SqliteTimestamp {
-        // SAFETY: repr(transparent) over NaiveDateTime: the same layout.
-        unsafe { &*(t as *const chrono::NaiveDateTime as *const SqliteTimestamp) }
-    }
-}
-
-impl diesel::serialize::ToSql<diesel::sql_types::Timestamp, Sqlite> for SqliteTimestamp {
-    fn to_sql<'b>(&'b self, out: &mut diesel::serialize::Output<'b, '_, Sqlite>) -> diesel::serialize::Result {
-        out.set_value(crate::domain::time_text::sqlite(&self.0));
-        Ok(diesel::serialize::IsNull::No)
-    }
-}
 
 /// One outbox row's `INSERT`, a statement of its own static id (see
 /// [`InsertNotification`]).
