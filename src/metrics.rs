@@ -41,6 +41,7 @@ pub struct Metrics {
     slow_consumers: AtomicU64,
     store_batches: AtomicU64,
     replay_reads: AtomicU64,
+    users_elsewhere: AtomicU64,
 }
 
 fn breaker_slot(channel: crate::domain::Channel) -> Option<usize> {
@@ -81,6 +82,11 @@ impl Metrics {
     /// Counts a socket cut off for not reading.
     pub fn add_slow_consumer(&self) {
         self.slow_consumers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records how many users have a tab on another node, as this node knows.
+    pub fn set_users_elsewhere(&self, n: u64) {
+        self.users_elsewhere.store(n, Ordering::Relaxed);
     }
 
     /// Records a channel's circuit state (0 closed, 1 open, 2 half-open).
@@ -173,6 +179,12 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE notifyhub_ws_replay_reads_total counter");
         let _ = writeln!(out, "notifyhub_ws_replay_reads_total {}", self.replay_reads.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "# HELP notifyhub_cluster_users_elsewhere Users with a tab on another node (their toasts' frames go in the NOTIFY)."
+        );
+        let _ = writeln!(out, "# TYPE notifyhub_cluster_users_elsewhere gauge");
+        let _ = writeln!(out, "notifyhub_cluster_users_elsewhere {}", self.users_elsewhere.load(Ordering::Relaxed));
         let _ = writeln!(out, "# HELP notifyhub_notifications_stored_total Notifications stored by this node.");
         let _ = writeln!(out, "# TYPE notifyhub_notifications_stored_total counter");
         let _ =

@@ -144,16 +144,23 @@ impl Application {
         let metrics = Arc::new(Metrics::default());
         // One id per running hub, so a node ignores its own NOTIFYs.
         let node_id = Uuid::new_v4().simple().to_string()[..12].to_string();
-        let hooks = Hooks { metrics: metrics.clone(), fanout: None, node_id: node_id.clone() };
+        let cluster = matches!(settings.database_url, crate::config::DatabaseUrl::Postgres(_));
+        let remote_tabs = cluster.then(|| Arc::new(crate::cluster::presence::RemoteTabs::new(metrics.clone())));
+        let hooks = Hooks {
+            metrics: metrics.clone(),
+            fanout: None,
+            node_id: node_id.clone(),
+            remote_tabs: remote_tabs.clone(),
+        };
         let store =
             StoreHandle::start(settings.database_url.clone(), settings.db_pool_size, hooks).await.map_err(db_err)?;
-        let sessions = Sessions::new(store.clone(), metrics.clone());
+        let sessions = Sessions::new(store.clone(), metrics.clone(), cluster.then(|| node_id.clone()));
         store.set_fanout(sessions.clone()).await;
         let pii = PiiCipher::new(&settings.pii_key);
         let profiles = ProfileCache::new(pii.clone());
-        if let crate::config::DatabaseUrl::Postgres(url) = &settings.database_url {
+        if let (crate::config::DatabaseUrl::Postgres(url), Some(remote)) = (&settings.database_url, &remote_tabs) {
             let (url, node, sessions, profiles) = (url.clone(), node_id.clone(), sessions.clone(), profiles.clone());
-            actix::Arbiter::new().spawn(crate::cluster::listen(url, node, sessions, profiles));
+            actix::Arbiter::new().spawn(crate::cluster::listen(url, node, sessions, profiles, remote.clone()));
         }
         if matches!(settings.database_url, crate::config::DatabaseUrl::Sqlite(_)) {
             // One node per SQLite file: whoever claimed unfinished deliveries is gone.

@@ -79,18 +79,7 @@ impl AppState {
         let payload = event.encode();
         let store = self.store.clone();
         actix::spawn(async move {
-            let sent = store
-                .call(move |db| async move {
-                    use diesel_async::RunQueryDsl;
-                    crate::with_conn!(&db, conn => {
-                        diesel::sql_query("SELECT pg_notify('notifyhub', $1)")
-                            .bind::<diesel::sql_types::Text, _>(payload)
-                            .execute(conn)
-                            .await?;
-                        Ok(())
-                    })
-                })
-                .await;
+            let sent = store.call(move |db| async move { crate::store::notify_nodes(&db, vec![payload]).await }).await;
             if let Err(e) = sent {
                 tracing::warn!(error = %e, "cluster: could not tell the other nodes");
             }

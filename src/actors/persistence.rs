@@ -74,6 +74,9 @@ pub struct Hooks {
     pub fanout: Option<Arc<dyn Fanout>>,
     /// This node's id, in the NOTIFY payloads other nodes receive.
     pub node_id: String,
+    /// In a cluster: the users with tabs on other nodes, whose toasts' frames go in the
+    /// NOTIFYs.
+    pub remote_tabs: Option<Arc<crate::cluster::presence::RemoteTabs>>,
 }
 
 /// Installs the live-delivery hook (the session registry needs the store first).
@@ -144,7 +147,8 @@ impl Persistence {
         self.writing = true;
         let db = self.batch_db.clone();
         let log_restart = self.checkpointer.as_ref().map(|c| c.log_restart());
-        let fut = async move { repository::store_batch(&db, &node, items, log_restart).await };
+        let remote = self.hooks.remote_tabs.clone();
+        let fut = async move { repository::store_batch(&db, &node, items, log_restart, remote.as_deref()).await };
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
             act.writing = false;
             match result {

@@ -10,6 +10,7 @@
 
 use super::persistence::{Fanout, StoreHandle};
 use super::ws::{CloseSocket, Outbound, WsConnection};
+use crate::cluster::presence::Announcer;
 use crate::domain::notification::same_content;
 use crate::domain::{Notification, NotificationToast, ServerMessage, StoredNotification, ToastTemplate};
 use crate::store::{repository, StoreError};
@@ -134,7 +135,7 @@ impl Actor for UserSession {
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
         let me = ctx.address();
-        self.registry.map.remove_if(&self.user, |_, addr| *addr == me);
+        self.registry.remove(self.user, &me);
     }
 }
 
@@ -397,12 +398,41 @@ pub struct Sessions {
     map: DashMap<Uuid, Addr<UserSession>>,
     store: StoreHandle,
     metrics: Arc<crate::metrics::Metrics>,
+    /// In a cluster (`Some(node id)`): tells the other nodes which users have tabs here.
+    announcer: Option<Announcer>,
 }
 
 impl Sessions {
-    /// An empty registry.
-    pub fn new(store: StoreHandle, metrics: Arc<crate::metrics::Metrics>) -> Arc<Self> {
-        Arc::new(Self { map: DashMap::new(), store, metrics })
+    /// An empty registry; `cluster_node`: this node's id when it runs beside others.
+    pub fn new(store: StoreHandle, metrics: Arc<crate::metrics::Metrics>, cluster_node: Option<String>) -> Arc<Self> {
+        Arc::new_cyclic(|me| {
+            let announcer = cluster_node.map(|node| Announcer::start(node, store.clone(), me.clone()));
+            Self { map: DashMap::new(), store, metrics, announcer }
+        })
+    }
+
+    /// The users with a tab here.
+    pub fn local_users(&self) -> Vec<Uuid> {
+        self.map.iter().map(|e| *e.key()).collect()
+    }
+
+    /// Tells the other nodes every user with a tab here (see [`Announcer::resync`]).
+    pub fn resync_presence(&self, ask: bool) {
+        if let Some(a) = &self.announcer {
+            a.resync(ask);
+        }
+    }
+
+    /// Drops `user`'s entry if it is still `session`'s.
+    fn remove(&self, user: Uuid, session: &Addr<UserSession>) {
+        self.map.remove_if(&user, |_, addr| {
+            let mine = addr == session;
+            // Under the map's lock, so announcements queue in the order of the changes.
+            if let (true, Some(a)) = (mine, &self.announcer) {
+                a.gone(user);
+            }
+            mine
+        });
     }
 
     /// Adds a socket to its user's session, creating the session when needed.
@@ -413,6 +443,9 @@ impl Sessions {
                 .map
                 .entry(user)
                 .or_insert_with(|| {
+                    if let Some(a) = &self.announcer {
+                        a.here(user);
+                    }
                     UserSession { user, conns: HashMap::new(), store: self.store.clone(), registry: self.clone() }
                         .start()
                 })
@@ -426,7 +459,7 @@ impl Sessions {
                 }
                 Err(SendError::Closed(msg)) => {
                     // The session was stopping (its last tab just closed): start a new one.
-                    self.map.remove_if(&user, |_, a| *a == addr);
+                    self.remove(user, &addr);
                     join = Some(msg);
                 }
             }

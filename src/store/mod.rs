@@ -38,6 +38,7 @@ pub mod bridge;
 pub mod json;
 pub mod outbox;
 mod pg_batch;
+pub use pg_batch::notify_nodes;
 pub mod preferences_doc;
 pub mod repository;
 pub mod schema;

@@ -226,3 +226,13 @@ pub(super) async fn notify_all(conn: &mut AsyncPgConnection, payloads: &[String]
     NotifyAll { payloads }.execute(conn).await?;
     Ok(())
 }
+
+/// Sends payloads to every node on their own (outside a batch): presence, read state,
+/// preference changes. Nothing to tell on SQLite, which is single-node.
+pub async fn notify_nodes(db: &super::Db, payloads: Vec<String>) -> Result<(), StoreError> {
+    if let super::Db::Postgres(pool) = db {
+        let mut conn = pool.get().await?;
+        notify_all(&mut conn, &payloads).await?;
+    }
+    Ok(())
+}

@@ -249,6 +249,7 @@ pub async fn store_batch(
     node: &str,
     batch: Vec<StoreItem>,
     log_restart: Option<super::sqlite_checkpoint::LogRestart>,
+    remote_tabs: Option<&crate::cluster::presence::RemoteTabs>,
 ) -> Result<Vec<StoredNotification>, StoreError> {
     if batch.is_empty() {
         return Ok(Vec::new());
@@ -283,13 +284,14 @@ pub async fn store_batch(
                 let numbered = number_batch(batch, starts, now)?;
                 super::pg_batch::insert_notifications(conn, &numbered.notifications).await?;
                 super::pg_batch::insert_deliveries(conn, &numbered.deliveries).await?;
-                // Tell the other nodes, with the toast frames so that the nodes holding the
-                // owners' sockets need not read them back; NOTIFY is transactional, so they
-                // hear of it at commit. The same frames serve the local tabs.
+                // Tell the other nodes, with the toast frames of users who have a tab on
+                // another node, so that the node holding it need not read the notification
+                // back; NOTIFY is transactional, so they hear of it at commit. The same
+                // frames serve the local tabs.
                 let mut stored = numbered.into_stored()?;
                 let sent_at = Utc::now();
                 for (s, toast) in &mut stored {
-                    if *toast {
+                    if *toast && remote_tabs.is_some_and(|r| r.elsewhere(&s.notification.user_id)) {
                         s.toast_frame = Some(NotificationToast::frame(&s.notification, s.unread_count, sent_at));
                     }
                 }

@@ -11,20 +11,29 @@ use uuid::Uuid;
 
 /// Two nodes sharing a database and the keys a cluster must share.
 async fn two_nodes() -> Option<(TestApp, TestApp)> {
-    let url = fresh_pg_database().await?;
-    let mut nodes = Vec::new();
-    for _ in 0..2 {
-        let dir = Arc::new(tempfile::tempdir().unwrap());
-        let mut env = test_env(Backend::Sqlite, dir.path()).await.unwrap();
-        env.insert("DATABASE_URL".into(), url.clone());
-        env.insert("NOTIFYHUB_PII_KEY".into(), "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into());
-        env.insert("VAPID_PRIVATE_KEY".into(), "IQ9Ur0ykXoHS9gzfYX0aBjy9lvdrjx_PFUXmie9YRcY".into());
-        nodes.push(spawn_with_clock(Backend::Postgres, env, dir, Arc::new(SystemClock)).await);
-    }
-    let b = nodes.pop().unwrap();
-    let a = nodes.pop().unwrap();
-    Some((a, b))
+    two_nodes_and_url().await.map(|(a, b, _)| (a, b))
 }
+
+/// [`two_nodes`], and their database's URL.
+async fn two_nodes_and_url() -> Option<(TestApp, TestApp, String)> {
+    let url = fresh_pg_database().await?;
+    let a = node_on(&url).await;
+    let b = node_on(&url).await;
+    Some((a, b, url))
+}
+
+/// A node on the database at `url`.
+async fn node_on(url: &str) -> TestApp {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut env = test_env(Backend::Sqlite, dir.path()).await.unwrap();
+    env.insert("DATABASE_URL".into(), url.to_string());
+    env.insert("NOTIFYHUB_PII_KEY".into(), "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into());
+    env.insert("VAPID_PRIVATE_KEY".into(), "IQ9Ur0ykXoHS9gzfYX0aBjy9lvdrjx_PFUXmie9YRcY".into());
+    spawn_with_clock(Backend::Postgres, env, dir, Arc::new(SystemClock)).await
+}
+
+/// The gauge of users a node knows to have a tab on another node.
+const USERS_ELSEWHERE: &str = "notifyhub_cluster_users_elsewhere";
 
 #[actix_web::test]
 async fn tabs_on_two_nodes_get_every_toast_in_order_whichever_node_stored_it() {
@@ -60,6 +69,8 @@ async fn a_toast_crosses_nodes_in_its_notify_payload_unless_too_large() {
     let user = Uuid::new_v4();
     let mut tab = b.ws(user, None).await;
     tab.until_ready().await;
+    // Node a sends a frame only once it knows the user has a tab on b.
+    a.until_gauge(USERS_ELSEWHERE, 1).await;
     let reads = b.counter("notifyhub_ws_replay_reads_total").await;
     for i in 0..5 {
         a.event(info_event(user, &format!("small {i}")), 202).await;
@@ -95,6 +106,7 @@ async fn a_broadcast_crosses_nodes_with_every_frame() {
         tab.until_ready().await;
         tabs.push(tab);
     }
+    a.until_gauge(USERS_ELSEWHERE, 6).await;
     let reads = b.counter("notifyhub_ws_replay_reads_total").await;
     let event = json!({"type": "notification", "user_ids": users, "notification_type": "signal_generated",
                        "priority": "info", "title": "to all six", "message": "m", "metadata": {"k": 1}});
@@ -106,6 +118,91 @@ async fn a_broadcast_crosses_nodes_with_every_frame() {
         assert_eq!(toast["sequence_number"], 1);
     }
     assert_eq!(b.counter("notifyhub_ws_replay_reads_total").await, reads, "a toast was read back from the database");
+}
+
+/// The payloads of the next `n` notifications stored, by owner: whether each carried
+/// its toast frame.
+async fn next_committed(
+    stream: &mut (impl futures_util::Stream<Item = diesel::QueryResult<diesel::pg::PgNotification>> + Unpin),
+    n: usize,
+) -> std::collections::HashMap<String, bool> {
+    use futures_util::StreamExt;
+    let mut seen = std::collections::HashMap::new();
+    while seen.len() < n {
+        let note = tokio::time::timeout(std::time::Duration::from_secs(15), stream.next())
+            .await
+            .expect("a NOTIFY within 15 s")
+            .expect("listening")
+            .expect("a notification");
+        let fields: Vec<&str> = note.payload.splitn(7, '|').collect();
+        if fields[0] == "n" {
+            seen.insert(fields[2].to_string(), fields.len() == 7);
+        }
+    }
+    seen
+}
+
+#[actix_web::test]
+async fn a_toast_frame_crosses_nodes_only_for_users_with_a_tab_on_another_node() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+    let Some((a, b, url)) = two_nodes_and_url().await else { return };
+    let mut listener = AsyncPgConnection::establish(&url).await.unwrap();
+    listener.batch_execute("LISTEN notifyhub").await.unwrap();
+    let mut heard = std::pin::pin!(listener.notifications_stream());
+    let (on_a, on_b, nowhere) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let mut tab_a = a.ws(on_a, None).await;
+    let mut tab_b = b.ws(on_b, None).await;
+    tab_a.until_ready().await;
+    tab_b.until_ready().await;
+    a.until_gauge(USERS_ELSEWHERE, 1).await;
+    b.until_gauge(USERS_ELSEWHERE, 1).await;
+    let reads = b.counter("notifyhub_ws_replay_reads_total").await;
+    for user in [on_a, on_b, nowhere] {
+        a.event(info_event(user, "from a"), 202).await;
+    }
+    let framed = next_committed(&mut heard, 3).await;
+    assert!(framed[&on_b.to_string()], "b holds a tab: the frame goes along");
+    assert!(!framed[&on_a.to_string()], "only a holds a tab: no other node needs the frame");
+    assert!(!framed[&nowhere.to_string()], "no tab anywhere");
+    // Both tabs get their toast: a serialises its own, b takes the frame.
+    assert_eq!(tab_a.next_toast().await["notification"]["title"], "from a");
+    assert_eq!(tab_b.next_toast().await["notification"]["title"], "from a");
+    assert_eq!(b.counter("notifyhub_ws_replay_reads_total").await, reads);
+
+    // The last tab on b closes: a stops sending that user's frames.
+    tab_b.close().await;
+    a.until_gauge(USERS_ELSEWHERE, 0).await;
+    a.event(info_event(on_b, "after the tab closed"), 202).await;
+    assert!(!next_committed(&mut heard, 1).await[&on_b.to_string()]);
+
+    // A user with tabs on both nodes gets frames from either node for the other one.
+    let mut tab_b = b.ws(on_a, None).await;
+    tab_b.until_ready().await;
+    a.until_gauge(USERS_ELSEWHERE, 1).await;
+    b.event(info_event(on_a, "from b"), 202).await;
+    assert!(next_committed(&mut heard, 1).await[&on_a.to_string()]);
+    assert_eq!(tab_a.next_toast().await["notification"]["title"], "from b");
+    assert_eq!(tab_b.next_toast().await["notification"]["title"], "from b");
+}
+
+#[actix_web::test]
+async fn a_node_that_starts_late_learns_where_the_tabs_are() {
+    let Some((a, b, url)) = two_nodes_and_url().await else { return };
+    let users: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    let mut tabs = Vec::new();
+    for user in &users {
+        let mut tab = a.ws(*user, None).await;
+        tab.until_ready().await;
+        tabs.push(tab);
+    }
+    b.until_gauge(USERS_ELSEWHERE, 3).await;
+    // A third node, started after the tabs opened, asks the others where theirs are.
+    let c = node_on(&url).await;
+    c.until_gauge(USERS_ELSEWHERE, 3).await;
+    let reads = a.counter("notifyhub_ws_replay_reads_total").await;
+    c.event(info_event(users[1], "from c"), 202).await;
+    assert_eq!(tabs[1].next_toast().await["notification"]["title"], "from c");
+    assert_eq!(a.counter("notifyhub_ws_replay_reads_total").await, reads, "the frame came along");
 }
 
 #[actix_web::test]

@@ -172,6 +172,20 @@ impl TestApp {
             .unwrap_or_else(|| panic!("{name} is not in /metrics"))
     }
 
+    /// Waits (15 s at most) until a gauge in /metrics reads `value`: for state another
+    /// process changes, which the hub exposes there and nowhere else.
+    pub async fn until_gauge(&self, name: &str, value: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let now = self.counter(name).await;
+            if now == value {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{name} stayed at {now}, not {value}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// A token for `user` with `role`.
     pub fn token(&self, user: Uuid, role: Role) -> String {
         self.jwt.issue(user, role, Duration::from_secs(3600))
@@ -315,6 +329,14 @@ impl WsClient {
             }
             before.push(m);
         }
+    }
+
+    /// Closes the socket as a tab closing would, and waits for the server's answer.
+    pub async fn close(mut self) {
+        use futures_util::StreamExt;
+        self.stream.close(None).await.expect("close frame sent");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while let Ok(Some(Ok(_))) = tokio::time::timeout_at(deadline, self.stream.next()).await {}
     }
 
     /// The next `notification_toast`, asserting nothing else comes first.

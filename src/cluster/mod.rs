@@ -4,11 +4,15 @@
 //! sessions, which send the frame or fetch what they miss from the database; preference
 //! changes drop the other nodes' cached copies. When the listener was down (reconnect
 //! with backoff), every local session checks the database for anything it missed.
+//! Frames travel only for users with a tab on another node (see [`presence`]).
+
+pub mod presence;
 
 use crate::actors::dispatcher::ProfileCache;
 use crate::actors::session::Sessions;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use futures_util::StreamExt;
+use presence::RemoteTabs;
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -54,6 +58,28 @@ pub enum ClusterEvent {
         /// The new count.
         count: i64,
     },
+    /// These users' first tab opened on `node`.
+    Here {
+        /// The node.
+        node: String,
+        /// The users.
+        users: Vec<Uuid>,
+    },
+    /// These users' last tab on `node` closed.
+    Gone {
+        /// The node.
+        node: String,
+        /// The users.
+        users: Vec<Uuid>,
+    },
+    /// Forget which users have tabs on `node` (its list follows); `ask`: and tell it
+    /// yours, as it may have missed what you said.
+    Reset {
+        /// The node.
+        node: String,
+        /// Whether the others answer with their own lists.
+        ask: bool,
+    },
 }
 
 impl ClusterEvent {
@@ -70,7 +96,25 @@ impl ClusterEvent {
             }
             ClusterEvent::Unread { node, user, count } => format!("u|{node}|{user}|{count}"),
             ClusterEvent::Profile { node, user } => format!("p|{node}|{user}"),
+            ClusterEvent::Here { node, users } => format!("h|{node}|{}", id_list(users)),
+            ClusterEvent::Gone { node, users } => format!("g|{node}|{}", id_list(users)),
+            ClusterEvent::Reset { node, ask } => format!("r|{node}|{}", u8::from(*ask)),
         }
+    }
+
+    /// `Here` (or `Gone`) payloads for `users`, as many as it takes to stay under the
+    /// payload limit; none for nobody.
+    pub fn presence(node: &str, here: bool, users: &[Uuid]) -> Vec<String> {
+        // "h|node|" and 33 bytes per user (32 hex digits and a comma).
+        let per_payload = ((MAX_PAYLOAD_BYTES - node.len() - 3) / 33).max(1);
+        users
+            .chunks(per_payload)
+            .map(|chunk| {
+                let users = chunk.to_vec();
+                let node = node.to_string();
+                if here { ClusterEvent::Here { node, users } } else { ClusterEvent::Gone { node, users } }.encode()
+            })
+            .collect()
     }
 
     /// Whether `payload` was sent by `node` (every kind carries the sender second), told
@@ -100,9 +144,27 @@ impl ClusterEvent {
                 user: Uuid::parse_str(user).ok()?,
                 count: count.parse().ok()?,
             }),
+            ["h", node, ids] => Some(ClusterEvent::Here { node: node.to_string(), users: parse_id_list(ids)? }),
+            ["g", node, ids] => Some(ClusterEvent::Gone { node: node.to_string(), users: parse_id_list(ids)? }),
+            ["r", node, ask] => Some(ClusterEvent::Reset { node: node.to_string(), ask: *ask == "1" }),
             _ => None,
         }
     }
+}
+
+fn id_list(users: &[Uuid]) -> String {
+    let mut out = String::with_capacity(users.len() * 33);
+    for (i, u) in users.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(u.simple().encode_lower(&mut Uuid::encode_buffer()));
+    }
+    out
+}
+
+fn parse_id_list(ids: &str) -> Option<Vec<Uuid>> {
+    ids.split(',').map(|id| Uuid::parse_str(id).ok()).collect()
 }
 
 /// One stored notification, as the other nodes hear of it.
@@ -139,7 +201,13 @@ pub fn committed_payloads<'a>(node: &str, rows: impl IntoIterator<Item = Committ
 /// Listens for other nodes' events until the process ends; reconnects with backoff
 /// (1 s doubling to 30 s) and asks every local session to catch up after each
 /// (re)connection.
-pub async fn listen(url: String, node: String, sessions: Arc<Sessions>, profiles: Arc<ProfileCache>) {
+pub async fn listen(
+    url: String,
+    node: String,
+    sessions: Arc<Sessions>,
+    profiles: Arc<ProfileCache>,
+    remote: Arc<RemoteTabs>,
+) {
     let mut backoff = Duration::from_secs(1);
     let mut first = true;
     loop {
@@ -148,6 +216,8 @@ pub async fn listen(url: String, node: String, sessions: Arc<Sessions>, profiles
                 Ok(()) => {
                     tracing::info!(node = %node, "cluster: listening for other nodes");
                     backoff = Duration::from_secs(1);
+                    // What the others said while we were not listening is lost: start over.
+                    sessions.resync_presence(true);
                     if !first {
                         // Whatever other nodes stored while we were deaf is in the database.
                         sessions.catch_up_all();
@@ -164,6 +234,15 @@ pub async fn listen(url: String, node: String, sessions: Arc<Sessions>, profiles
                                 }
                                 Some(ClusterEvent::Unread { user, count, .. }) => sessions.unread_changed(user, count),
                                 Some(ClusterEvent::Profile { user, .. }) => profiles.invalidate(user),
+                                Some(event @ ClusterEvent::Reset { ask, .. }) => {
+                                    remote.apply(&event);
+                                    if ask {
+                                        sessions.resync_presence(false);
+                                    }
+                                }
+                                Some(event @ (ClusterEvent::Here { .. } | ClusterEvent::Gone { .. })) => {
+                                    remote.apply(&event);
+                                }
                                 None => tracing::debug!(payload = %n.payload, "cluster: ignoring a malformed payload"),
                             },
                             Err(e) => {
@@ -200,6 +279,9 @@ mod tests {
             },
             ClusterEvent::Unread { node: "a1".into(), user, count: 0 },
             ClusterEvent::Profile { node: "a1".into(), user },
+            ClusterEvent::Here { node: "a1".into(), users: vec![user] },
+            ClusterEvent::Gone { node: "a1".into(), users: vec![user, user] },
+            ClusterEvent::Reset { node: "a1".into(), ask: true },
         ] {
             assert!(ClusterEvent::is_from(&e.encode(), "a1"));
             assert!(!ClusterEvent::is_from(&e.encode(), "b2"));
@@ -217,10 +299,22 @@ mod tests {
             ClusterEvent::Committed { node: "a1".into(), user, seq: 43, toast: true, unread: 8, frame: Some(frame) },
             ClusterEvent::Unread { node: "b2".into(), user, count: 0 },
             ClusterEvent::Profile { node: "c3".into(), user },
+            ClusterEvent::Here { node: "c3".into(), users: vec![user, Uuid::new_v4()] },
+            ClusterEvent::Gone { node: "c3".into(), users: vec![user] },
+            ClusterEvent::Reset { node: "c3".into(), ask: false },
+            ClusterEvent::Reset { node: "c3".into(), ask: true },
         ] {
             assert_eq!(ClusterEvent::decode(&e.encode()), Some(e.clone()));
         }
-        for bad in ["", "n|a|not-a-uuid|1|1|1", "x|y", "n|a|00000000-0000-0000-0000-000000000000|seq|1|1"] {
+        for bad in [
+            "",
+            "n|a|not-a-uuid|1|1|1",
+            "x|y",
+            "n|a|00000000-0000-0000-0000-000000000000|seq|1|1",
+            "h|a|",
+            "h|a|00000000000000000000000000000000,nope",
+            "g|a",
+        ] {
             assert_eq!(ClusterEvent::decode(bad), None, "{bad}");
         }
         let row = |frame| CommittedRow { user, seq: 3, toast: true, unread: 9, frame: Some(frame) };
