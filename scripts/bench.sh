@@ -8,7 +8,8 @@
 #        hub on a private PostgreSQL, pinned beside it, with the database's CPU reported too,
 #        and notifyhub-2pg for two hubs on that PostgreSQL, user-targeted messages only),
 #        SCENARIOS ("idle user broadcast rate ingest"), REPEAT (1: runs of each scenario but
-#        idle; the table shows each figure's median over the runs, the machine being noisy).
+#        idle; the table shows each figure's median over the runs, the machine being noisy),
+#        HUB_BIN (the hub binary to run, default the release build: to compare two builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +35,7 @@ if ! [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ]; then
 fi
 cargo build --release --locked --bins
 BIN="${CARGO_TARGET_DIR:-target}/release"
+HUB_BIN=${HUB_BIN:-$BIN/notifyhub}
 ulimit -n 65536 || true
 RT=()
 if chrt -r 10 true 2>/dev/null; then RT=(chrt -r 10); fi
@@ -108,7 +110,7 @@ export NOTIFYHUB_JWT_SECRET=bench-secret-0123456789abcdef NOTIFYHUB_SERVICE_TOKE
 start_hub() { # name port
   NOTIFYHUB_DATA_DIR="$(mktemp -d)" NOTIFYHUB_BIND="127.0.0.1:$2" NOTIFYHUB_WORKERS=1 \
     NOTIFYHUB_SERVICE_TOKENS=$NOTIFYHUB_SERVICE_TOKEN RUST_LOG=warn \
-    "${SERVER[@]}" "$BIN/notifyhub" serve >/dev/null 2>"$OUT/$1.stderr" &
+    "${SERVER[@]}" "$HUB_BIN" serve >/dev/null 2>"$OUT/$1.stderr" &
   HUB_PID=$!
   wait_port "$2"
 }
