@@ -24,6 +24,19 @@ pub const CHANNEL: &str = "notifyhub";
 /// not fit stays behind and the receiving node reads the notification instead.
 const MAX_PAYLOAD_BYTES: usize = 7999;
 
+/// A stored notification's numbers, as the other nodes hear of it without its frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// Owner.
+    pub user: Uuid,
+    /// Its sequence number.
+    pub seq: i64,
+    /// Whether its toast goes out.
+    pub toast: bool,
+    /// Owner's unread count after it.
+    pub unread: i64,
+}
+
 /// A message between nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClusterEvent {
@@ -41,6 +54,14 @@ pub enum ClusterEvent {
         unread: i64,
         /// Its toast frame, when it fitted.
         frame: Option<String>,
+    },
+    /// Notifications were stored, none with a frame to carry: one payload for many, so
+    /// that PostgreSQL queues, and every node's listener reads, one message per ~100.
+    CommittedMany {
+        /// Node that stored them.
+        node: String,
+        /// Them, in the order they were stored.
+        rows: Vec<Committed>,
     },
     /// A user's preferences or push subscriptions changed: drop cached copies.
     Profile {
@@ -94,6 +115,16 @@ impl ClusterEvent {
                     _ => head,
                 }
             }
+            ClusterEvent::CommittedMany { node, rows } => {
+                let mut out = format!("m|{node}|");
+                for (i, r) in rows.iter().enumerate() {
+                    if i > 0 {
+                        out.push(';');
+                    }
+                    push_committed(&mut out, r);
+                }
+                out
+            }
             ClusterEvent::Unread { node, user, count } => format!("u|{node}|{user}|{count}"),
             ClusterEvent::Profile { node, user } => format!("p|{node}|{user}"),
             ClusterEvent::Here { node, users } => format!("h|{node}|{}", id_list(users)),
@@ -144,12 +175,35 @@ impl ClusterEvent {
                 user: Uuid::parse_str(user).ok()?,
                 count: count.parse().ok()?,
             }),
+            ["m", node, rows] => Some(ClusterEvent::CommittedMany {
+                node: node.to_string(),
+                rows: rows.split(';').map(parse_committed).collect::<Option<_>>()?,
+            }),
             ["h", node, ids] => Some(ClusterEvent::Here { node: node.to_string(), users: parse_id_list(ids)? }),
             ["g", node, ids] => Some(ClusterEvent::Gone { node: node.to_string(), users: parse_id_list(ids)? }),
             ["r", node, ask] => Some(ClusterEvent::Reset { node: node.to_string(), ask: *ask == "1" }),
             _ => None,
         }
     }
+}
+
+/// `user,seq,toast,unread`: at most 32 + 1 + 19 + 3 + 19 bytes.
+fn push_committed(out: &mut String, r: &Committed) {
+    use std::fmt::Write;
+    let _ = write!(out, "{},{},{},{}", r.user.simple(), r.seq, u8::from(r.toast), r.unread);
+}
+
+const MAX_COMMITTED_BYTES: usize = 74;
+
+fn parse_committed(row: &str) -> Option<Committed> {
+    let mut f = row.split(',');
+    let c = Committed {
+        user: Uuid::parse_str(f.next()?).ok()?,
+        seq: f.next()?.parse().ok()?,
+        toast: f.next()? == "1",
+        unread: f.next()?.parse().ok()?,
+    };
+    f.next().is_none().then_some(c)
 }
 
 fn id_list(users: &[Uuid]) -> String {
@@ -181,21 +235,48 @@ pub struct CommittedRow<'a> {
     pub frame: Option<&'a str>,
 }
 
-/// Payloads for a committed batch.
+/// Payloads for a committed batch, in its order: a row with a frame that fits gets a
+/// payload of its own; the rows between those share payloads up to the size limit.
 pub fn committed_payloads<'a>(node: &str, rows: impl IntoIterator<Item = CommittedRow<'a>>) -> Vec<String> {
-    rows.into_iter()
-        .map(|r| {
-            ClusterEvent::Committed {
+    let mut out = Vec::new();
+    let mut packed = String::new();
+    let head = format!("m|{node}|");
+    for r in rows {
+        let numbers = Committed { user: r.user, seq: r.seq, toast: r.toast, unread: r.unread };
+        if let Some(frame) = r.frame {
+            let single = ClusterEvent::Committed {
                 node: node.to_string(),
                 user: r.user,
                 seq: r.seq,
                 toast: r.toast,
                 unread: r.unread,
-                frame: r.frame.map(str::to_string),
+                frame: Some(frame.to_string()),
             }
-            .encode()
-        })
-        .collect()
+            .encode();
+            // A frame too large for a payload is left behind (the payload ends with the
+            // numbers): the row packs like the rest.
+            if single.ends_with(frame) {
+                if !packed.is_empty() {
+                    out.push(std::mem::take(&mut packed));
+                }
+                out.push(single);
+                continue;
+            }
+        }
+        if packed.len() + 1 + MAX_COMMITTED_BYTES > MAX_PAYLOAD_BYTES {
+            out.push(std::mem::take(&mut packed));
+        }
+        if packed.is_empty() {
+            packed.push_str(&head);
+        } else {
+            packed.push(';');
+        }
+        push_committed(&mut packed, &numbers);
+    }
+    if !packed.is_empty() {
+        out.push(packed);
+    }
+    out
 }
 
 /// Listens for other nodes' events until the process ends; reconnects with backoff
@@ -231,6 +312,11 @@ pub async fn listen(
                             Ok(n) => match ClusterEvent::decode(&n.payload) {
                                 Some(ClusterEvent::Committed { user, seq, toast, unread, frame, .. }) => {
                                     sessions.remote_committed(user, seq, toast, unread, frame);
+                                }
+                                Some(ClusterEvent::CommittedMany { rows, .. }) => {
+                                    for r in rows {
+                                        sessions.remote_committed(r.user, r.seq, r.toast, r.unread, None);
+                                    }
                                 }
                                 Some(ClusterEvent::Unread { user, count, .. }) => sessions.unread_changed(user, count),
                                 Some(ClusterEvent::Profile { user, .. }) => profiles.invalidate(user),
@@ -282,6 +368,10 @@ mod tests {
             ClusterEvent::Here { node: "a1".into(), users: vec![user] },
             ClusterEvent::Gone { node: "a1".into(), users: vec![user, user] },
             ClusterEvent::Reset { node: "a1".into(), ask: true },
+            ClusterEvent::CommittedMany {
+                node: "a1".into(),
+                rows: vec![Committed { user, seq: 1, toast: true, unread: 1 }],
+            },
         ] {
             assert!(ClusterEvent::is_from(&e.encode(), "a1"));
             assert!(!ClusterEvent::is_from(&e.encode(), "b2"));
@@ -303,6 +393,13 @@ mod tests {
             ClusterEvent::Gone { node: "c3".into(), users: vec![user] },
             ClusterEvent::Reset { node: "c3".into(), ask: false },
             ClusterEvent::Reset { node: "c3".into(), ask: true },
+            ClusterEvent::CommittedMany {
+                node: "c3".into(),
+                rows: vec![
+                    Committed { user, seq: 1, toast: true, unread: 1 },
+                    Committed { user, seq: 2, toast: false, unread: 1 },
+                ],
+            },
         ] {
             assert_eq!(ClusterEvent::decode(&e.encode()), Some(e.clone()));
         }
@@ -314,6 +411,9 @@ mod tests {
             "h|a|",
             "h|a|00000000000000000000000000000000,nope",
             "g|a",
+            "m|a|",
+            "m|a|00000000000000000000000000000000,1,1",
+            "m|a|00000000000000000000000000000000,1,1,1,1",
         ] {
             assert_eq!(ClusterEvent::decode(bad), None, "{bad}");
         }
@@ -323,7 +423,51 @@ mod tests {
         // A frame that would break PostgreSQL's payload limit stays behind.
         let big = format!("\"{}\"", "x".repeat(8000));
         let p = committed_payloads("n1", vec![row(&big)]);
-        assert_eq!(p, vec![format!("n|n1|{user}|3|1|9")]);
+        assert_eq!(
+            ClusterEvent::decode(&p[0]),
+            Some(ClusterEvent::CommittedMany {
+                node: "n1".into(),
+                rows: vec![Committed { user, seq: 3, toast: true, unread: 9 }]
+            })
+        );
         assert!(p[0].len() < 8000);
+    }
+
+    #[test]
+    fn rows_without_frames_share_payloads_in_their_order() {
+        let users: Vec<Uuid> = (0..250).map(|_| Uuid::new_v4()).collect();
+        let framed = users[120];
+        let rows = users.iter().enumerate().map(|(i, u)| CommittedRow {
+            user: *u,
+            seq: i64::MAX - i as i64,
+            toast: i % 2 == 0,
+            unread: i64::MAX,
+            frame: (*u == framed).then_some("{\"f\":1}"),
+        });
+        let node = "a1b2c3d4e5f6";
+        let payloads = committed_payloads(node, rows);
+        assert!(payloads.iter().all(|p| p.len() <= MAX_PAYLOAD_BYTES && ClusterEvent::is_from(p, node)));
+        // Heard in order: every row once, the framed one with its frame, in its place.
+        let mut heard = Vec::new();
+        for p in &payloads {
+            match ClusterEvent::decode(p).expect(p) {
+                ClusterEvent::CommittedMany { rows, .. } => heard.extend(rows.into_iter().map(|r| (r, None))),
+                ClusterEvent::Committed { user, seq, toast, unread, frame, .. } => {
+                    heard.push((Committed { user, seq, toast, unread }, frame))
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let expected: Vec<_> = users
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                let numbers = Committed { user: *u, seq: i64::MAX - i as i64, toast: i % 2 == 0, unread: i64::MAX };
+                (numbers, (*u == framed).then(|| "{\"f\":1}".to_string()))
+            })
+            .collect();
+        assert_eq!(heard, expected);
+        // 120 rows, the framed one, 129 rows: the packed runs take two payloads each at most.
+        assert!(payloads.len() <= 5, "{}", payloads.len());
     }
 }

@@ -134,9 +134,20 @@ async fn next_committed(
             .expect("a NOTIFY within 15 s")
             .expect("listening")
             .expect("a notification");
+        // `n|node|user|seq|toast|unread|frame` for one with its frame; `m|node|` and
+        // `user,seq,toast,unread;…` for those without.
         let fields: Vec<&str> = note.payload.splitn(7, '|').collect();
-        if fields[0] == "n" {
-            seen.insert(fields[2].to_string(), fields.len() == 7);
+        match fields[0] {
+            "n" => {
+                seen.insert(Uuid::parse_str(fields[2]).unwrap().to_string(), fields.len() == 7);
+            }
+            "m" => {
+                for row in fields[2].split(';') {
+                    let user = row.split(',').next().unwrap();
+                    seen.insert(Uuid::parse_str(user).unwrap().to_string(), false);
+                }
+            }
+            _ => {}
         }
     }
     seen
