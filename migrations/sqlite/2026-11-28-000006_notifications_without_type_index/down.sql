@@ -1,0 +1,1 @@
+CREATE INDEX idx_notifications_type ON notifications (notification_type);
