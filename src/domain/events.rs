@@ -186,7 +186,11 @@ fn payload<T: for<'de> Deserialize<'de>>(name: &str, value: Option<Value>) -> Re
 }
 
 fn user_id(name: &str, v: &Value) -> Result<Uuid, FieldError> {
-    v.as_str().and_then(|s| Uuid::parse_str(s.trim()).ok()).ok_or_else(|| field(name, "must be a user UUID"))
+    parse_user_id(v).ok_or_else(|| field(name, "must be a user UUID"))
+}
+
+fn parse_user_id(v: &Value) -> Option<Uuid> {
+    v.as_str().and_then(|s| Uuid::parse_str(s.trim()).ok())
 }
 
 fn short_text(name: &str, value: &str, max: usize) -> Result<String, FieldError> {
@@ -377,7 +381,9 @@ impl Event {
             let mut seen = std::collections::HashSet::with_capacity(list.len());
             let mut ids = Vec::with_capacity(list.len());
             for (i, v) in list.iter().enumerate() {
-                let id = user_id(&format!("user_ids[{i}]"), v)?;
+                // The field's name is written only for a refusal: a broadcast names
+                // thousands of users.
+                let id = parse_user_id(v).ok_or_else(|| field(&format!("user_ids[{i}]"), "must be a user UUID"))?;
                 if seen.insert(id) {
                     ids.push(id);
                 }

@@ -275,14 +275,34 @@ impl<'a> ToastTemplate<'a> {
     /// The frame of `n` (which [`fits`](Self::fits)), exactly as
     /// [`NotificationToast::frame`] writes it.
     pub fn frame(&self, n: &Notification, unread_count: i64) -> String {
-        format!(
-            r#"{{"type":"notification_toast","sequence_number":{seq},"notification":{{"id":"{id}","user_id":"{user}","sequence_number":{seq},{content},"unread_count":{unread_count},"timestamp":{ts}}}"#,
-            seq = n.sequence_number,
-            id = n.id.hyphenated(),
-            user = n.user_id.hyphenated(),
-            content = self.content,
-            ts = self.timestamp,
-        )
+        // Pieces joined into one allocation of the right size: `format!` grew its
+        // buffer as it wrote and went through the formatting machinery for every
+        // argument, 3,500 instructions per recipient of a broadcast (callgrind).
+        let (mut seq, mut unread) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let seq = seq.format(n.sequence_number);
+        let (mut id, mut user) = (Uuid::encode_buffer(), Uuid::encode_buffer());
+        let pieces = [
+            r#"{"type":"notification_toast","sequence_number":"#,
+            seq,
+            r#","notification":{"id":""#,
+            n.id.hyphenated().encode_lower(&mut id),
+            r#"","user_id":""#,
+            n.user_id.hyphenated().encode_lower(&mut user),
+            r#"","sequence_number":"#,
+            seq,
+            ",",
+            &self.content,
+            r#","unread_count":"#,
+            unread.format(unread_count),
+            r#","timestamp":"#,
+            &self.timestamp,
+            "}",
+        ];
+        let mut out = String::with_capacity(pieces.iter().map(|p| p.len()).sum());
+        for p in pieces {
+            out.push_str(p);
+        }
+        out
     }
 }
 
