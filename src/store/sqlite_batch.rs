@@ -15,7 +15,7 @@ use diesel::sqlite::{Sqlite, SqliteConnection};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use uuid::Uuid;
 
-static_query_id!(InsertNotification, InsertDelivery);
+static_query_id!(InsertDelivery);
 
 /// Bumps each user's counters, numbers the batch and inserts it with its outbox rows,
 /// in one `IMMEDIATE` transaction.
@@ -50,22 +50,33 @@ pub(super) fn store(
             }
         }
         let numbered = number_batch(batch, starts, now)?;
-        // One row per statement: SQLite has no round trip to save, and a single-row
-        // insert is prepared once and cached, where a multi-row one is built and parsed
-        // anew for every batch size.
-        //
         // A broadcast's rows share their metadata: it is serialised once for all of them
         // (escaping it was a few per cent of each stored delivery).
-        let mut metadata: Option<(&serde_json::Value, String)> = None;
+        let mut texts: Vec<String> = Vec::new();
+        let mut last: Option<&serde_json::Value> = None;
+        let mut prepared = Vec::with_capacity(numbered.notifications.len());
         for row in &numbered.notifications {
-            if metadata.as_ref().is_none_or(|(last, _)| *last != &row.metadata.0) {
-                let text =
-                    serde_json::to_string(&row.metadata.0).map_err(|e| Error::SerializationError(Box::new(e)))?;
-                metadata = Some((&row.metadata.0, text));
+            if last != Some(&row.metadata.0) {
+                texts.push(serde_json::to_string(&row.metadata.0).map_err(|e| Error::SerializationError(Box::new(e)))?);
+                last = Some(&row.metadata.0);
             }
-            let text = metadata.as_ref().map(|(_, text)| text.as_str()).unwrap_or_default();
-            let created_at = crate::domain::time_text::sqlite(&row.created_at);
-            InsertNotification { row, metadata: text, created_at: &created_at }.execute(conn)?;
+            prepared.push((row, texts.len() - 1, crate::domain::time_text::sqlite(&row.created_at)));
+        }
+        let rows: Vec<RowBinds> = prepared
+            .iter()
+            .map(|(row, text, created_at)| RowBinds { row, metadata: &texts[*text], created_at })
+            .collect();
+        // Several rows per statement, in a few fixed shapes that each stay prepared (a
+        // shape per batch size would be parsed anew for most batches): every statement
+        // costs SQLite its own start, cursors and halt, a few thousand instructions.
+        let mut rest = rows.as_slice();
+        while !rest.is_empty() {
+            rest = match rest.len() {
+                64.. => insert_rows::<64>(conn, rest)?,
+                16.. => insert_rows::<16>(conn, rest)?,
+                4.. => insert_rows::<4>(conn, rest)?,
+                _ => insert_rows::<1>(conn, rest)?,
+            };
         }
         for row in &numbered.deliveries {
             InsertDelivery(row).execute(conn)?;
@@ -74,9 +85,8 @@ pub(super) fn store(
     })
 }
 
-/// One row's `INSERT`, as a statement of its own static id: diesel's insert builder
-/// writes the statement's text anew for every row to find it among the prepared ones.
-struct InsertNotification<'a> {
+/// A row to insert, with the texts bound for it.
+struct RowBinds<'a> {
     row: &'a NotificationRow,
     /// `row.metadata` serialised (what `JsonDoc` writes on SQLite: the JSON text).
     metadata: &'a str,
@@ -85,30 +95,56 @@ struct InsertNotification<'a> {
     created_at: &'a str,
 }
 
-impl QueryFragment<Sqlite> for InsertNotification<'_> {
+/// Inserts the first `ROWS` of `rows`; answers the rest.
+fn insert_rows<'r, 'a, const ROWS: usize>(
+    conn: &mut SqliteConnection,
+    rows: &'r [RowBinds<'a>],
+) -> QueryResult<&'r [RowBinds<'a>]> {
+    let (now, rest) = rows.split_at(ROWS);
+    InsertNotifications::<ROWS>(now).execute(conn)?;
+    Ok(rest)
+}
+
+/// `ROWS` rows' `INSERT`, a statement of its own static id per shape: diesel's insert
+/// builder writes the statement's text anew for every execution to find it among the
+/// prepared ones.
+struct InsertNotifications<'a, const ROWS: usize>(&'a [RowBinds<'a>]);
+
+impl<const ROWS: usize> QueryId for InsertNotifications<'_, ROWS> {
+    type QueryId = InsertNotifications<'static, ROWS>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl<const ROWS: usize> QueryFragment<Sqlite> for InsertNotifications<'_, ROWS> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
-        let r = self.row;
+        if self.0.len() != ROWS {
+            return Err(Error::QueryBuilderError(format!("{} rows for a {ROWS}-row insert", self.0.len()).into()));
+        }
         out.push_sql(INSERT_NOTIFICATIONS);
-        out.push_sql(" VALUES (");
-        push_binds!(out,
-            Text => &r.id,
-            Text => &r.user_id,
-            BigInt => &r.sequence_number,
-            Text => &r.notification_type,
-            Text => &r.priority,
-            Text => &r.title,
-            Text => &r.message,
-            Text => self.metadata,
-            Bool => &r.read,
-            Bool => &r.toast,
-            Text => self.created_at,
-        );
-        out.push_sql(")");
+        out.push_sql(" VALUES ");
+        for (i, b) in self.0.iter().enumerate() {
+            let r = b.row;
+            out.push_sql(if i == 0 { "(" } else { ", (" });
+            push_binds!(out,
+                Text => &r.id,
+                Text => &r.user_id,
+                BigInt => &r.sequence_number,
+                Text => &r.notification_type,
+                Text => &r.priority,
+                Text => &r.title,
+                Text => &r.message,
+                Text => b.metadata,
+                Bool => &r.read,
+                Bool => &r.toast,
+                Text => b.created_at,
+            );
+            out.push_sql(")");
+        }
         Ok(())
     }
 }
 
-impl<Conn> RunQueryDsl<Conn> for InsertNotification<'_> {}
+impl<Conn, const ROWS: usize> RunQueryDsl<Conn> for InsertNotifications<'_, ROWS> {}
 
 /// One outbox row's `INSERT`, a statement of its own static id (see
 /// [`InsertNotification`]).

@@ -142,6 +142,40 @@ crate::on_both_backends! {
         assert_eq!(stored, expected);
     }
 
+    async fn every_row_of_a_batch_lands_whole_whatever_statement_shape_takes_it(app) {
+        // 87 rows go to SQLite as statements of 64, 16, 4, 1, 1 and 1 rows: each row must
+        // keep its own owner, number, title and metadata, in order.
+        let users: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+        let batch = (0..87)
+            .map(|i| {
+                let mut notification = new_notification(users[i % 3], NotificationType::SignalGenerated, &format!("row {i}"));
+                notification.metadata = json!({"row": i, "shared": i / 10});
+                StoreItem { notification, deliveries: Vec::new(), toast: i % 5 != 0 }
+            })
+            .collect();
+        app.state.store.store_notifications(batch).await.expect("store");
+        for (u, user) in users.iter().enumerate() {
+            let res = app.get("/api/v1/notifications?limit=50", &app.token(*user, Role::User)).await;
+            let page: serde_json::Value = res.json().await.unwrap();
+            let stored: Vec<(i64, String, serde_json::Value)> = page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .rev()
+                .map(|n| {
+                    assert_eq!(n["read"], false, "{n}");
+                    (n["sequence_number"].as_i64().unwrap(), n["title"].as_str().unwrap().to_string(), n["metadata"].clone())
+                })
+                .collect();
+            let expected: Vec<(i64, String, serde_json::Value)> = (0..87)
+                .filter(|i| i % 3 == u)
+                .enumerate()
+                .map(|(k, i)| (k as i64 + 1, format!("row {i}"), json!({"row": i, "shared": i / 10})))
+                .collect();
+            assert_eq!(stored, expected, "user {u}");
+        }
+    }
+
     async fn requests_made_in_one_turn_share_one_transaction(app) {
         // Ten requests made before the thread yields (as the events one turn of a
         // worker's loop parses) reach the writer together: one transaction, not a first
