@@ -254,6 +254,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
         self.state.store.flush().await;
+        self.state.leave_cluster().await;
         tracing::info!("notifyhub stopped");
         result
     }

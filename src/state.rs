@@ -72,6 +72,19 @@ impl AppState {
         self.tell_other_nodes(crate::cluster::ClusterEvent::Profile { node: self.node_id.clone(), user });
     }
 
+    /// On PostgreSQL, at shutdown: the other nodes forget this node's tabs (a node that
+    /// dies without a word leaves them behind, and they only cost frames nobody uses).
+    pub async fn leave_cluster(&self) {
+        if self.store.backend() != "postgres" {
+            return;
+        }
+        let payload = crate::cluster::ClusterEvent::Reset { node: self.node_id.clone(), ask: false }.encode();
+        let sent = self.store.call(move |db| async move { crate::store::notify_nodes(&db, vec![payload]).await }).await;
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "cluster: could not tell the other nodes this one is leaving");
+        }
+    }
+
     fn tell_other_nodes(&self, event: crate::cluster::ClusterEvent) {
         if self.store.backend() != "postgres" {
             return;

@@ -197,7 +197,7 @@ async fn a_toast_frame_crosses_nodes_only_for_users_with_a_tab_on_another_node()
 }
 
 #[actix_web::test]
-async fn a_node_that_starts_late_learns_where_the_tabs_are() {
+async fn a_node_that_starts_late_learns_where_the_tabs_are_and_one_that_stops_says_so() {
     let Some((a, b, url)) = two_nodes_and_url().await else { return };
     let users: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
     let mut tabs = Vec::new();
@@ -214,6 +214,29 @@ async fn a_node_that_starts_late_learns_where_the_tabs_are() {
     c.event(info_event(users[1], "from c"), 202).await;
     assert_eq!(tabs[1].next_toast().await["notification"]["title"], "from c");
     assert_eq!(a.counter("notifyhub_ws_replay_reads_total").await, reads, "the frame came along");
+
+    // A node that stops says so, after its tabs are gone: the others forget whatever
+    // they still hold of it.
+    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+    use futures_util::StreamExt;
+    let mut listener = AsyncPgConnection::establish(&url).await.unwrap();
+    listener.batch_execute("LISTEN notifyhub").await.unwrap();
+    let mut heard = std::pin::pin!(listener.notifications_stream());
+    drop(tabs);
+    a.stop().await;
+    let last = loop {
+        let note = tokio::time::timeout(std::time::Duration::from_secs(15), heard.next())
+            .await
+            .expect("a NOTIFY within 15 s")
+            .expect("listening")
+            .expect("a notification");
+        if note.payload.starts_with("r|") {
+            break note.payload;
+        }
+    };
+    assert!(last.ends_with("|0"), "{last}: a leaving node asks nothing of the others");
+    b.until_gauge(USERS_ELSEWHERE, 0).await;
+    c.until_gauge(USERS_ELSEWHERE, 0).await;
 }
 
 #[actix_web::test]
