@@ -75,28 +75,28 @@ impl AppState {
     /// On PostgreSQL, at shutdown: the other nodes forget this node's tabs (a node that
     /// dies without a word leaves them behind, and they only cost frames nobody uses).
     pub async fn leave_cluster(&self) {
-        if self.store.backend() != "postgres" {
-            return;
-        }
-        let payload = crate::cluster::ClusterEvent::Reset { node: self.node_id.clone(), ask: false }.encode();
-        let sent = self.store.call(move |db| async move { crate::store::notify_nodes(&db, vec![payload]).await }).await;
-        if let Err(e) = sent {
-            tracing::warn!(error = %e, "cluster: could not tell the other nodes this one is leaving");
+        if self.store.backend() == "postgres" {
+            let goodbye = crate::cluster::ClusterEvent::Reset { node: self.node_id.clone(), ask: false };
+            notify_other_nodes(&self.store, goodbye).await;
         }
     }
 
     fn tell_other_nodes(&self, event: crate::cluster::ClusterEvent) {
-        if self.store.backend() != "postgres" {
-            return;
+        if self.store.backend() == "postgres" {
+            let store = self.store.clone();
+            actix::spawn(async move { notify_other_nodes(&store, event).await });
         }
-        let payload = event.encode();
-        let store = self.store.clone();
-        actix::spawn(async move {
-            let sent = store.call(move |db| async move { crate::store::notify_nodes(&db, vec![payload]).await }).await;
-            if let Err(e) = sent {
-                tracing::warn!(error = %e, "cluster: could not tell the other nodes");
-            }
-        });
+    }
+}
+
+/// Sends `event` on the cluster channel. A failure is only logged: the other nodes catch
+/// up later (an unread count with the next change, a cached profile when it expires after
+/// 60 s, a node's tabs as frames read back from the database).
+async fn notify_other_nodes(store: &StoreHandle, event: crate::cluster::ClusterEvent) {
+    let payload = event.encode();
+    let sent = store.call(move |db| async move { crate::store::notify_nodes(&db, vec![payload]).await }).await;
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "cluster: could not tell the other nodes");
     }
 }
 

@@ -109,9 +109,9 @@ impl ClusterEvent {
     pub fn encode(&self) -> String {
         match self {
             ClusterEvent::Committed { node, user, seq, toast, unread, frame } => {
-                let head = format!("n|{node}|{user}|{seq}|{}|{unread}", u8::from(*toast));
+                let head = committed_head(node, user, *seq, *toast, *unread);
                 match frame {
-                    Some(f) if head.len() + 1 + f.len() <= MAX_PAYLOAD_BYTES => format!("{head}|{f}"),
+                    Some(f) if frame_fits(&head, f) => format!("{head}|{f}"),
                     _ => head,
                 }
             }
@@ -187,6 +187,16 @@ impl ClusterEvent {
     }
 }
 
+/// A `Committed` payload without its frame.
+fn committed_head(node: &str, user: &Uuid, seq: i64, toast: bool, unread: i64) -> String {
+    format!("n|{node}|{user}|{seq}|{}|{unread}", u8::from(toast))
+}
+
+/// Whether `frame` fits after `head` under PostgreSQL's payload limit.
+fn frame_fits(head: &str, frame: &str) -> bool {
+    head.len() + 1 + frame.len() <= MAX_PAYLOAD_BYTES
+}
+
 /// `user,seq,toast,unread`: at most 32 + 1 + 19 + 3 + 19 bytes.
 fn push_committed(out: &mut String, r: &Committed) {
     use std::fmt::Write;
@@ -240,26 +250,17 @@ pub struct CommittedRow<'a> {
 pub fn committed_payloads<'a>(node: &str, rows: impl IntoIterator<Item = CommittedRow<'a>>) -> Vec<String> {
     let mut out = Vec::new();
     let mut packed = String::new();
-    let head = format!("m|{node}|");
+    let packed_head = format!("m|{node}|");
     for r in rows {
         let numbers = Committed { user: r.user, seq: r.seq, toast: r.toast, unread: r.unread };
         if let Some(frame) = r.frame {
-            let single = ClusterEvent::Committed {
-                node: node.to_string(),
-                user: r.user,
-                seq: r.seq,
-                toast: r.toast,
-                unread: r.unread,
-                frame: Some(frame.to_string()),
-            }
-            .encode();
-            // A frame too large for a payload is left behind (the payload ends with the
-            // numbers): the row packs like the rest.
-            if single.ends_with(frame) {
+            let head = committed_head(node, &r.user, r.seq, r.toast, r.unread);
+            // A frame too large for a payload is left behind: the row packs like the rest.
+            if frame_fits(&head, frame) {
                 if !packed.is_empty() {
                     out.push(std::mem::take(&mut packed));
                 }
-                out.push(single);
+                out.push(format!("{head}|{frame}"));
                 continue;
             }
         }
@@ -267,7 +268,7 @@ pub fn committed_payloads<'a>(node: &str, rows: impl IntoIterator<Item = Committ
             out.push(std::mem::take(&mut packed));
         }
         if packed.is_empty() {
-            packed.push_str(&head);
+            packed.push_str(&packed_head);
         } else {
             packed.push(';');
         }

@@ -2,7 +2,7 @@
 //! either node, read state and throttles shared.
 
 use crate::bridge::{exit_event, info_event, risk_event};
-use crate::helpers::{fresh_pg_database, spawn_with_clock, test_env, Backend, TestApp};
+use crate::helpers::{fresh_pg_database, spawn_with_clock, test_env, Backend, TestApp, WsClient};
 use notifyhub::auth::Role;
 use notifyhub::clock::SystemClock;
 use serde_json::{json, Value};
@@ -100,12 +100,7 @@ async fn a_broadcast_crosses_nodes_with_every_frame() {
     // One event to several users with tabs on node b: one batch on node a, each toast
     // crossing with its frame (no read back on b).
     let users: Vec<Uuid> = (0..6).map(|_| Uuid::new_v4()).collect();
-    let mut tabs = Vec::new();
-    for user in &users {
-        let mut tab = b.ws(*user, None).await;
-        tab.until_ready().await;
-        tabs.push(tab);
-    }
+    let mut tabs = ready_tabs(&b, &users).await;
     a.until_gauge(USERS_ELSEWHERE, 6).await;
     let reads = b.counter("notifyhub_ws_replay_reads_total").await;
     let event = json!({"type": "notification", "user_ids": users, "notification_type": "signal_generated",
@@ -120,23 +115,48 @@ async fn a_broadcast_crosses_nodes_with_every_frame() {
     assert_eq!(b.counter("notifyhub_ws_replay_reads_total").await, reads, "a toast was read back from the database");
 }
 
+/// A tab for each of `users` on `node`, each past its `ready`.
+async fn ready_tabs(node: &TestApp, users: &[Uuid]) -> Vec<WsClient> {
+    let mut tabs = Vec::new();
+    for user in users {
+        let mut tab = node.ws(*user, None).await;
+        tab.until_ready().await;
+        tabs.push(tab);
+    }
+    tabs
+}
+
+/// A connection listening where the nodes talk, as a node's listener does.
+async fn listen_to_the_nodes(url: &str) -> diesel_async::AsyncPgConnection {
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    let mut listener = diesel_async::AsyncPgConnection::establish(url).await.unwrap();
+    listener.batch_execute("LISTEN notifyhub").await.unwrap();
+    listener
+}
+
+type Heard<'a> =
+    std::pin::Pin<&'a mut (dyn futures_util::Stream<Item = diesel::QueryResult<diesel::pg::PgNotification>> + 'a)>;
+
+/// The next payload heard (15 s at most).
+async fn next_payload(heard: &mut Heard<'_>) -> String {
+    use futures_util::StreamExt;
+    tokio::time::timeout(std::time::Duration::from_secs(15), heard.next())
+        .await
+        .expect("a NOTIFY within 15 s")
+        .expect("listening")
+        .expect("a notification")
+        .payload
+}
+
 /// The payloads of the next `n` notifications stored, by owner: whether each carried
 /// its toast frame.
-async fn next_committed(
-    stream: &mut (impl futures_util::Stream<Item = diesel::QueryResult<diesel::pg::PgNotification>> + Unpin),
-    n: usize,
-) -> std::collections::HashMap<String, bool> {
-    use futures_util::StreamExt;
+async fn next_committed(heard: &mut Heard<'_>, n: usize) -> std::collections::HashMap<String, bool> {
     let mut seen = std::collections::HashMap::new();
     while seen.len() < n {
-        let note = tokio::time::timeout(std::time::Duration::from_secs(15), stream.next())
-            .await
-            .expect("a NOTIFY within 15 s")
-            .expect("listening")
-            .expect("a notification");
+        let payload = next_payload(heard).await;
         // `n|node|user|seq|toast|unread|frame` for one with its frame; `m|node|` and
         // `user,seq,toast,unread;…` for those without.
-        let fields: Vec<&str> = note.payload.splitn(7, '|').collect();
+        let fields: Vec<&str> = payload.splitn(7, '|').collect();
         match fields[0] {
             "n" => {
                 seen.insert(Uuid::parse_str(fields[2]).unwrap().to_string(), fields.len() == 7);
@@ -155,11 +175,9 @@ async fn next_committed(
 
 #[actix_web::test]
 async fn a_toast_frame_crosses_nodes_only_for_users_with_a_tab_on_another_node() {
-    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
     let Some((a, b, url)) = two_nodes_and_url().await else { return };
-    let mut listener = AsyncPgConnection::establish(&url).await.unwrap();
-    listener.batch_execute("LISTEN notifyhub").await.unwrap();
-    let mut heard = std::pin::pin!(listener.notifications_stream());
+    let mut listener = listen_to_the_nodes(&url).await;
+    let mut heard: Heard = std::pin::pin!(listener.notifications_stream());
     let (on_a, on_b, nowhere) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     let mut tab_a = a.ws(on_a, None).await;
     let mut tab_b = b.ws(on_b, None).await;
@@ -200,12 +218,7 @@ async fn a_toast_frame_crosses_nodes_only_for_users_with_a_tab_on_another_node()
 async fn a_node_that_starts_late_learns_where_the_tabs_are_and_one_that_stops_says_so() {
     let Some((a, b, url)) = two_nodes_and_url().await else { return };
     let users: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
-    let mut tabs = Vec::new();
-    for user in &users {
-        let mut tab = a.ws(*user, None).await;
-        tab.until_ready().await;
-        tabs.push(tab);
-    }
+    let mut tabs = ready_tabs(&a, &users).await;
     b.until_gauge(USERS_ELSEWHERE, 3).await;
     // A third node, started after the tabs opened, asks the others where theirs are.
     let c = node_on(&url).await;
@@ -217,21 +230,14 @@ async fn a_node_that_starts_late_learns_where_the_tabs_are_and_one_that_stops_sa
 
     // A node that stops says so, after its tabs are gone: the others forget whatever
     // they still hold of it.
-    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
-    use futures_util::StreamExt;
-    let mut listener = AsyncPgConnection::establish(&url).await.unwrap();
-    listener.batch_execute("LISTEN notifyhub").await.unwrap();
-    let mut heard = std::pin::pin!(listener.notifications_stream());
+    let mut listener = listen_to_the_nodes(&url).await;
+    let mut heard: Heard = std::pin::pin!(listener.notifications_stream());
     drop(tabs);
     a.stop().await;
     let last = loop {
-        let note = tokio::time::timeout(std::time::Duration::from_secs(15), heard.next())
-            .await
-            .expect("a NOTIFY within 15 s")
-            .expect("listening")
-            .expect("a notification");
-        if note.payload.starts_with("r|") {
-            break note.payload;
+        let payload = next_payload(&mut heard).await;
+        if payload.starts_with("r|") {
+            break payload;
         }
     };
     assert!(last.ends_with("|0"), "{last}: a leaving node asks nothing of the others");
