@@ -4,7 +4,6 @@
 use notifyhub::auth::{JwtKeys, Role};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_notifyhub"));
@@ -101,40 +100,11 @@ fn migrate_and_vapid_keys() {
 #[test]
 fn sigterm_stops_the_hub_gracefully() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = bin()
-        .current_dir(dir.path())
-        .env("NOTIFYHUB_DATA_DIR", dir.path())
-        .env("NOTIFYHUB_BIND", "127.0.0.1:0")
-        .env("NOTIFYHUB_WORKERS", "1")
-        .arg("serve")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut port = None;
-    for line in BufReader::new(stderr).lines() {
-        let line = line.unwrap();
-        if let Some(rest) = line.strip_prefix("notifyhub: listening on http://127.0.0.1:") {
-            port = rest.trim_end_matches('/').parse::<u16>().ok();
-            break;
-        }
-    }
-    let port = port.expect("the hub prints where it listens");
-    let health = std::net::TcpStream::connect(("127.0.0.1", port));
-    assert!(health.is_ok());
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let mut stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait());
-    });
-    let exit = rx.recv_timeout(Duration::from_secs(20)).expect("hub stops within 20 s of SIGTERM").unwrap();
+    let hub = crate::helpers::HubProcess::start(dir.path(), [("RUST_LOG", "info")]);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", hub.port)).is_ok());
+    let (exit, logs) = hub.terminate();
     assert!(exit.success(), "{exit:?}");
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut stdout, &mut out).unwrap();
-    assert!(out.contains("notifyhub stopped"), "{out}");
+    assert!(logs.contains("notifyhub stopped"), "{logs}");
 }
 
 #[test]

@@ -2,7 +2,11 @@
 //! either node, read state and throttles shared.
 
 use crate::bridge::{exit_event, info_event, risk_event};
-use crate::helpers::{fresh_pg_database, spawn_with_clock, test_env, Backend, TestApp, WsClient};
+use crate::helpers::{
+    fresh_pg_database, metric, spawn_with_clock, test_env, until_metric, Backend, HubProcess, TestApp, WsClient,
+    JWT_SECRET, SERVICE_TOKEN,
+};
+use notifyhub::auth::JwtKeys;
 use notifyhub::auth::Role;
 use notifyhub::clock::SystemClock;
 use serde_json::{json, Value};
@@ -304,4 +308,62 @@ async fn a_preference_change_on_one_node_applies_at_once_on_the_other() {
         assert!(std::time::Instant::now() < deadline, "node A kept the old threshold: {body}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+#[actix_web::test]
+async fn two_hub_processes_on_one_postgresql_behave_as_one() {
+    // The real binary twice, as an operator runs it: cross-node delivery with the frame,
+    // a cluster-wide throttle, replay from the other process, and a clean stop.
+    let Some(url) = fresh_pg_database().await else { return };
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("NOTIFYHUB_DB_POOL_SIZE", "4"),
+        ("NOTIFYHUB_PII_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+        ("VAPID_PRIVATE_KEY", "IQ9Ur0ykXoHS9gzfYX0aBjy9lvdrjx_PFUXmie9YRcY"),
+    ];
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = HubProcess::start(dir_a.path(), env);
+    let b = HubProcess::start(dir_b.path(), env);
+    let client = reqwest::Client::new();
+    let user = Uuid::new_v4();
+    let token = JwtKeys::new(JWT_SECRET).issue(user, Role::User, std::time::Duration::from_secs(600));
+    let mut tab = WsClient::connect(&format!("ws://127.0.0.1:{}/ws?token={token}", b.port)).await;
+    tab.until_ready().await;
+    until_metric(&client, &a.base(), USERS_ELSEWHERE, 1).await;
+    let reads = metric(&client, &b.base(), "notifyhub_ws_replay_reads_total").await;
+    let post = |base: String, body: Value| {
+        let client = client.clone();
+        async move {
+            let res = client.post(format!("{base}/api/v1/events")).bearer_auth(SERVICE_TOKEN).json(&body).send().await;
+            let res = res.unwrap();
+            (res.status().as_u16(), res.json::<Value>().await.unwrap())
+        }
+    };
+    for i in 1..=3 {
+        assert_eq!(post(a.base(), info_event(user, &format!("from process a {i}"))).await.0, 202);
+    }
+    for i in 1..=3 {
+        let toast = tab.next_toast().await;
+        assert_eq!(
+            (toast["sequence_number"].as_i64(), toast["notification"]["title"].as_str()),
+            (Some(i), Some(format!("from process a {i}").as_str()))
+        );
+    }
+    assert_eq!(metric(&client, &b.base(), "notifyhub_ws_replay_reads_total").await, reads, "the frames came along");
+
+    // One risk warning per hour per user and type, whichever process hears it.
+    assert_eq!(post(a.base(), risk_event(user, "portfolio_heat", 9.0)).await.0, 202);
+    let (status, body) = post(b.base(), risk_event(user, "portfolio_heat", 9.5)).await;
+    assert_eq!((status, body["reason"].as_str()), (200, Some("risk_warning_throttled")), "{body}");
+    assert_eq!(tab.next_toast().await["notification"]["notification_type"], "risk_warning");
+
+    // A tab reconnecting to the other process replays what it missed.
+    let mut late = WsClient::connect(&format!("ws://127.0.0.1:{}/ws?token={token}&since=2", a.port)).await;
+    let (replayed, last) = late.until_ready().await;
+    assert_eq!(replayed.iter().map(|m| m["sequence_number"].as_i64().unwrap()).collect::<Vec<_>>(), vec![3, 4]);
+    assert_eq!(last, 4);
+
+    drop((tab, late));
+    assert!(a.terminate().0.success());
+    assert!(b.terminate().0.success());
 }

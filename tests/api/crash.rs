@@ -2,62 +2,16 @@
 //! delivery is resumed and nothing is lost. Its logs and database file never hold a
 //! phone number or email address in clear.
 
-use crate::helpers::{json_of, JWT_SECRET, SERVICE_TOKEN};
+use crate::helpers::{json_of, HubProcess, JWT_SECRET, SERVICE_TOKEN};
 use crate::standins::TwilioStandIn;
 use notifyhub::auth::{JwtKeys, Role};
 use serde_json::json;
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
 
-struct Hub {
-    child: Child,
-    port: u16,
-    logs: Arc<Mutex<String>>,
-}
-
-fn start_hub(dir: &std::path::Path, twilio: &TwilioStandIn) -> Hub {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_notifyhub"));
-    cmd.arg("serve")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("NOTIFYHUB_DATA_DIR", dir)
-        .env("NOTIFYHUB_BIND", "127.0.0.1:0")
-        .env("NOTIFYHUB_WORKERS", "1")
-        .env("NOTIFYHUB_JWT_SECRET", JWT_SECRET)
-        .env("NOTIFYHUB_SERVICE_TOKENS", SERVICE_TOKEN)
-        .env("RUST_LOG", "info")
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in twilio.env() {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let logs = Arc::new(Mutex::new(String::new()));
-    let mut stdout = child.stdout.take().unwrap();
-    let sink = logs.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    let stderr = child.stderr.take().unwrap();
-    let mut port = None;
-    for line in BufReader::new(stderr).lines() {
-        let line = line.unwrap();
-        if let Some(rest) = line.strip_prefix("notifyhub: listening on http://127.0.0.1:") {
-            port = rest.trim_end_matches('/').parse().ok();
-            break;
-        }
-    }
-    Hub { child, port: port.expect("the hub starts"), logs }
+fn start_hub(dir: &std::path::Path, twilio: &TwilioStandIn) -> HubProcess {
+    HubProcess::start(dir, twilio.env())
 }
 
 #[actix_web::test]
@@ -68,7 +22,7 @@ async fn a_delivery_interrupted_by_sigkill_is_resumed_after_restart_and_no_pii_l
     let user = Uuid::new_v4();
     let token = JwtKeys::new(JWT_SECRET).issue(user, Role::User, Duration::from_secs(600));
 
-    let mut hub = start_hub(dir.path(), &twilio);
+    let hub = start_hub(dir.path(), &twilio);
     let base = format!("http://127.0.0.1:{}", hub.port);
     let res = client
         .post(format!("{base}/api/v1/notifications/preferences"))
@@ -89,12 +43,10 @@ async fn a_delivery_interrupted_by_sigkill_is_resumed_after_restart_and_no_pii_l
     .await;
     let id = answer["notifications"][0]["notification_id"].as_str().unwrap().to_string();
     twilio.next().await;
-    hub.child.kill().unwrap(); // SIGKILL
-    hub.child.wait().unwrap();
-    let first_logs = hub.logs.lock().unwrap().clone();
+    let first_logs = hub.kill(); // SIGKILL
     let _ = release.send(true);
 
-    let mut hub = start_hub(dir.path(), &twilio);
+    let hub = start_hub(dir.path(), &twilio);
     let base = format!("http://127.0.0.1:{}", hub.port);
     let resent = twilio.next().await;
     assert_eq!(resent.to, "+12345678901");
@@ -108,9 +60,7 @@ async fn a_delivery_interrupted_by_sigkill_is_resumed_after_restart_and_no_pii_l
         assert!(std::time::Instant::now() < deadline, "never resumed: {body}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    hub.child.kill().unwrap();
-    hub.child.wait().unwrap();
-    let logs = format!("{first_logs}{}", hub.logs.lock().unwrap());
+    let logs = format!("{first_logs}{}", hub.kill());
     assert!(logs.contains("resuming deliveries interrupted by the last stop"), "{logs}");
     assert!(logs.contains("+1234***8901"), "masked number logged: {logs}");
     assert!(!logs.contains("12345678901"), "phone number in clear in the logs");
@@ -133,7 +83,7 @@ async fn every_event_acknowledged_before_a_sigkill_under_load_survives_it() {
     let dir = tempfile::tempdir().unwrap();
     let client = reqwest::Client::new();
     let users: Vec<Uuid> = (0..8).map(|_| Uuid::new_v4()).collect();
-    let mut hub = start_hub(dir.path(), &twilio);
+    let hub = start_hub(dir.path(), &twilio);
     let base = format!("http://127.0.0.1:{}", hub.port);
 
     // One sender per user, each posting as fast as answers come; the padding makes each
@@ -170,15 +120,14 @@ async fn every_event_acknowledged_before_a_sigkill_under_load_survives_it() {
         }));
     }
     enough_rx.await.unwrap();
-    hub.child.kill().unwrap(); // SIGKILL, with requests in flight
-    hub.child.wait().unwrap();
+    hub.kill(); // SIGKILL, with requests in flight
     for s in senders {
         let _ = s.await;
     }
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= 400);
 
-    let mut hub = start_hub(dir.path(), &twilio);
+    let hub = start_hub(dir.path(), &twilio);
     let base = format!("http://127.0.0.1:{}", hub.port);
     let keys = JwtKeys::new(JWT_SECRET);
     for user in &users {
@@ -206,8 +155,7 @@ async fn every_event_acknowledged_before_a_sigkill_under_load_survives_it() {
         let expected: Vec<i64> = (1..=sequence_numbers.len() as i64).collect();
         assert_eq!(sequence_numbers, expected, "sequence numbers of {user} have gaps");
     }
-    hub.child.kill().unwrap();
-    hub.child.wait().unwrap();
+    hub.kill();
 
     use diesel::{Connection, RunQueryDsl};
     let mut conn = diesel::SqliteConnection::establish(&dir.path().join("notifyhub.db").display().to_string()).unwrap();

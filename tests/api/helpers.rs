@@ -164,26 +164,12 @@ pub async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
 impl TestApp {
     /// The value of a counter in /metrics.
     pub async fn counter(&self, name: &str) -> u64 {
-        let text = self.client.get(format!("{}/metrics", self.address)).send().await.unwrap().text().await.unwrap();
-        let prefix = format!("{name} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(prefix.as_str()))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{name} is not in /metrics"))
+        metric(&self.client, &self.address, name).await
     }
 
-    /// Waits (15 s at most) until a gauge in /metrics reads `value`: for state another
-    /// process changes, which the hub exposes there and nowhere else.
+    /// Waits (15 s at most) until a gauge in /metrics reads `value` (see [`until_metric`]).
     pub async fn until_gauge(&self, name: &str, value: u64) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            let now = self.counter(name).await;
-            if now == value {
-                return;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{name} stayed at {now}, not {value}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        until_metric(&self.client, &self.address, name, value).await
     }
 
     /// A token for `user` with `role`.
@@ -262,8 +248,7 @@ impl TestApp {
         if let Some(s) = since {
             url.push_str(&format!("&since={s}"));
         }
-        let (stream, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
-        WsClient { stream }
+        WsClient::connect(&url).await
     }
 
     /// Stores notifications directly through the persistence actor.
@@ -291,12 +276,132 @@ impl TestApp {
     }
 }
 
+/// The real binary, `notifyhub serve`, on a port of its own (read from its start line),
+/// with stdout (its JSON logs) collected.
+pub struct HubProcess {
+    /// The process.
+    pub child: std::process::Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// What it logged so far.
+    pub logs: Arc<std::sync::Mutex<String>>,
+    /// Reads its stdout into `logs` until the pipe closes.
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl HubProcess {
+    /// Starts the hub in `dir` with one worker, the test secrets and `env`.
+    pub fn start<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
+        dir: &std::path::Path,
+        env: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        use std::io::{BufRead, Read};
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_notifyhub"));
+        cmd.arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("NOTIFYHUB_DATA_DIR", dir)
+            .env("NOTIFYHUB_BIND", "127.0.0.1:0")
+            .env("NOTIFYHUB_WORKERS", "1")
+            .env("NOTIFYHUB_JWT_SECRET", JWT_SECRET)
+            .env("NOTIFYHUB_SERVICE_TOKENS", SERVICE_TOKEN)
+            .env("RUST_LOG", "info")
+            .envs(env)
+            .current_dir(dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let logs = Arc::new(std::sync::Mutex::new(String::new()));
+        let mut stdout = child.stdout.take().unwrap();
+        let sink = logs.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let stderr = child.stderr.take().unwrap();
+        let mut port = None;
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            if let Some(rest) = line.strip_prefix("notifyhub: listening on http://127.0.0.1:") {
+                port = rest.trim_end_matches('/').parse().ok();
+                break;
+            }
+        }
+        Self { child, port: port.expect("the hub starts"), logs, reader }
+    }
+
+    /// Its base URL.
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGTERM, then its exit status and everything it logged; panics unless it stops
+    /// within 20 s.
+    pub fn terminate(self) -> (std::process::ExitStatus, String) {
+        self.stop_with("-TERM")
+    }
+
+    /// SIGKILL, then everything it logged.
+    pub fn kill(self) -> String {
+        self.stop_with("-KILL").1
+    }
+
+    fn stop_with(self, signal: &str) -> (std::process::ExitStatus, String) {
+        let Self { mut child, logs, reader, .. } = self;
+        let pid = child.id().to_string();
+        assert!(std::process::Command::new("kill").args([signal, &pid]).status().unwrap().success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        let status = rx.recv_timeout(Duration::from_secs(20)).expect("the hub stops within 20 s").unwrap();
+        reader.join().unwrap();
+        let logged = logs.lock().unwrap().clone();
+        (status, logged)
+    }
+}
+
+/// The value of a counter or gauge in the /metrics of the hub at `base`.
+pub async fn metric(client: &reqwest::Client, base: &str, name: &str) -> u64 {
+    let text = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let prefix = format!("{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} is not in /metrics"))
+}
+
+/// Waits (15 s at most) until a gauge in /metrics of the hub at `base` reads `value`:
+/// for state another process changes, which the hub exposes there and nowhere else.
+pub async fn until_metric(client: &reqwest::Client, base: &str, name: &str, value: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = metric(client, base, name).await;
+        if now == value {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{name} stayed at {now}, not {value}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A dashboard socket, as a browser tab would hold it.
 pub struct WsClient {
     stream: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
 }
 
 impl WsClient {
+    /// Opens a socket at `url` (`ws://…/ws?token=…`).
+    pub async fn connect(url: &str) -> Self {
+        let (stream, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
+        WsClient { stream }
+    }
+
     /// The next JSON message (control frames skipped); panics after 15 s.
     pub async fn next_json(&mut self) -> serde_json::Value {
         use futures_util::StreamExt;
