@@ -344,25 +344,25 @@ impl Attempt {
                 };
                 let result = send_counted(self.sender.as_ref(), &self.store, job, counted).await;
                 let now = self.clock.now();
+                // A partial send is retried like a failed one; only a failed one counts
+                // against the breaker.
+                let provider = Some(matches!(result, SendResult::Partial(_)));
                 match result {
                     SendResult::Sent(receipt) => {
                         tracing::info!(channel = self.channel.as_str(), to = %dest, receipt = %receipt, notification_id = %nid, "delivered");
                         (Finish::Sent, AttemptOutcome { provider: Some(true), retry_at: None })
                     }
-                    SendResult::Transient(error) => {
+                    SendResult::Transient(error) | SendResult::Partial(error) => {
                         let attempt = u32::try_from(row.attempts).unwrap_or(0) + 1;
                         match retry_delay(attempt) {
                             Some(delay) => {
                                 tracing::warn!(channel = self.channel.as_str(), to = %dest, attempt, error = %error, "delivery failed; will retry");
                                 let at = now + delay;
-                                (
-                                    Finish::Retry { at, error },
-                                    AttemptOutcome { provider: Some(false), retry_at: Some(at) },
-                                )
+                                (Finish::Retry { at, error }, AttemptOutcome { provider, retry_at: Some(at) })
                             }
                             None => {
                                 tracing::error!(channel = self.channel.as_str(), to = %dest, attempt, error = %error, "delivery failed; retries spent");
-                                (Finish::Failed { error }, AttemptOutcome { provider: Some(false), retry_at: None })
+                                (Finish::Failed { error }, AttemptOutcome { provider, retry_at: None })
                             }
                         }
                     }
@@ -401,7 +401,7 @@ async fn send_counted(
     counted: Option<String>,
 ) -> SendResult {
     let result = sender.send(job).await;
-    if let (Some(id), false) = (counted, matches!(result, SendResult::Sent(_))) {
+    if let (Some(id), false) = (counted, matches!(result, SendResult::Sent(_) | SendResult::Partial(_))) {
         if let Err(e) = store.call(move |db| async move { outbox::release_send(&db, &id).await }).await {
             tracing::warn!(error = %e, "cannot give back a failed send; it counts against the hour's limit");
         }
@@ -489,7 +489,7 @@ impl Handler<SendTest> for ChannelActor {
             let dest = destination(channel, &prefs, subs.len());
             let job = SendJob { user_id: user, content: Content::test(user, channel), prefs, subscriptions: subs };
             match send_counted(sender.as_ref(), &store, job, counted).await {
-                SendResult::Sent(_) => (Some(true), Ok(dest)),
+                SendResult::Sent(_) | SendResult::Partial(_) => (Some(true), Ok(dest)),
                 SendResult::Transient(e) => (Some(false), Err(TestRefusal::Unavailable(e))),
                 SendResult::Final(e) => (None, Err(TestRefusal::Rejected(e))),
                 SendResult::NoAddress => (None, Err(TestRefusal::NoAddress)),

@@ -64,6 +64,10 @@ pub enum SendResult {
     Sent(String),
     /// The provider is unwell (timeout, 5xx, 429): retry, and count it against the breaker.
     Transient(String),
+    /// Some of the user's devices got it and some did not (their push service was
+    /// unwell): retry, but the channel works, so the breaker counts it as a success (one
+    /// push service's bad hour must not pause push for everyone).
+    Partial(String),
     /// This message cannot be sent (invalid number, rejected address): do not retry.
     Final(String),
     /// No address, number or subscription to send to.

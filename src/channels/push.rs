@@ -208,7 +208,11 @@ impl ChannelSender for PushSender {
                 // The ones that got it are sent it again, which replaces the shown
                 // notification (same tag: the notification id) instead of adding one.
                 let total = job.subscriptions.len();
-                SendResult::Transient(if sent > 0 { format!("{e} ({sent} of {total} devices reached)") } else { e })
+                if sent > 0 {
+                    SendResult::Partial(format!("{e} ({sent} of {total} devices reached)"))
+                } else {
+                    SendResult::Transient(e)
+                }
             } else if sent > 0 {
                 SendResult::Sent(format!("web-push to {sent} subscription(s)"))
             } else {

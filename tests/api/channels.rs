@@ -237,18 +237,25 @@ async fn the_breaker_opens_after_five_failures_pauses_sends_and_closes_after_a_g
     }
 }
 
-#[actix_web::test]
-async fn push_is_signed_encrypted_and_a_gone_subscription_is_removed() {
+/// A hub whose push endpoints are a stand-in push service checking what a real one
+/// checks (VAPID signature, RFC 8291 payloads that decrypt).
+async fn app_with_push_service(clock: Arc<dyn Clock>) -> (TestApp, PushStandIn) {
     let probe = crate::helpers::spawn_app(Backend::Sqlite).await.unwrap();
     let key =
         crate::helpers::json_of(probe.client.get(format!("{}/api/v1/push/vapid-public-key", probe.address))).await;
     // Same data dir → same VAPID key for the real app.
     let vapid = key["public_key"].as_str().unwrap().to_string();
-    let mut push = PushStandIn::start(vapid.clone()).await;
+    let push = PushStandIn::start(vapid.clone()).await;
     let (env, dir) = probe.stop().await;
     let mut env = env;
     env.insert("NOTIFYHUB_PUSH_ALLOWED_HOSTS".into(), format!("127.0.0.1:{}", push.port));
-    let app = spawn_with_clock(Backend::Sqlite, env, dir, Arc::new(SystemClock)).await;
+    let app = spawn_with_clock(Backend::Sqlite, env, dir, clock).await;
+    (app, push)
+}
+
+#[actix_web::test]
+async fn push_is_signed_encrypted_and_a_gone_subscription_is_removed() {
+    let (app, mut push) = app_with_push_service(Arc::new(SystemClock)).await;
     let user = Uuid::new_v4();
     let token = app.token(user, Role::User);
     let res = app.post("/api/v1/push/subscriptions", &token, &push.keys.subscription(&push.endpoint("a"))).await;
@@ -301,6 +308,48 @@ async fn push_is_signed_encrypted_and_a_gone_subscription_is_removed() {
     assert!(row["reason"].as_str().unwrap().contains("410"), "{row}");
     let res = app.post("/api/v1/notifications/test/push", &token, &json!({})).await;
     assert_error(res, 400, "NO_ADDRESS").await;
+}
+
+#[actix_web::test]
+async fn a_push_that_reaches_some_devices_keeps_the_breaker_closed() {
+    // One of the user's two devices sits behind a push service that answers 503 five
+    // times running: each push is retried for it, but the channel works (the other
+    // device gets every one), so the breaker, which opens after five failures, stays
+    // closed and the admins hear nothing.
+    let clock = Arc::new(ManualClock::default());
+    let (app, mut push) = app_with_push_service(clock.clone()).await;
+    let (user, admin) = (Uuid::new_v4(), Uuid::new_v4());
+    app.get("/api/v1/notifications", &app.token(admin, Role::Admin)).await;
+    let token = app.token(user, Role::User);
+    for device in ["a", "b"] {
+        let res = app.post("/api/v1/push/subscriptions", &token, &push.keys.subscription(&push.endpoint(device))).await;
+        assert_eq!(res.status(), 201);
+    }
+    set_prefs(&app, user, json!({"push_enabled": true})).await;
+    push.script("b", &[503, 503, 503, 503, 503]);
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(id_of(&app.event(exit_event(user), 202).await));
+        push.next().await;
+        push.next().await;
+        let row = until_delivery(&app, user, ids.last().unwrap(), "push", "retrying").await;
+        assert!(row["last_error"].as_str().unwrap().contains("1 of 2 devices reached"), "{row}");
+    }
+    let metrics = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("notifyhub_channel_circuit_state{channel=\"push\"} 0"), "{metrics}");
+    // The retries (due a second later) reach both devices, and each push ends sent.
+    clock.advance(chrono::Duration::seconds(2));
+    app.state.channels.push.do_send(Wake);
+    for id in &ids {
+        until_delivery(&app, user, id, "push", "sent").await;
+    }
+    let inbox: Value = app
+        .get("/api/v1/notifications?notification_type=system_error", &app.token(admin, Role::Admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(inbox["pagination"]["total_count"], 0, "the admins were told of an outage: {inbox}");
 }
 
 #[actix_web::test]
