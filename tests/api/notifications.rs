@@ -75,6 +75,7 @@ crate::on_both_backends! {
             ("?limit=0", "limit"), ("?limit=101", "limit"), ("?limit=ten", "limit"),
             ("?offset=-1", "offset"), ("?unread_only=maybe", "unread_only"),
             ("?notification_type=weather", "notification_type"),
+            ("?limit=5&limit=6", "limit"), ("?unread_only=true&unread_only=false", "unread_only"),
         ] {
             let res = app.get(&format!("/api/v1/notifications{query}"), &token).await;
             let body = assert_error(res, 400, "BAD_REQUEST").await;
