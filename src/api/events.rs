@@ -1,7 +1,7 @@
 //! The HTTP bridge: internal services post events with a service token.
 
 use crate::actors::dispatcher::{AcceptedNotification, Outcome};
-use crate::api::json_body::JsonBody;
+use crate::api::json_body::JsonText;
 use crate::auth::ServiceCaller;
 use crate::domain::events::Event;
 use crate::error::ApiError;
@@ -10,7 +10,6 @@ use crate::store::bridge::{self, IdempotencyState};
 use actix_web::http::StatusCode;
 use actix_web::{post, web, HttpRequest, HttpResponse};
 use serde::Serialize;
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tracing::Instrument;
 
@@ -120,17 +119,27 @@ pub async fn post_event(
     state: web::Data<AppState>,
     caller: ServiceCaller,
     req: HttpRequest,
-    body: JsonBody<Box<RawValue>>,
+    body: JsonText,
 ) -> Result<HttpResponse, ApiError> {
+    // Read straight into the event, without a Value of the whole body (only the
+    // idempotency fingerprint needs one); a body that makes no event is checked for being
+    // JSON at all first, so malformed JSON gets its 400 before a refusal naming a field.
+    let (text, event) = match body.text().map(|text| (text, Event::parse_json(text))) {
+        Some((text, Ok(event))) => (text, event),
+        Some((_, Err(refusal))) => {
+            body.well_formed()?;
+            return Err(refusal.into());
+        }
+        None => {
+            body.well_formed()?;
+            return Err(ApiError::bad_request("the body is not UTF-8"));
+        }
+    };
     let key = idempotency_key(&req, &caller)?;
-    // Well-formed (the extractor checked); read straight into the event, without a Value
-    // of the whole body, which only the idempotency fingerprint needs.
-    let body = body.into_inner();
     let fingerprint = match &key {
-        Some(_) => Some(request_fingerprint(&serde_json::from_str(body.get()).map_err(|_| ApiError::internal())?)),
+        Some(_) => Some(request_fingerprint(&serde_json::from_str(text).map_err(|_| ApiError::internal())?)),
         None => None,
     };
-    let event = Event::parse_json(body.get())?;
     if let (Some(key), Some(fingerprint)) = (&key, fingerprint) {
         let (k, now) = (key.clone(), state.clock.now());
         match state
@@ -168,5 +177,7 @@ pub async fn post_event(
     let task = actix_web::rt::spawn(crate::error::REQUEST_ID.scope(crate::error::current_request_id(), work));
     let outcome = task.await.map_err(|_| ApiError::internal())??;
     let (status, body) = answer(&outcome);
-    Ok(HttpResponse::build(status).json(body))
+    // Sized for a few recipients, so the text is not grown step by step.
+    let text = crate::domain::validation::to_json_sized(&body, 512).map_err(|_| ApiError::internal())?;
+    Ok(HttpResponse::build(status).content_type(actix_web::http::header::ContentType::json()).body(text))
 }

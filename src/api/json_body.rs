@@ -62,27 +62,68 @@ async fn read_body(mut payload: Payload, announced: Option<usize>, limit: usize)
     Ok(first.unwrap_or_else(|| gathered.freeze()))
 }
 
+/// The body of a request that says it is JSON (415 otherwise), at most
+/// [`MAX_BODY_BYTES`] (413).
+fn json_bytes(req: &HttpRequest, payload: &mut Payload) -> LocalBoxFuture<'static, Result<Bytes, actix_web::Error>> {
+    let checked = if !is_json(req) {
+        Err(JsonPayloadError::ContentType)
+    } else {
+        match announced_length(req) {
+            Some(length) if length > MAX_BODY_BYTES => {
+                Err(JsonPayloadError::OverflowKnownLength { length, limit: MAX_BODY_BYTES })
+            }
+            announced => Ok(announced),
+        }
+    };
+    let payload = payload.take();
+    Box::pin(async move {
+        let announced = checked.map_err(api_json_error)?;
+        Ok(read_body(payload, announced, MAX_BODY_BYTES).await.map_err(api_json_error)?)
+    })
+}
+
 impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     type Error = actix_web::Error;
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let checked = if !is_json(req) {
-            Err(JsonPayloadError::ContentType)
-        } else {
-            match announced_length(req) {
-                Some(length) if length > MAX_BODY_BYTES => {
-                    Err(JsonPayloadError::OverflowKnownLength { length, limit: MAX_BODY_BYTES })
-                }
-                announced => Ok(announced),
-            }
-        };
-        let payload = payload.take();
+        let body = json_bytes(req, payload);
         Box::pin(async move {
-            let announced = checked.map_err(api_json_error)?;
-            let body = read_body(payload, announced, MAX_BODY_BYTES).await.map_err(api_json_error)?;
+            let body = body.await?;
             let value = serde_json::from_slice(&body).map_err(|e| api_json_error(JsonPayloadError::Deserialize(e)))?;
             Ok(JsonBody(value))
         })
+    }
+}
+
+/// A JSON body not parsed yet, for a handler that reads it straight into its typed form:
+/// one parse instead of a check of the whole document and then the parse. Only a body
+/// that does not make the handler's type is checked for being JSON at all
+/// ([`well_formed`](Self::well_formed)), so it gets the same 400 as with [`JsonBody`]
+/// before a refusal that names a field.
+#[derive(Debug)]
+pub struct JsonText(Bytes);
+
+impl JsonText {
+    /// The body as text (`None` when it is not UTF-8, which is not JSON either).
+    pub fn text(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
+    }
+
+    /// `Ok` when the body is well-formed JSON, else the 400 [`JsonBody`] answers.
+    pub fn well_formed(&self) -> Result<(), crate::error::ApiError> {
+        serde_json::from_slice::<serde::de::IgnoredAny>(&self.0)
+            .map(|_| ())
+            .map_err(|e| api_json_error(JsonPayloadError::Deserialize(e)))
+    }
+}
+
+impl FromRequest for JsonText {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let body = json_bytes(req, payload);
+        Box::pin(async move { Ok(JsonText(body.await?)) })
     }
 }

@@ -220,8 +220,14 @@ impl NotificationToast {
             timestamp: DateTime<Utc>,
         }
         let frame = Frame { sequence_number: notification.sequence_number, notification, unread_count, timestamp };
-        serde_json::to_string(&frame).unwrap_or_default()
+        super::validation::to_json_sized(&frame, frame_capacity(notification)).unwrap_or_default()
     }
+}
+
+/// About the bytes of `n`'s toast frame: its texts and metadata and ~250 of names, ids,
+/// numbers and times.
+fn frame_capacity(n: &Notification) -> usize {
+    256 + n.title.len() + n.message.len() + super::validation::serialised_len_estimate(&n.metadata)
 }
 
 /// The toast frame of a notification many recipients share (a broadcast), with its
@@ -250,15 +256,18 @@ impl<'a> ToastTemplate<'a> {
             #[serde(serialize_with = "super::time_text::serialize")]
             created_at: DateTime<Utc>,
         }
-        let content = serde_json::to_string(&Content {
-            notification_type: source.notification_type,
-            priority: source.priority,
-            title: &source.title,
-            message: &source.message,
-            metadata: &source.metadata,
-            read: source.read,
-            created_at: source.created_at,
-        })
+        let content = super::validation::to_json_sized(
+            &Content {
+                notification_type: source.notification_type,
+                priority: source.priority,
+                title: &source.title,
+                message: &source.message,
+                metadata: &source.metadata,
+                read: source.read,
+                created_at: source.created_at,
+            },
+            frame_capacity(source),
+        )
         .unwrap_or_default();
         Self {
             source,

@@ -446,6 +446,28 @@ fn serialised_len(value: &serde_json::Value) -> usize {
     serde_json::to_writer(&mut count, value).map_or(usize::MAX, |()| count.0)
 }
 
+/// About the bytes `value` takes serialised, from lengths alone (no escapes counted):
+/// the capacity to serialise it into, so that its buffer is not grown step by step.
+pub fn serialised_len_estimate(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match value {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 12,
+        Value::String(s) => s.len() + 2,
+        Value::Array(items) => 2 + items.iter().map(|v| serialised_len_estimate(v) + 1).sum::<usize>(),
+        Value::Object(map) => 2 + map.iter().map(|(k, v)| k.len() + 3 + serialised_len_estimate(v) + 1).sum::<usize>(),
+    }
+}
+
+/// JSON text of `value` written into a buffer of `capacity` bytes to start with
+/// (`serde_json::to_string` starts empty and grows it a few times on the way).
+pub fn to_json_sized<T: serde::Serialize + ?Sized>(value: &T, capacity: usize) -> serde_json::Result<String> {
+    let mut out = Vec::with_capacity(capacity);
+    serde_json::to_writer(&mut out, value)?;
+    // serde_json writes UTF-8 only.
+    Ok(String::from_utf8(out).unwrap_or_default())
+}
+
 /// At least the bytes `value` takes serialised, from lengths alone (no string is
 /// scanned): each character escaped as `\u00XX` at worst, numbers at their longest.
 fn serialised_len_bound(value: &serde_json::Value) -> usize {

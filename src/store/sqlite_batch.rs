@@ -57,7 +57,10 @@ pub(super) fn store(
         let mut prepared = Vec::with_capacity(numbered.notifications.len());
         for row in &numbered.notifications {
             if last != Some(&row.metadata.0) {
-                texts.push(serde_json::to_string(&row.metadata.0).map_err(|e| Error::SerializationError(Box::new(e)))?);
+                let capacity = crate::domain::validation::serialised_len_estimate(&row.metadata.0);
+                let text = crate::domain::validation::to_json_sized(&row.metadata.0, capacity)
+                    .map_err(|e| Error::SerializationError(Box::new(e)))?;
+                texts.push(text);
                 last = Some(&row.metadata.0);
             }
             prepared.push((row, texts.len() - 1, crate::domain::time_text::sqlite(&row.created_at)));

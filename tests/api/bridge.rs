@@ -198,8 +198,19 @@ crate::on_both_backends! {
         // A JWT with role service is accepted.
         let res = app.post("/api/v1/events", &app.token(Uuid::new_v4(), Role::Service), &signal_event(user, 90.0)).await;
         assert_eq!(res.status(), 202);
-        let res = app.client.post(&url).bearer_auth(SERVICE_TOKEN).header("content-type", "application/json").body("{\"type\": ").send().await.unwrap();
-        assert_error(res, 400, "INVALID_JSON").await;
+        // Not JSON at all is a 400, before any field is looked at (and before a bad
+        // Idempotency-Key); JSON that makes no event is a 422 naming the field.
+        let raw: [&[u8]; 5] = [b"{\"type\": ", b"{\"type\": \"notification\", \"user_id\": }", b"[1, 2", b"{} trailing", b"\xff\xfe{}"];
+        for body in raw {
+            let res = app.client.post(&url).bearer_auth(SERVICE_TOKEN).header("content-type", "application/json")
+                .header("idempotency-key", "").body(body.to_vec()).send().await.unwrap();
+            assert_error(res, 400, "INVALID_JSON").await;
+        }
+        for (body, field) in [("[1, 2]", "body"), ("{\"type\": \"notification\", \"type\": \"notification\"}", "type")] {
+            let res = app.client.post(&url).bearer_auth(SERVICE_TOKEN).header("content-type", "application/json").body(body).send().await.unwrap();
+            let err = assert_error(res, 422, "VALIDATION_FAILED").await;
+            assert_eq!(err["error"]["details"]["field"], field, "{body}");
+        }
         let huge = json!({"type": "notification", "user_id": user, "notification_type": "risk_warning", "priority": "info", "title": "t", "message": "x".repeat(70_000)});
         let res = app.post_event(&huge).await;
         assert_error(res, 413, "PAYLOAD_TOO_LARGE").await;
