@@ -482,8 +482,9 @@ impl Sessions {
 
     /// Another node stored a notification for `user` (with its toast frame when the
     /// NOTIFY payload had room for it).
-    pub fn remote_committed(&self, user: Uuid, seq: i64, toast: bool, unread: i64, frame: Option<String>) {
-        if let Some(addr) = self.map.get(&user) {
+    pub fn remote_committed(&self, row: crate::cluster::Committed, frame: Option<String>) {
+        if let Some(addr) = self.map.get(&row.user) {
+            let crate::cluster::Committed { seq, toast, unread, .. } = row;
             addr.do_send(RemoteCommitted { seq, toast, unread, frame: frame.map(ByteString::from) });
         }
     }

@@ -91,17 +91,14 @@ fn query_error(err: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
     let error = ApiError::bad_request(format!("invalid query parameters: {reason}"));
     // serde names the field in its message ("duplicate field `limit`"); a client wants it
     // where the other refusals put it.
-    match named_field(&reason) {
+    let serde_message = match &err {
+        QueryPayloadError::Deserialize(e) => e.to_string(),
+        _ => String::new(),
+    };
+    match crate::domain::validation::field_named_in(&serde_message) {
         Some(field) => error.with_details(json!({"field": field, "reason": reason})).into(),
         None => error.into(),
     }
-}
-
-/// The field a serde message names between backquotes after "field".
-fn named_field(message: &str) -> Option<String> {
-    let start = message.find("field `")? + "field `".len();
-    let len = message[start..].find('`')?;
-    Some(message[start..start + len].to_string())
 }
 
 fn path_error(err: PathError, _: &HttpRequest) -> actix_web::Error {

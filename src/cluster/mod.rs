@@ -44,14 +44,8 @@ pub enum ClusterEvent {
     Committed {
         /// Node that stored it.
         node: String,
-        /// Owner.
-        user: Uuid,
-        /// Its sequence number.
-        seq: i64,
-        /// Whether its toast goes out.
-        toast: bool,
-        /// Owner's unread count after it.
-        unread: i64,
+        /// Its numbers.
+        row: Committed,
         /// Its toast frame, when it fitted.
         frame: Option<String>,
     },
@@ -108,8 +102,8 @@ impl ClusterEvent {
     /// PostgreSQL's 8000-byte limit.
     pub fn encode(&self) -> String {
         match self {
-            ClusterEvent::Committed { node, user, seq, toast, unread, frame } => {
-                let head = committed_head(node, user, *seq, *toast, *unread);
+            ClusterEvent::Committed { node, row, frame } => {
+                let head = committed_head(node, row);
                 match frame {
                     Some(f) if frame_fits(&head, f) => format!("{head}|{f}"),
                     _ => head,
@@ -161,10 +155,12 @@ impl ClusterEvent {
         match parts.as_slice() {
             ["n", node, user, seq, toast, unread, rest @ ..] if rest.len() <= 1 => Some(ClusterEvent::Committed {
                 node: node.to_string(),
-                user: Uuid::parse_str(user).ok()?,
-                seq: seq.parse().ok()?,
-                toast: *toast == "1",
-                unread: unread.parse().ok()?,
+                row: Committed {
+                    user: Uuid::parse_str(user).ok()?,
+                    seq: seq.parse().ok()?,
+                    toast: *toast == "1",
+                    unread: unread.parse().ok()?,
+                },
                 frame: rest.first().map(|f| f.to_string()),
             }),
             ["p", node, user] => {
@@ -188,8 +184,9 @@ impl ClusterEvent {
 }
 
 /// A `Committed` payload without its frame.
-fn committed_head(node: &str, user: &Uuid, seq: i64, toast: bool, unread: i64) -> String {
-    format!("n|{node}|{user}|{seq}|{}|{unread}", u8::from(toast))
+fn committed_head(node: &str, row: &Committed) -> String {
+    let Committed { user, seq, toast, unread } = row;
+    format!("n|{node}|{user}|{seq}|{}|{unread}", u8::from(*toast))
 }
 
 /// Whether `frame` fits after `head` under PostgreSQL's payload limit.
@@ -233,15 +230,9 @@ fn parse_id_list(ids: &str) -> Option<Vec<Uuid>> {
 
 /// One stored notification, as the other nodes hear of it.
 pub struct CommittedRow<'a> {
-    /// Owner.
-    pub user: Uuid,
-    /// Its sequence number.
-    pub seq: i64,
-    /// Whether its toast goes out.
-    pub toast: bool,
-    /// Owner's unread count after it.
-    pub unread: i64,
-    /// The toast frame (for toasts that go out).
+    /// Its numbers.
+    pub row: Committed,
+    /// The toast frame (for toasts that go out to a tab on another node).
     pub frame: Option<&'a str>,
 }
 
@@ -251,10 +242,9 @@ pub fn committed_payloads<'a>(node: &str, rows: impl IntoIterator<Item = Committ
     let mut out = Vec::new();
     let mut packed = String::new();
     let packed_head = format!("m|{node}|");
-    for r in rows {
-        let numbers = Committed { user: r.user, seq: r.seq, toast: r.toast, unread: r.unread };
-        if let Some(frame) = r.frame {
-            let head = committed_head(node, &r.user, r.seq, r.toast, r.unread);
+    for CommittedRow { row, frame } in rows {
+        if let Some(frame) = frame {
+            let head = committed_head(node, &row);
             // A frame too large for a payload is left behind: the row packs like the rest.
             if frame_fits(&head, frame) {
                 if !packed.is_empty() {
@@ -272,7 +262,7 @@ pub fn committed_payloads<'a>(node: &str, rows: impl IntoIterator<Item = Committ
         } else {
             packed.push(';');
         }
-        push_committed(&mut packed, &numbers);
+        push_committed(&mut packed, &row);
     }
     if !packed.is_empty() {
         out.push(packed);
@@ -311,12 +301,12 @@ pub async fn listen(
                             // A node hears its own NOTIFYs too.
                             Ok(n) if ClusterEvent::is_from(&n.payload, &node) => {}
                             Ok(n) => match ClusterEvent::decode(&n.payload) {
-                                Some(ClusterEvent::Committed { user, seq, toast, unread, frame, .. }) => {
-                                    sessions.remote_committed(user, seq, toast, unread, frame);
+                                Some(ClusterEvent::Committed { row, frame, .. }) => {
+                                    sessions.remote_committed(row, frame)
                                 }
                                 Some(ClusterEvent::CommittedMany { rows, .. }) => {
-                                    for r in rows {
-                                        sessions.remote_committed(r.user, r.seq, r.toast, r.unread, None);
+                                    for row in rows {
+                                        sessions.remote_committed(row, None);
                                     }
                                 }
                                 Some(ClusterEvent::Unread { user, count, .. }) => sessions.unread_changed(user, count),
@@ -358,10 +348,7 @@ mod tests {
         for e in [
             ClusterEvent::Committed {
                 node: "a1".into(),
-                user,
-                seq: 1,
-                toast: true,
-                unread: 1,
+                row: Committed { user, seq: 1, toast: true, unread: 1 },
                 frame: Some("{\"x\":\"a1|b2\"}".into()),
             },
             ClusterEvent::Unread { node: "a1".into(), user, count: 0 },
@@ -386,8 +373,16 @@ mod tests {
         let user = Uuid::new_v4();
         let frame = r#"{"type":"notification_toast","notification":{"title":"a|b"}}"#.to_string();
         for e in [
-            ClusterEvent::Committed { node: "a1".into(), user, seq: 42, toast: false, unread: 7, frame: None },
-            ClusterEvent::Committed { node: "a1".into(), user, seq: 43, toast: true, unread: 8, frame: Some(frame) },
+            ClusterEvent::Committed {
+                node: "a1".into(),
+                row: Committed { user, seq: 42, toast: false, unread: 7 },
+                frame: None,
+            },
+            ClusterEvent::Committed {
+                node: "a1".into(),
+                row: Committed { user, seq: 43, toast: true, unread: 8 },
+                frame: Some(frame),
+            },
             ClusterEvent::Unread { node: "b2".into(), user, count: 0 },
             ClusterEvent::Profile { node: "c3".into(), user },
             ClusterEvent::Here { node: "c3".into(), users: vec![user, Uuid::new_v4()] },
@@ -418,7 +413,7 @@ mod tests {
         ] {
             assert_eq!(ClusterEvent::decode(bad), None, "{bad}");
         }
-        let row = |frame| CommittedRow { user, seq: 3, toast: true, unread: 9, frame: Some(frame) };
+        let row = |frame| CommittedRow { row: Committed { user, seq: 3, toast: true, unread: 9 }, frame: Some(frame) };
         let p = committed_payloads("n1", vec![row("{}")]);
         assert_eq!(p, vec![format!("n|n1|{user}|3|1|9|{{}}")]);
         // A frame that would break PostgreSQL's payload limit stays behind.
@@ -439,10 +434,7 @@ mod tests {
         let users: Vec<Uuid> = (0..250).map(|_| Uuid::new_v4()).collect();
         let framed = users[120];
         let rows = users.iter().enumerate().map(|(i, u)| CommittedRow {
-            user: *u,
-            seq: i64::MAX - i as i64,
-            toast: i % 2 == 0,
-            unread: i64::MAX,
+            row: Committed { user: *u, seq: i64::MAX - i as i64, toast: i % 2 == 0, unread: i64::MAX },
             frame: (*u == framed).then_some("{\"f\":1}"),
         });
         let node = "a1b2c3d4e5f6";
@@ -453,9 +445,7 @@ mod tests {
         for p in &payloads {
             match ClusterEvent::decode(p).expect(p) {
                 ClusterEvent::CommittedMany { rows, .. } => heard.extend(rows.into_iter().map(|r| (r, None))),
-                ClusterEvent::Committed { user, seq, toast, unread, frame, .. } => {
-                    heard.push((Committed { user, seq, toast, unread }, frame))
-                }
+                ClusterEvent::Committed { row, frame, .. } => heard.push((row, frame)),
                 other => panic!("{other:?}"),
             }
         }

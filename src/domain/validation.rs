@@ -449,14 +449,7 @@ fn serialised_len(value: &serde_json::Value) -> usize {
 /// About the bytes `value` takes serialised, from lengths alone (no escapes counted):
 /// the capacity to serialise it into, so that its buffer is not grown step by step.
 pub fn serialised_len_estimate(value: &serde_json::Value) -> usize {
-    use serde_json::Value;
-    match value {
-        Value::Null | Value::Bool(_) => 5,
-        Value::Number(_) => 12,
-        Value::String(s) => s.len() + 2,
-        Value::Array(items) => 2 + items.iter().map(|v| serialised_len_estimate(v) + 1).sum::<usize>(),
-        Value::Object(map) => 2 + map.iter().map(|(k, v)| k.len() + 3 + serialised_len_estimate(v) + 1).sum::<usize>(),
-    }
+    len_from_lengths(value, 1, 12)
 }
 
 /// JSON text of `value` written into a buffer of `capacity` bytes to start with
@@ -469,18 +462,25 @@ pub fn to_json_sized<T: serde::Serialize + ?Sized>(value: &T, capacity: usize) -
 }
 
 /// At least the bytes `value` takes serialised, from lengths alone (no string is
-/// scanned): each character escaped as `\u00XX` at worst, numbers at their longest.
+/// scanned): each character escaped as `\u00XX` at worst, and numbers at their longest
+/// (an f64's shortest round-trip form, sign and exponent included, or an i64/u64).
 fn serialised_len_bound(value: &serde_json::Value) -> usize {
+    len_from_lengths(value, 6, 24)
+}
+
+/// The serialised length of `value` counting `per_byte` bytes for each byte of its
+/// strings (quotes aside) and `number` for each number.
+fn len_from_lengths(value: &serde_json::Value, per_byte: usize, number: usize) -> usize {
     use serde_json::Value;
-    let string = |s: &str| 6 * s.len() + 2;
+    let string = |s: &str| per_byte * s.len() + 2;
+    let walk = |v: &Value| len_from_lengths(v, per_byte, number);
     match value {
         Value::Null | Value::Bool(_) => 5,
-        // An f64's shortest round-trip form, sign and exponent included, or an i64/u64.
-        Value::Number(_) => 24,
+        Value::Number(_) => number,
         Value::String(s) => string(s),
         // Brackets, and a comma after every element.
-        Value::Array(items) => 2 + items.iter().map(|v| serialised_len_bound(v) + 1).sum::<usize>(),
-        Value::Object(map) => 2 + map.iter().map(|(k, v)| string(k) + 1 + serialised_len_bound(v) + 1).sum::<usize>(),
+        Value::Array(items) => 2 + items.iter().map(|v| walk(v) + 1).sum::<usize>(),
+        Value::Object(map) => 2 + map.iter().map(|(k, v)| string(k) + 1 + walk(v) + 1).sum::<usize>(),
     }
 }
 

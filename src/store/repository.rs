@@ -296,10 +296,12 @@ pub async fn store_batch(
                     }
                 }
                 let rows = stored.iter().map(|(s, toast)| crate::cluster::CommittedRow {
-                    user: s.notification.user_id,
-                    seq: s.notification.sequence_number,
-                    toast: *toast,
-                    unread: s.unread_count,
+                    row: crate::cluster::Committed {
+                        user: s.notification.user_id,
+                        seq: s.notification.sequence_number,
+                        toast: *toast,
+                        unread: s.unread_count,
+                    },
                     frame: s.toast_frame.as_deref(),
                 });
                 let payloads = crate::cluster::committed_payloads(node, rows);

@@ -100,7 +100,7 @@ fn migrate_and_vapid_keys() {
 #[test]
 fn sigterm_stops_the_hub_gracefully() {
     let dir = tempfile::tempdir().unwrap();
-    let hub = crate::helpers::HubProcess::start(dir.path(), [("RUST_LOG", "info")]);
+    let hub = crate::helpers::HubProcess::start(dir.path(), Vec::<(&str, &str)>::new());
     assert!(std::net::TcpStream::connect(("127.0.0.1", hub.port)).is_ok());
     let (exit, logs) = hub.terminate();
     assert!(exit.success(), "{exit:?}");

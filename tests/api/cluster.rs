@@ -26,13 +26,18 @@ async fn two_nodes_and_url() -> Option<(TestApp, TestApp, String)> {
     Some((a, b, url))
 }
 
+/// The keys every node of a cluster must share.
+const CLUSTER_KEYS: [(&str, &str); 2] = [
+    ("NOTIFYHUB_PII_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+    ("VAPID_PRIVATE_KEY", "IQ9Ur0ykXoHS9gzfYX0aBjy9lvdrjx_PFUXmie9YRcY"),
+];
+
 /// A node on the database at `url`.
 async fn node_on(url: &str) -> TestApp {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let mut env = test_env(Backend::Sqlite, dir.path()).await.unwrap();
     env.insert("DATABASE_URL".into(), url.to_string());
-    env.insert("NOTIFYHUB_PII_KEY".into(), "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into());
-    env.insert("VAPID_PRIVATE_KEY".into(), "IQ9Ur0ykXoHS9gzfYX0aBjy9lvdrjx_PFUXmie9YRcY".into());
+    env.extend(CLUSTER_KEYS.map(|(k, v)| (k.to_string(), v.to_string())));
     spawn_with_clock(Backend::Postgres, env, dir, Arc::new(SystemClock)).await
 }
 
@@ -315,12 +320,8 @@ async fn two_hub_processes_on_one_postgresql_behave_as_one() {
     // The real binary twice, as an operator runs it: cross-node delivery with the frame,
     // a cluster-wide throttle, replay from the other process, and a clean stop.
     let Some(url) = fresh_pg_database().await else { return };
-    let env = [
-        ("DATABASE_URL", url.as_str()),
-        ("NOTIFYHUB_DB_POOL_SIZE", "4"),
-        ("NOTIFYHUB_PII_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
-        ("VAPID_PRIVATE_KEY", "IQ9Ur0ykXoHS9gzfYX0aBjy9lvdrjx_PFUXmie9YRcY"),
-    ];
+    let [pii, vapid] = CLUSTER_KEYS;
+    let env = [("DATABASE_URL", url.as_str()), ("NOTIFYHUB_DB_POOL_SIZE", "4"), pii, vapid];
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = HubProcess::start(dir_a.path(), env);
     let b = HubProcess::start(dir_b.path(), env);
