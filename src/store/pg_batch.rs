@@ -8,7 +8,7 @@
 //! its time parsing and planning them.
 
 use super::json::JsonDoc;
-use super::repository::{DeliveryRow, NotificationRow, INSERT_DELIVERIES, INSERT_NOTIFICATIONS};
+use super::repository::{DeliveryRow, NotificationRow, INSERT_DELIVERIES, NOTIFICATIONS_COLUMNS};
 use super::StoreError;
 use chrono::NaiveDateTime;
 use diesel::pg::Pg;
@@ -73,7 +73,8 @@ struct InsertNotifications<'a> {
 
 impl QueryFragment<Pg> for InsertNotifications<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql(INSERT_NOTIFICATIONS);
+        out.push_sql("INSERT INTO ");
+        out.push_sql(NOTIFICATIONS_COLUMNS);
         out.push_sql(" SELECT * FROM unnest(");
         push_binds!(out,
             Array<Text> => &self.ids,

@@ -21,9 +21,9 @@ pub fn to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
     t.with_nanosecond(t.nanosecond() / 1_000 * 1_000).unwrap_or(t)
 }
 
-/// The start of a batch's `notifications` insert; the row's fields bind in this order
-/// (`sqlite_batch`, `pg_batch`).
-pub(super) const INSERT_NOTIFICATIONS: &str = "INSERT INTO notifications (id, user_id, sequence_number, \
+/// The table and columns of a batch's `notifications` insert, after `INSERT [OR …] INTO`;
+/// the row's fields bind in this order (`sqlite_batch`, `pg_batch`).
+pub(super) const NOTIFICATIONS_COLUMNS: &str = "notifications (id, user_id, sequence_number, \
      notification_type, priority, title, message, metadata, read, toast, created_at)";
 
 /// The start of a batch's `deliveries` insert; the row's fields bind in this order.
@@ -67,8 +67,8 @@ impl NotificationRow {
 
     fn from_new(n: NewNotification, sequence_number: i64, toast: bool) -> Self {
         Self {
-            id: n.id.to_string(),
-            user_id: n.user_id.to_string(),
+            id: uuid_text(&n.id),
+            user_id: uuid_text(&n.user_id),
             sequence_number,
             notification_type: n.notification_type.as_str().to_string(),
             priority: n.priority.as_str().to_string(),
@@ -80,6 +80,12 @@ impl NotificationRow {
             created_at: n.created_at.naive_utc(),
         }
     }
+}
+
+/// `u` as stored (hyphenated, lower case), written without the formatting machinery
+/// `to_string` goes through: a broadcast writes two per recipient.
+fn uuid_text(u: &Uuid) -> String {
+    u.hyphenated().encode_lower(&mut Uuid::encode_buffer()).to_owned()
 }
 
 #[derive(Insertable)]

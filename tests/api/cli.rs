@@ -86,7 +86,7 @@ fn migrate_and_vapid_keys() {
     let dir = tempfile::tempdir().unwrap();
     let out = bin().current_dir(dir.path()).env("NOTIFYHUB_DATA_DIR", dir.path()).arg("migrate").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("6 migration(s) applied"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("7 migration(s) applied"));
     let again = bin().current_dir(dir.path()).env("NOTIFYHUB_DATA_DIR", dir.path()).arg("migrate").output().unwrap();
     assert!(String::from_utf8_lossy(&again.stdout).contains("0 migration(s) applied"));
     assert!(dir.path().join("notifyhub.db").exists());

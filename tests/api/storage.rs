@@ -218,3 +218,71 @@ crate::on_both_backends! {
         assert_eq!(next[0].sequence_number, 3);
     }
 }
+
+/// SQLite's eighth migration copies `notifications` without its key to `users`, and
+/// `deliveries`, which refers to it, unchanged: every row survives, the outbox's key to
+/// its notification still cascades, and the owner's key is gone.
+#[test]
+fn sqlite_migration_eight_keeps_every_row_and_the_outbox_key() {
+    use diesel::connection::SimpleConnection;
+    use diesel::migration::MigrationSource;
+    use diesel::prelude::*;
+    use diesel::sql_types::{BigInt, Text};
+    use diesel_migrations::MigrationHarness;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = SqliteConnection::establish(dir.path().join("old.db").to_str().unwrap()).unwrap();
+    conn.batch_execute("PRAGMA foreign_keys = ON").unwrap();
+    let mut migrations =
+        MigrationSource::<diesel::sqlite::Sqlite>::migrations(&notifyhub::store::SQLITE_MIGRATIONS).unwrap();
+    migrations.sort_by_key(|m| m.name().version().to_string());
+    let eighth = migrations.iter().position(|m| m.name().to_string().contains("000008")).expect("an eighth migration");
+    conn.applied_migrations().unwrap(); // creates the table of applied versions
+    for m in &migrations[..eighth] {
+        conn.run_migration(m.as_ref()).unwrap();
+    }
+    conn.batch_execute(
+        "INSERT INTO users (id, created_at, updated_at, last_sequence_number, unread_count)
+             VALUES ('u1', '2026-12-01 10:00:00', '2026-12-01 10:00:00', 2, 1);
+         INSERT INTO notifications (id, user_id, sequence_number, notification_type, priority, title, message, metadata, read, toast, created_at)
+             VALUES ('n1', 'u1', 1, 'risk_warning', 'warning', 'first', 'm1', '{\"a\":1}', 1, 0, '2026-12-01 10:00:01'),
+                    ('n2', 'u1', 2, 'system_error', 'critical', 'second', 'm2', '{}', 0, 1, '2026-12-01 10:00:02');
+         INSERT INTO deliveries (id, notification_id, user_id, channel, status, attempts, created_at, updated_at)
+             VALUES ('d1', 'n1', 'u1', 'email', 'sent', 1, '2026-12-01 10:00:01', '2026-12-01 10:00:03'),
+                    ('d2', 'n2', 'u1', 'sms', 'pending', 0, '2026-12-01 10:00:02', '2026-12-01 10:00:02');",
+    )
+    .unwrap();
+    let rows = |conn: &mut SqliteConnection, sql: &str| -> String {
+        diesel::select(diesel::dsl::sql::<Text>(sql)).get_result(conn).unwrap()
+    };
+    let notifications = "(SELECT group_concat(id || user_id || sequence_number || notification_type || priority || title || message || metadata || read || toast || created_at, ';') FROM (SELECT * FROM notifications ORDER BY sequence_number))";
+    let deliveries = "(SELECT group_concat(id || notification_id || user_id || channel || status || attempts || created_at || updated_at, ';') FROM (SELECT * FROM deliveries ORDER BY id))";
+    let (before_n, before_d) = (rows(&mut conn, notifications), rows(&mut conn, deliveries));
+
+    conn.run_migration(migrations[eighth].as_ref()).unwrap();
+
+    assert_eq!(rows(&mut conn, notifications), before_n);
+    assert_eq!(rows(&mut conn, deliveries), before_d);
+    let count = |conn: &mut SqliteConnection, sql: &str| -> i64 {
+        diesel::select(diesel::dsl::sql::<BigInt>(sql)).get_result(conn).unwrap()
+    };
+    assert_eq!(
+        count(&mut conn, "(SELECT count(*) FROM pragma_foreign_key_list('notifications'))"),
+        0,
+        "the owner's key is still there"
+    );
+    assert_eq!(count(&mut conn, "(SELECT count(*) FROM pragma_foreign_key_list('deliveries') WHERE \"table\" = 'notifications' AND on_delete = 'CASCADE')"), 1);
+    assert_eq!(count(&mut conn, "(SELECT count(*) FROM sqlite_master WHERE name IN ('idx_deliveries_due', 'idx_deliveries_notification', 'deliveries_kept', 'notifications_rebuilt'))"), 2);
+    conn.batch_execute("DELETE FROM notifications WHERE id = 'n1'").unwrap();
+    assert_eq!(
+        rows(&mut conn, "(SELECT group_concat(id) FROM deliveries)"),
+        "d2",
+        "erasing a notification no longer erases its outbox rows"
+    );
+    // And the sequence numbers stay unique per user.
+    let duplicate = conn.batch_execute(
+        "INSERT INTO notifications (id, user_id, sequence_number, notification_type, priority, title, message, metadata, created_at)
+             VALUES ('n3', 'u1', 2, 'risk_warning', 'warning', 't', 'm', '{}', '2026-12-01 10:00:04')",
+    );
+    assert!(duplicate.is_err());
+}
