@@ -11,7 +11,6 @@
 use super::persistence::{Fanout, StoreHandle};
 use super::ws::{CloseSocket, Outbound, WsConnection};
 use crate::cluster::presence::Announcer;
-use crate::domain::notification::same_content;
 use crate::domain::{Notification, NotificationToast, ServerMessage, StoredNotification, ToastTemplate};
 use crate::store::{repository, StoreError};
 use actix::prelude::*;
@@ -503,7 +502,7 @@ impl Fanout for Sessions {
         // A broadcast's recipients share the content of their toasts: it is serialised
         // once per run of notifications that differ only in owner, id and numbers.
         let mut template: Option<ToastTemplate> = None;
-        for (i, (stored, &toast)) in committed.iter().zip(toast).enumerate() {
+        for (stored, &toast) in committed.iter().zip(toast) {
             // Serialise only for users with a socket here, once for all their tabs.
             let Some(addr) = self.map.get(&stored.notification.user_id).map(|a| a.clone()) else { continue };
             let frame = if toast {
@@ -512,16 +511,9 @@ impl Fanout for Sessions {
                     Some(f) => ByteString::from(f.clone()),
                     None => {
                         if !template.as_ref().is_some_and(|t| t.fits(n)) {
-                            // A new run starts here if the next notification shares it.
-                            template = committed
-                                .get(i + 1)
-                                .filter(|next| same_content(n, &next.notification))
-                                .map(|_| ToastTemplate::new(n, now));
+                            template = Some(ToastTemplate::new(n, stored.metadata_json.as_deref(), now));
                         }
-                        ByteString::from(match &template {
-                            Some(t) => t.frame(n, stored.unread_count),
-                            None => NotificationToast::frame(n, stored.unread_count, now),
-                        })
+                        ByteString::from(template.as_ref().map(|t| t.frame(n, stored.unread_count)).unwrap_or_default())
                     }
                 }
             } else {

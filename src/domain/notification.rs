@@ -190,6 +190,9 @@ pub struct StoredNotification {
     /// Its `notification_toast` frame when already serialised (PostgreSQL writes it
     /// for the other nodes), so the local tabs get the same bytes without a second pass.
     pub toast_frame: Option<String>,
+    /// Its metadata as the store wrote it (SQLite's JSON text, shared by a broadcast's
+    /// rows), so the toast need not serialise it again.
+    pub metadata_json: Option<std::sync::Arc<str>>,
 }
 
 /// The live toast pushed to every open tab of the owner.
@@ -242,38 +245,58 @@ pub struct ToastTemplate<'a> {
 }
 
 impl<'a> ToastTemplate<'a> {
-    /// The template of `source`'s content, sent at `timestamp`.
-    pub fn new(source: &'a Notification, timestamp: DateTime<Utc>) -> Self {
-        // Field for field the tail of `Notification`'s own serialisation.
+    /// The template of `source`'s content, sent at `timestamp`. `metadata_json`: the
+    /// metadata already serialised (as the store wrote it), written as is.
+    pub fn new(source: &'a Notification, metadata_json: Option<&str>, timestamp: DateTime<Utc>) -> Self {
+        // Field for field the tail of `Notification`'s own serialisation, in two parts
+        // joined around the metadata, which is serialised only when not at hand: it
+        // was the larger part of a toast's serialisation, done a second time here.
         #[derive(Serialize)]
-        struct Content<'b> {
+        struct Head<'b> {
             notification_type: NotificationType,
             priority: Priority,
             title: &'b str,
             message: &'b str,
-            metadata: &'b serde_json::Value,
+        }
+        #[derive(Serialize)]
+        struct Tail {
             read: bool,
             #[serde(serialize_with = "super::time_text::serialize")]
             created_at: DateTime<Utc>,
         }
-        let content = super::validation::to_json_sized(
-            &Content {
-                notification_type: source.notification_type,
-                priority: source.priority,
-                title: &source.title,
-                message: &source.message,
-                metadata: &source.metadata,
-                read: source.read,
-                created_at: source.created_at,
-            },
-            frame_capacity(source),
-        )
-        .unwrap_or_default();
-        Self {
-            source,
-            content: content.strip_prefix('{').unwrap_or_default().to_string(),
-            timestamp: format!("\"{}\"", super::time_text::rfc3339(&timestamp)),
+        let serialised;
+        let metadata = match metadata_json {
+            Some(text) => text,
+            None => {
+                let capacity = super::validation::serialised_len_estimate(&source.metadata);
+                serialised = super::validation::to_json_sized(&source.metadata, capacity).unwrap_or_default();
+                &serialised
+            }
+        };
+        let head = Head {
+            notification_type: source.notification_type,
+            priority: source.priority,
+            title: &source.title,
+            message: &source.message,
+        };
+        let head =
+            super::validation::to_json_sized(&head, 96 + source.title.len() + source.message.len()).unwrap_or_default();
+        let tail = Tail { read: source.read, created_at: source.created_at };
+        let tail = super::validation::to_json_sized(&tail, 64).unwrap_or_default();
+        // `{"notification_type":…,"message":"…"}` and `{"read":…,"created_at":"…"}`
+        // without their outer braces but the last.
+        let pieces = [
+            head.strip_prefix('{').and_then(|h| h.strip_suffix('}')).unwrap_or_default(),
+            r#","metadata":"#,
+            metadata,
+            ",",
+            tail.strip_prefix('{').unwrap_or_default(),
+        ];
+        let mut content = String::with_capacity(pieces.iter().map(|p| p.len()).sum());
+        for p in pieces {
+            content.push_str(p);
         }
+        Self { source, content, timestamp: format!("\"{}\"", super::time_text::rfc3339(&timestamp)) }
     }
 
     /// Whether `other` has the same content as the template's source.
@@ -391,11 +414,17 @@ mod tests {
         };
         let second = Notification { id: Uuid::now_v7(), user_id: Uuid::new_v4(), sequence_number: 1, ..first.clone() };
         let at = Utc::now();
-        let template = ToastTemplate::new(&first, at);
+        let template = ToastTemplate::new(&first, None, at);
+        let stored_text = serde_json::to_string(&first.metadata).unwrap();
+        let from_text = ToastTemplate::new(&first, Some(&stored_text), at);
         for (n, unread) in [(&first, 3), (&second, 1)] {
             assert!(template.fits(n));
             assert_eq!(template.frame(n, unread), NotificationToast::frame(n, unread, at));
+            assert_eq!(from_text.frame(n, unread), NotificationToast::frame(n, unread, at));
         }
+        // The text is written as it is given, not serialised again.
+        let marked = ToastTemplate::new(&first, Some(r#"{"from":"the store"}"#), at).frame(&first, 3);
+        assert!(marked.contains(r#""metadata":{"from":"the store"},"read":false"#), "{marked}");
         let other = Notification { message: "something else".into(), ..second.clone() };
         assert!(!template.fits(&other));
         let other = Notification { metadata: json!({"campaign_id": "C-2"}), ..second };

@@ -184,7 +184,15 @@ impl NumberedBatch {
             .zip(self.unread)
             .map(|(row, unread_count)| {
                 let toast = row.toast;
-                Ok((StoredNotification { notification: row.into_domain()?, unread_count, toast_frame: None }, toast))
+                Ok((
+                    StoredNotification {
+                        notification: row.into_domain()?,
+                        unread_count,
+                        toast_frame: None,
+                        metadata_json: None,
+                    },
+                    toast,
+                ))
             })
             .collect()
     }
@@ -272,7 +280,7 @@ pub async fn store_batch(
     let stored = match db {
         Db::Sqlite(pool) => {
             let mut conn = pool.get().await?;
-            let numbered = conn
+            let (numbered, metadata) = conn
                 .spawn_blocking(move |conn| {
                     if let Some(restart) = &log_restart {
                         restart.before_write(conn);
@@ -280,7 +288,11 @@ pub async fn store_batch(
                     super::sqlite_batch::store(conn, &per_user, now, batch)
                 })
                 .await?;
-            numbered.into_stored()?
+            let mut stored = numbered.into_stored()?;
+            for ((s, _), text) in stored.iter_mut().zip(metadata) {
+                s.metadata_json = Some(text);
+            }
+            stored
         }
         Db::Postgres(pool) => {
             let mut conn = pool.get().await?;

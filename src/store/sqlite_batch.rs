@@ -13,6 +13,7 @@ use diesel::result::Error;
 use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text, Timestamp};
 use diesel::sqlite::{Sqlite, SqliteConnection};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use uuid::Uuid;
 
 static_query_id!(InsertDelivery);
@@ -26,13 +27,14 @@ static_query_id!(InsertDelivery);
 const ON_CONFLICT: &str = "OR FAIL";
 
 /// Bumps each user's counters, numbers the batch and inserts it with its outbox rows,
-/// in one `IMMEDIATE` transaction.
+/// in one `IMMEDIATE` transaction. Answers with each row's metadata as written (JSON
+/// text, one per run of rows that share it), for their toasts.
 pub(super) fn store(
     conn: &mut SqliteConnection,
     per_user: &[(Uuid, i64)],
     now: NaiveDateTime,
     batch: Vec<StoreItem>,
-) -> QueryResult<NumberedBatch> {
+) -> QueryResult<(NumberedBatch, Vec<Arc<str>>)> {
     conn.immediate_transaction(|conn| {
         let mut starts: HashMap<Uuid, (i64, i64)> = HashMap::with_capacity(per_user.len());
         // One statement per distinct count (a broadcast: one in all) rather than two per
@@ -60,7 +62,7 @@ pub(super) fn store(
         let numbered = number_batch(batch, starts, now)?;
         // A broadcast's rows share their metadata and time: each is written once for all
         // of them (escaping the metadata was a few per cent of each stored delivery).
-        let (mut metadata, mut times): (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+        let (mut metadata, mut times): (Vec<Arc<str>>, Vec<String>) = (Vec::new(), Vec::new());
         let (mut last_metadata, mut last_time) = (None, None);
         let mut prepared = Vec::with_capacity(numbered.notifications.len());
         for row in &numbered.notifications {
@@ -68,7 +70,7 @@ pub(super) fn store(
                 let capacity = crate::domain::validation::serialised_len_estimate(&row.metadata.0);
                 let text = crate::domain::validation::to_json_sized(&row.metadata.0, capacity)
                     .map_err(|e| Error::SerializationError(Box::new(e)))?;
-                metadata.push(text);
+                metadata.push(Arc::from(text));
                 last_metadata = Some(&row.metadata.0);
             }
             if last_time != Some(&row.created_at) {
@@ -96,7 +98,8 @@ pub(super) fn store(
         for row in &numbered.deliveries {
             InsertDelivery(row).execute(conn)?;
         }
-        Ok(numbered)
+        let metadata = prepared.iter().map(|&(_, m, _)| metadata[m].clone()).collect();
+        Ok((numbered, metadata))
     })
 }
 
