@@ -6,7 +6,7 @@ use super::json::Json;
 use super::schema::{notification_preferences, notifications, users};
 use super::{Db, StoreError};
 use crate::domain::delivery::{DeliveryStatus, NewDelivery};
-use crate::domain::{NewNotification, Notification, NotificationToast, StoredNotification};
+use crate::domain::{NewNotification, Notification, NotificationToast, NotificationType, Priority, StoredNotification};
 use crate::with_conn;
 use chrono::{DateTime, NaiveDateTime, Timelike, Utc};
 use diesel::prelude::*;
@@ -172,27 +172,44 @@ fn count_per_user(batch: &[StoreItem]) -> Vec<(Uuid, i64)> {
 /// A batch's rows, numbered.
 pub(super) struct NumberedBatch {
     pub(super) notifications: Vec<NotificationRow>,
+    /// Each row's ids, type and priority as the domain had them, so that the stored form
+    /// is rebuilt without parsing the row's text back (two UUIDs and two names per
+    /// notification, a broadcast's every recipient).
+    keys: Vec<RowKeys>,
     pub(super) deliveries: Vec<DeliveryRow>,
     pub(super) unread: Vec<i64>,
 }
 
+/// What [`NumberedBatch::keys`] keeps of a notification.
+struct RowKeys {
+    id: Uuid,
+    user_id: Uuid,
+    notification_type: NotificationType,
+    priority: Priority,
+}
+
 impl NumberedBatch {
     /// The stored notifications, each with whether its toast goes out.
-    fn into_stored(self) -> Result<Vec<(StoredNotification, bool)>, StoreError> {
+    fn into_stored(self) -> Vec<(StoredNotification, bool)> {
         self.notifications
             .into_iter()
+            .zip(self.keys)
             .zip(self.unread)
-            .map(|(row, unread_count)| {
-                let toast = row.toast;
-                Ok((
-                    StoredNotification {
-                        notification: row.into_domain()?,
-                        unread_count,
-                        toast_frame: None,
-                        metadata_json: None,
-                    },
-                    toast,
-                ))
+            .map(|((row, keys), unread_count)| {
+                let notification = Notification {
+                    id: keys.id,
+                    user_id: keys.user_id,
+                    sequence_number: row.sequence_number,
+                    notification_type: keys.notification_type,
+                    priority: keys.priority,
+                    title: row.title,
+                    message: row.message,
+                    metadata: row.metadata.0,
+                    read: row.read,
+                    created_at: row.created_at.and_utc(),
+                };
+                let stored = StoredNotification { notification, unread_count, toast_frame: None, metadata_json: None };
+                (stored, row.toast)
             })
             .collect()
     }
@@ -207,6 +224,7 @@ pub(super) fn number_batch(
 ) -> QueryResult<NumberedBatch> {
     let mut out = NumberedBatch {
         notifications: Vec::with_capacity(batch.len()),
+        keys: Vec::with_capacity(batch.len()),
         deliveries: Vec::new(),
         unread: Vec::with_capacity(batch.len()),
     };
@@ -216,6 +234,7 @@ pub(super) fn number_batch(
             diesel::result::Error::QueryBuilderError("sequence range missing for a user of the batch".into())
         })?;
         let (id, user_id, created_at) = (n.id, n.user_id, n.created_at);
+        out.keys.push(RowKeys { id, user_id, notification_type: n.notification_type, priority: n.priority });
         out.notifications.push(NotificationRow::from_new(item.notification, *seq, item.toast));
         out.unread.push(*unread);
         *seq += 1;
@@ -288,7 +307,7 @@ pub async fn store_batch(
                     super::sqlite_batch::store(conn, &per_user, now, batch)
                 })
                 .await?;
-            let mut stored = numbered.into_stored()?;
+            let mut stored = numbered.into_stored();
             for ((s, _), text) in stored.iter_mut().zip(metadata) {
                 s.metadata_json = Some(text);
             }
@@ -306,7 +325,7 @@ pub async fn store_batch(
                 // another node, so that the node holding it need not read the notification
                 // back; NOTIFY is transactional, so they hear of it at commit. The same
                 // frames serve the local tabs.
-                let mut stored = numbered.into_stored()?;
+                let mut stored = numbered.into_stored();
                 let sent_at = Utc::now();
                 for (s, toast) in &mut stored {
                     if *toast && remote_tabs.is_some_and(|r| r.elsewhere(&s.notification.user_id)) {

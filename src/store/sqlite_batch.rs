@@ -20,10 +20,11 @@ static_query_id!(InsertDelivery);
 
 /// How the batch's multi-row statements meet a broken constraint. SQLite gives a statement
 /// that may stop halfway with `ABORT` (the default) a journal of its own, a copy of every
-/// page it touches, to undo that statement alone: 6 % of a stored broadcast delivery
-/// (callgrind). `FAIL` stops the same way without it; the error then fails the whole
-/// batch, which rolls back at once. (The notifications→users foreign key, checked
-/// immediately, asked for the same journal: the eighth migration dropped it.)
+/// page it touches, to undo that statement alone: about 6 % of a stored broadcast
+/// delivery (callgrind). `FAIL` stops without undoing the statement's earlier rows, so it
+/// needs no journal, and the error fails the whole batch, which rolls back at once. (The
+/// notifications→users foreign key, checked after each statement, asked for the same
+/// journal: the eighth migration dropped it.)
 const ON_CONFLICT: &str = "OR FAIL";
 
 /// Bumps each user's counters, numbers the batch and inserts it with its outbox rows,
