@@ -11,6 +11,7 @@
 use super::persistence::{Fanout, StoreHandle};
 use super::ws::{CloseSocket, Outbound, WsConnection};
 use crate::cluster::presence::Announcer;
+use crate::domain::notification::same_content;
 use crate::domain::{Notification, NotificationToast, ServerMessage, StoredNotification, ToastTemplate};
 use crate::store::{repository, StoreError};
 use actix::prelude::*;
@@ -502,7 +503,7 @@ impl Fanout for Sessions {
         // A broadcast's recipients share the content of their toasts: it is serialised
         // once per run of notifications that differ only in owner, id and numbers.
         let mut template: Option<ToastTemplate> = None;
-        for (stored, &toast) in committed.iter().zip(toast) {
+        for (i, (stored, &toast)) in committed.iter().zip(toast).enumerate() {
             // Serialise only for users with a socket here, once for all their tabs.
             let Some(addr) = self.map.get(&stored.notification.user_id).map(|a| a.clone()) else { continue };
             let frame = if toast {
@@ -511,9 +512,17 @@ impl Fanout for Sessions {
                     Some(f) => ByteString::from(f.clone()),
                     None => {
                         if !template.as_ref().is_some_and(|t| t.fits(n)) {
-                            template = Some(ToastTemplate::new(n, stored.metadata_json.as_deref(), now));
+                            // A template pays when a run starts here (the next notification
+                            // shares the content) or when the store's metadata text spares
+                            // serialising it; otherwise one pass writes the whole frame.
+                            let run = committed.get(i + 1).is_some_and(|next| same_content(n, &next.notification));
+                            template = (run || stored.metadata_json.is_some())
+                                .then(|| ToastTemplate::new(n, stored.metadata_json.as_deref(), now));
                         }
-                        ByteString::from(template.as_ref().map(|t| t.frame(n, stored.unread_count)).unwrap_or_default())
+                        ByteString::from(match &template {
+                            Some(t) => t.frame(n, stored.unread_count),
+                            None => NotificationToast::frame(n, stored.unread_count, now),
+                        })
                     }
                 }
             } else {

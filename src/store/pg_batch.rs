@@ -8,7 +8,7 @@
 //! its time parsing and planning them.
 
 use super::json::JsonDoc;
-use super::repository::{DeliveryRow, NotificationRow, INSERT_DELIVERIES, NOTIFICATIONS_COLUMNS};
+use super::repository::{uuid_text, DeliveryRow, NotificationRow, INSERT_DELIVERIES, NOTIFICATIONS_COLUMNS};
 use super::StoreError;
 use chrono::NaiveDateTime;
 use diesel::pg::Pg;
@@ -177,7 +177,7 @@ pub(super) async fn bump_counters(
     per_user: &[(Uuid, i64)],
     now: NaiveDateTime,
 ) -> Result<HashMap<Uuid, (i64, i64)>, StoreError> {
-    let ids: Vec<String> = per_user.iter().map(|(u, _)| u.to_string()).collect();
+    let ids: Vec<String> = per_user.iter().map(|(u, _)| uuid_text(u)).collect();
     let counts: Vec<i64> = per_user.iter().map(|(_, c)| *c).collect();
     let bumped: Vec<(String, i64, i64)> = BumpCounters { ids: &ids, counts: &counts, now }.load(conn).await?;
     let count_of: HashMap<Uuid, i64> = per_user.iter().copied().collect();

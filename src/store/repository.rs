@@ -83,8 +83,8 @@ impl NotificationRow {
 }
 
 /// `u` as stored (hyphenated, lower case), written without the formatting machinery
-/// `to_string` goes through: a broadcast writes two per recipient.
-fn uuid_text(u: &Uuid) -> String {
+/// `to_string` goes through: a batch writes a few per recipient.
+pub(super) fn uuid_text(u: &Uuid) -> String {
     u.hyphenated().encode_lower(&mut Uuid::encode_buffer()).to_owned()
 }
 
@@ -241,9 +241,9 @@ pub(super) fn number_batch(
         *unread += 1;
         for d in item.deliveries {
             out.deliveries.push(DeliveryRow {
-                id: Uuid::now_v7().to_string(),
-                notification_id: id.to_string(),
-                user_id: user_id.to_string(),
+                id: uuid_text(&Uuid::now_v7()),
+                notification_id: uuid_text(&id),
+                user_id: uuid_text(&user_id),
                 channel: d.channel.as_str().to_string(),
                 status: d.status.as_str().to_string(),
                 reason: d.reason,

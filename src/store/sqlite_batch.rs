@@ -2,7 +2,7 @@
 //! [`repository::store_batch`](super::repository::store_batch)).
 
 use super::repository::{
-    new_user_row, number_batch, DeliveryRow, NotificationRow, NumberedBatch, StoreItem, INSERT_DELIVERIES,
+    new_user_row, number_batch, uuid_text, DeliveryRow, NotificationRow, NumberedBatch, StoreItem, INSERT_DELIVERIES,
     NOTIFICATIONS_COLUMNS,
 };
 use super::schema::users;
@@ -42,7 +42,7 @@ pub(super) fn store(
         // user: statements, not rows, are what a batch of many recipients costs.
         let mut by_count: BTreeMap<i64, Vec<String>> = BTreeMap::new();
         for (user, count) in per_user {
-            by_count.entry(*count).or_default().push(user.to_string());
+            by_count.entry(*count).or_default().push(uuid_text(user));
         }
         for (count, ids) in by_count {
             // SQLite binds at most 32766 parameters per statement.
