@@ -24,7 +24,7 @@ static_query_id!(InsertDelivery);
 /// delivery (callgrind). `FAIL` stops without undoing the statement's earlier rows, so it
 /// needs no journal, and the error fails the whole batch, which rolls back at once. (The
 /// notifications→users foreign key, checked after each statement, asked for the same
-/// journal: the eighth migration dropped it.)
+/// journal: the seventh migration dropped it.)
 const ON_CONFLICT: &str = "OR FAIL";
 
 /// Bumps each user's counters, numbers the batch and inserts it with its outbox rows,

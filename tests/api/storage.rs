@@ -219,11 +219,11 @@ crate::on_both_backends! {
     }
 }
 
-/// SQLite's eighth migration copies `notifications` without its key to `users`, and
+/// SQLite's seventh migration copies `notifications` without its key to `users`, and
 /// `deliveries`, which refers to it, unchanged: every row survives, the outbox's key to
 /// its notification still cascades, and the owner's key is gone.
 #[test]
-fn sqlite_migration_eight_keeps_every_row_and_the_outbox_key() {
+fn sqlite_migration_seven_keeps_every_row_and_the_outbox_key() {
     use diesel::connection::SimpleConnection;
     use diesel::migration::MigrationSource;
     use diesel::prelude::*;
@@ -236,9 +236,9 @@ fn sqlite_migration_eight_keeps_every_row_and_the_outbox_key() {
     let mut migrations =
         MigrationSource::<diesel::sqlite::Sqlite>::migrations(&notifyhub::store::SQLITE_MIGRATIONS).unwrap();
     migrations.sort_by_key(|m| m.name().version().to_string());
-    let eighth = migrations.iter().position(|m| m.name().to_string().contains("000008")).expect("an eighth migration");
+    let seventh = migrations.iter().position(|m| m.name().to_string().contains("000007")).expect("a seventh migration");
     conn.applied_migrations().unwrap(); // creates the table of applied versions
-    for m in &migrations[..eighth] {
+    for m in &migrations[..seventh] {
         conn.run_migration(m.as_ref()).unwrap();
     }
     conn.batch_execute(
@@ -259,7 +259,7 @@ fn sqlite_migration_eight_keeps_every_row_and_the_outbox_key() {
     let deliveries = "(SELECT group_concat(id || notification_id || user_id || channel || status || attempts || created_at || updated_at, ';') FROM (SELECT * FROM deliveries ORDER BY id))";
     let (before_n, before_d) = (rows(&mut conn, notifications), rows(&mut conn, deliveries));
 
-    conn.run_migration(migrations[eighth].as_ref()).unwrap();
+    conn.run_migration(migrations[seventh].as_ref()).unwrap();
 
     assert_eq!(rows(&mut conn, notifications), before_n);
     assert_eq!(rows(&mut conn, deliveries), before_d);
