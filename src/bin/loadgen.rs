@@ -112,7 +112,13 @@ fn stat_fields(pid: u32) -> Option<Vec<u64>> {
 /// ones' through the parent's cutime/cstime, so a backend that exits mid-run still counts.
 fn tree_ticks(pid: u32) -> Option<u64> {
     let own = stat_fields(pid)?;
-    let mut ticks = own.get(11..15)?.iter().sum::<u64>();
+    Some(own.get(11..13)?.iter().sum::<u64>() + children_ticks(pid, &own)?)
+}
+
+/// The children's share of [`tree_ticks`], from the parent's stat fields `own`: the reaped
+/// ones' cutime/cstime and the live ones' own time.
+fn children_ticks(pid: u32, own: &[u64]) -> Option<u64> {
+    let mut ticks = own.get(13..15)?.iter().sum::<u64>();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
         if let Some(f) = stat_fields(child).filter(|f| f.get(1) == Some(&u64::from(pid))) {
@@ -464,8 +470,10 @@ mod tests {
     #[test]
     fn a_process_tree_counts_its_children_live_and_reaped() {
         let me = std::process::id();
-        // The children's share: the tree less this process's own time.
-        let children = || tree_ticks(me).expect("own stat") - own_ticks(me);
+        // The children's share, from one reading of this process's stat: the tree less
+        // an own time read a moment later ran short whenever a test thread used the CPU
+        // in between.
+        let children = || children_ticks(me, &stat_fields(me).expect("own stat")).expect("children");
         let before = children();
         let mut child = std::process::Command::new("sh").args(["-c", "while :; do :; done"]).spawn().unwrap();
         // Polled until the busy child shows a few ticks of its own in /proc.
