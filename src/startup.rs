@@ -99,9 +99,14 @@ pub struct Application {
     _single_node_lock: Option<std::fs::File>,
 }
 
+/// The file next to SQLite database `path` whose lock a running hub holds.
+pub fn sqlite_lock_path(path: &std::path::Path) -> std::path::PathBuf {
+    path.with_extension("db.lock")
+}
+
 /// SQLite is single-node: takes an exclusive lock next to the database file.
 fn lock_sqlite(path: &std::path::Path) -> Result<std::fs::File, StartError> {
-    let lock_path = path.with_extension("db.lock");
+    let lock_path = sqlite_lock_path(path);
     if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
         let _ = std::fs::create_dir_all(dir);
     }

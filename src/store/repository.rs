@@ -262,7 +262,7 @@ pub(super) fn number_batch(
 }
 
 pub(super) fn new_user_row(user: Uuid, now: NaiveDateTime) -> UserRow<'static> {
-    UserRow { id: user.to_string(), role: "user", last_sequence_number: 0, created_at: now, updated_at: now }
+    UserRow { id: uuid_text(&user), role: "user", last_sequence_number: 0, created_at: now, updated_at: now }
 }
 
 /// Stores a batch of notifications and their outbox rows in one transaction (group

@@ -63,7 +63,7 @@ pub(super) fn store(
         let numbered = number_batch(batch, starts, now)?;
         // A broadcast's rows share their metadata and time: each is written once for all
         // of them (escaping the metadata was a few per cent of each stored delivery).
-        let (mut metadata, mut times): (Vec<Arc<str>>, Vec<String>) = (Vec::new(), Vec::new());
+        let (mut texts, mut times): (Vec<Arc<str>>, Vec<String>) = (Vec::new(), Vec::new());
         let (mut last_metadata, mut last_time) = (None, None);
         let mut prepared = Vec::with_capacity(numbered.notifications.len());
         for row in &numbered.notifications {
@@ -71,19 +71,17 @@ pub(super) fn store(
                 let capacity = crate::domain::validation::serialised_len_estimate(&row.metadata.0);
                 let text = crate::domain::validation::to_json_sized(&row.metadata.0, capacity)
                     .map_err(|e| Error::SerializationError(Box::new(e)))?;
-                metadata.push(Arc::from(text));
+                texts.push(Arc::from(text));
                 last_metadata = Some(&row.metadata.0);
             }
             if last_time != Some(&row.created_at) {
                 times.push(crate::domain::time_text::sqlite(&row.created_at));
                 last_time = Some(&row.created_at);
             }
-            prepared.push((row, metadata.len() - 1, times.len() - 1));
+            prepared.push((row, texts.len() - 1, times.len() - 1));
         }
-        let rows: Vec<RowBinds> = prepared
-            .iter()
-            .map(|&(row, m, t)| RowBinds { row, metadata: &metadata[m], created_at: &times[t] })
-            .collect();
+        let rows: Vec<RowBinds> =
+            prepared.iter().map(|&(row, m, t)| RowBinds { row, metadata: &texts[m], created_at: &times[t] }).collect();
         // Several rows per statement, in a few fixed shapes that each stay prepared (a
         // shape per batch size would be parsed anew for most batches): every statement
         // costs SQLite its own start, cursors and halt, a few thousand instructions.
@@ -99,8 +97,8 @@ pub(super) fn store(
         for row in &numbered.deliveries {
             InsertDelivery(row).execute(conn)?;
         }
-        let metadata = prepared.iter().map(|&(_, m, _)| metadata[m].clone()).collect();
-        Ok((numbered, metadata))
+        let row_metadata = prepared.iter().map(|&(_, m, _)| texts[m].clone()).collect();
+        Ok((numbered, row_metadata))
     })
 }
 

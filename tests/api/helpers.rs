@@ -272,17 +272,20 @@ impl TestApp {
         self.handle.stop(true).await;
         // Wait for the hub to finish (flush, release the SQLite lock) before a restart.
         let _ = self.running.await;
-        sqlite_lock_released(self.data_dir.path()).await;
+        sqlite_lock_released(&self.env).await;
         (self.env, self.data_dir)
     }
 }
 
-/// Waits until the single-node lock of a SQLite hub in `dir` is free. The stopped hub
-/// has closed it, but a process the suite started meanwhile on another thread holds a
-/// copy of every open descriptor between its fork and its exec, the lock's too, and a
-/// hub restarted in that moment would be refused as a second process.
-async fn sqlite_lock_released(dir: &std::path::Path) {
-    let Ok(file) = std::fs::OpenOptions::new().write(true).open(dir.join("notifyhub.db.lock")) else { return };
+/// Waits until the single-node lock of the SQLite hub configured by `env` is free. The
+/// stopped hub has closed it, but a process the suite started meanwhile on another
+/// thread holds a copy of every open descriptor between its fork and its exec, the
+/// lock's too, and a hub restarted in that moment would be refused as a second process.
+async fn sqlite_lock_released(env: &HashMap<String, String>) {
+    let settings = Settings::load(&Source::new(env.clone()).expect("source")).expect("settings");
+    let notifyhub::config::DatabaseUrl::Sqlite(db) = settings.database_url else { return };
+    let lock = notifyhub::startup::sqlite_lock_path(&db);
+    let Ok(file) = std::fs::OpenOptions::new().write(true).open(lock) else { return };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while let Err(std::fs::TryLockError::WouldBlock) = file.try_lock() {
         assert!(std::time::Instant::now() < deadline, "the stopped hub's SQLite lock was never released");

@@ -286,3 +286,26 @@ fn sqlite_migration_seven_keeps_every_row_and_the_outbox_key() {
     );
     assert!(duplicate.is_err());
 }
+
+/// A SQLite batch hands back each row's metadata as it wrote it, one text for a run of
+/// rows that share it, so their toasts need not serialise it again.
+#[actix_web::test]
+async fn a_sqlite_batch_hands_back_the_metadata_text_it_wrote() {
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite).await.unwrap();
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut own = new_notification(a, NotificationType::RiskWarning, "own");
+    own.metadata = json!({"current": 0.18, "note": "quote \" and é"});
+    let batch = vec![
+        new_notification(a, NotificationType::SignalGenerated, "shared"),
+        new_notification(b, NotificationType::SignalGenerated, "shared"),
+        own,
+    ];
+    let pending = batch.into_iter().map(|notification| StoreItem { notification, deliveries: Vec::new(), toast: true });
+    let stored = app.state.store.store_notifications(pending.collect()).await.expect("store");
+    let texts: Vec<_> = stored.iter().map(|s| s.metadata_json.clone().expect("the stored text")).collect();
+    for (s, text) in stored.iter().zip(&texts) {
+        assert_eq!(**text, serde_json::to_string(&s.notification.metadata).unwrap());
+    }
+    assert!(std::sync::Arc::ptr_eq(&texts[0], &texts[1]), "a run of equal metadata shares one text");
+    assert!(!std::sync::Arc::ptr_eq(&texts[1], &texts[2]));
+}
