@@ -5,4 +5,5 @@ pub mod channel;
 pub mod dispatcher;
 pub mod persistence;
 pub mod session;
+mod sqlite_writer;
 pub mod ws;

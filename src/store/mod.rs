@@ -240,15 +240,22 @@ fn ensure_parent_dir(path: &std::path::Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A plain (blocking) SQLite connection with the pool's settings, for a thread that
+/// keeps one of its own (migrations, the batch writer).
+pub fn open_sqlite(path: &std::path::Path) -> Result<SqliteConnection, StoreError> {
+    ensure_parent_dir(path)?;
+    sqlite_wal_writes::install();
+    let mut conn = SqliteConnection::establish(&path.display().to_string())?;
+    diesel::connection::SimpleConnection::batch_execute(&mut conn, SQLITE_PRAGMAS)?;
+    Ok(conn)
+}
+
 /// Applies pending migrations; returns the versions applied. Blocking: call it from a
 /// plain thread (see [`run_migrations`]).
 pub fn run_migrations_blocking(url: &DatabaseUrl) -> Result<Vec<String>, StoreError> {
     let applied = match url {
         DatabaseUrl::Sqlite(path) => {
-            ensure_parent_dir(path)?;
-            sqlite_wal_writes::install();
-            let mut conn = SqliteConnection::establish(&path.display().to_string())?;
-            diesel::connection::SimpleConnection::batch_execute(&mut conn, SQLITE_PRAGMAS)?;
+            let mut conn = open_sqlite(path)?;
             conn.run_pending_migrations(SQLITE_MIGRATIONS)
                 .map_err(|e| StoreError::Corrupt(format!("migration failed: {e}")))?
                 .into_iter()

@@ -272,83 +272,92 @@ pub(super) fn new_user_row(user: Uuid, now: NaiveDateTime) -> UserRow<'static> {
 /// UPDATE … RETURNING` on PostgreSQL), so concurrent writers (other batches, other
 /// nodes) never take the same numbers, and a rolled-back batch leaves no gap.
 ///
-/// This is the one query written per backend: diesel-async cannot send SQLite a
-/// multi-row insert, so on SQLite the whole batch runs as one blocking job on the
-/// connection (one thread hop instead of one per statement), in an `IMMEDIATE`
-/// transaction that takes the write lock up front, after finishing a WAL checkpoint when
-/// `log_restart` asks for one.
-pub async fn store_batch(
-    db: &Db,
+/// This is the SQLite half, blocking, on the writer thread's own connection (see
+/// `actors::sqlite_writer`): diesel-async cannot send SQLite a multi-row insert, and
+/// each hop to a blocking thread cost the batch a wake-up each way. It runs in an
+/// `IMMEDIATE` transaction that takes the write lock up front, after finishing a WAL
+/// checkpoint when `log_restart` asks for one.
+pub fn store_batch_sqlite(
+    conn: &mut diesel::sqlite::SqliteConnection,
+    batch: Vec<StoreItem>,
+    log_restart: Option<&super::sqlite_checkpoint::LogRestart>,
+) -> Result<Vec<StoredNotification>, StoreError> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    let batch = with_micros(batch);
+    let per_user = count_per_user(&batch);
+    let now = Utc::now().naive_utc();
+    if let Some(restart) = log_restart {
+        restart.before_write(conn);
+    }
+    let (numbered, metadata) = super::sqlite_batch::store(conn, &per_user, now, batch)?;
+    let mut stored = numbered.into_stored();
+    for ((s, _), text) in stored.iter_mut().zip(metadata) {
+        s.metadata_json = Some(text);
+    }
+    Ok(stored.into_iter().map(|(s, _)| s).collect())
+}
+
+/// The PostgreSQL half of the group commit (see [`store_batch_sqlite`]), which also
+/// tells the other nodes through `NOTIFY`.
+pub async fn store_batch_pg(
+    pool: &super::PgPool,
     node: &str,
     batch: Vec<StoreItem>,
-    log_restart: Option<super::sqlite_checkpoint::LogRestart>,
     remote_tabs: Option<&crate::cluster::presence::RemoteTabs>,
 ) -> Result<Vec<StoredNotification>, StoreError> {
     if batch.is_empty() {
         return Ok(Vec::new());
     }
-    let batch: Vec<StoreItem> = batch
+    let batch = with_micros(batch);
+    let per_user = count_per_user(&batch);
+    let now = Utc::now().naive_utc();
+    let mut conn = pool.get().await?;
+    let stored = conn
+        .transaction::<_, StoreError, _>(async move |conn| {
+            // Statements of a fixed text, prepared once per connection (see pg_batch).
+            let starts = super::pg_batch::bump_counters(conn, &per_user, now).await?;
+            let numbered = number_batch(batch, starts, now)?;
+            super::pg_batch::insert_notifications(conn, &numbered.notifications).await?;
+            super::pg_batch::insert_deliveries(conn, &numbered.deliveries).await?;
+            // Tell the other nodes, with the toast frames of users who have a tab on
+            // another node, so that the node holding it need not read the notification
+            // back; NOTIFY is transactional, so they hear of it at commit. The same
+            // frames serve the local tabs.
+            let mut stored = numbered.into_stored();
+            let sent_at = Utc::now();
+            for (s, toast) in &mut stored {
+                if *toast && remote_tabs.is_some_and(|r| r.elsewhere(&s.notification.user_id)) {
+                    s.toast_frame = Some(NotificationToast::frame(&s.notification, s.unread_count, sent_at));
+                }
+            }
+            let rows = stored.iter().map(|(s, toast)| crate::cluster::CommittedRow {
+                row: crate::cluster::Committed {
+                    user: s.notification.user_id,
+                    seq: s.notification.sequence_number,
+                    toast: *toast,
+                    unread: s.unread_count,
+                },
+                frame: s.toast_frame.as_deref(),
+            });
+            let payloads = crate::cluster::committed_payloads(node, rows);
+            super::pg_batch::notify_all(conn, &payloads).await?;
+            Ok(stored)
+        })
+        .await?;
+    Ok(stored.into_iter().map(|(s, _)| s).collect())
+}
+
+/// The batch with each time cut to microseconds (see [`to_micros`]).
+fn with_micros(batch: Vec<StoreItem>) -> Vec<StoreItem> {
+    batch
         .into_iter()
         .map(|mut item| {
             item.notification.created_at = to_micros(item.notification.created_at);
             item
         })
-        .collect();
-    let per_user = count_per_user(&batch);
-    let now = Utc::now().naive_utc();
-    let stored = match db {
-        Db::Sqlite(pool) => {
-            let mut conn = pool.get().await?;
-            let (numbered, metadata) = conn
-                .spawn_blocking(move |conn| {
-                    if let Some(restart) = &log_restart {
-                        restart.before_write(conn);
-                    }
-                    super::sqlite_batch::store(conn, &per_user, now, batch)
-                })
-                .await?;
-            let mut stored = numbered.into_stored();
-            for ((s, _), text) in stored.iter_mut().zip(metadata) {
-                s.metadata_json = Some(text);
-            }
-            stored
-        }
-        Db::Postgres(pool) => {
-            let mut conn = pool.get().await?;
-            conn.transaction::<_, StoreError, _>(async move |conn| {
-                // Statements of a fixed text, prepared once per connection (see pg_batch).
-                let starts = super::pg_batch::bump_counters(conn, &per_user, now).await?;
-                let numbered = number_batch(batch, starts, now)?;
-                super::pg_batch::insert_notifications(conn, &numbered.notifications).await?;
-                super::pg_batch::insert_deliveries(conn, &numbered.deliveries).await?;
-                // Tell the other nodes, with the toast frames of users who have a tab on
-                // another node, so that the node holding it need not read the notification
-                // back; NOTIFY is transactional, so they hear of it at commit. The same
-                // frames serve the local tabs.
-                let mut stored = numbered.into_stored();
-                let sent_at = Utc::now();
-                for (s, toast) in &mut stored {
-                    if *toast && remote_tabs.is_some_and(|r| r.elsewhere(&s.notification.user_id)) {
-                        s.toast_frame = Some(NotificationToast::frame(&s.notification, s.unread_count, sent_at));
-                    }
-                }
-                let rows = stored.iter().map(|(s, toast)| crate::cluster::CommittedRow {
-                    row: crate::cluster::Committed {
-                        user: s.notification.user_id,
-                        seq: s.notification.sequence_number,
-                        toast: *toast,
-                        unread: s.unread_count,
-                    },
-                    frame: s.toast_frame.as_deref(),
-                });
-                let payloads = crate::cluster::committed_payloads(node, rows);
-                super::pg_batch::notify_all(conn, &payloads).await?;
-                Ok(stored)
-            })
-            .await?
-        }
-    };
-    Ok(stored.into_iter().map(|(s, _)| s).collect())
+        .collect()
 }
 
 /// Filters of the inbox list.
