@@ -8,10 +8,11 @@
 //! being written wait and go together in the next transaction, so ingest is not one
 //! transaction per event; and the requests a thread makes in one turn of its event loop
 //! reach the batch writer as one message (see [`StoreHandle::store_notifications`]). On
-//! PostgreSQL this actor writes the batches; on SQLite a thread of its own does
-//! ([`sqlite_writer`](super::sqlite_writer)), which lives as long as the actor.
+//! PostgreSQL this actor writes the batches; on SQLite the threads that hand them over
+//! write them ([`sqlite_writer`](super::sqlite_writer)), on a connection that lives as
+//! long as the actor.
 
-use super::sqlite_writer::{self, Command, WriterHandle, WriterStop};
+use super::sqlite_writer::{self, WriterHandle, WriterStop};
 use crate::domain::StoredNotification;
 use crate::metrics::Metrics;
 use crate::store::repository::StoreItem;
@@ -56,15 +57,15 @@ struct StoreMany(Vec<Store>);
 enum BatchWriter {
     /// PostgreSQL: the persistence actor.
     Actor(Addr<Persistence>),
-    /// SQLite: the writer thread.
-    Thread(WriterHandle),
+    /// SQLite: the shared writer (see `sqlite_writer`).
+    Shared(WriterHandle),
 }
 
 impl BatchWriter {
     fn same(&self, other: &BatchWriter) -> bool {
         match (self, other) {
             (BatchWriter::Actor(a), BatchWriter::Actor(b)) => a == b,
-            (BatchWriter::Thread(a), BatchWriter::Thread(b)) => a.same(b),
+            (BatchWriter::Shared(a), BatchWriter::Shared(b)) => a.same(b),
             _ => false,
         }
     }
@@ -72,11 +73,7 @@ impl BatchWriter {
     fn hand_over(&self, requests: Vec<Store>) {
         match self {
             BatchWriter::Actor(addr) => addr.do_send(StoreMany(requests)),
-            BatchWriter::Thread(writer) => {
-                // A writer that has ended drops the requests' reply channels: each
-                // requester hears that its batch was dropped.
-                writer.send(Command::Store(requests));
-            }
+            BatchWriter::Shared(writer) => writer.hand_over(requests),
         }
     }
 }
@@ -182,7 +179,7 @@ pub struct Persistence {
     idle: Arc<Notify>,
     flushers: Vec<oneshot::Sender<()>>,
     hooks: Hooks,
-    /// SQLite only: ends the writer thread with the actor.
+    /// SQLite only: closes the writer with the actor.
     _writer: Option<WriterStop>,
 }
 
@@ -327,7 +324,7 @@ impl StoreHandle {
                     Db::Postgres(pool) => Some(pool.clone()),
                     Db::Sqlite(_) => None,
                 };
-                let (thread, stop) = writer.unzip();
+                let (shared, stop) = writer.unzip();
                 let addr = Persistence {
                     db,
                     batch_pool,
@@ -341,8 +338,8 @@ impl StoreHandle {
                     _writer: stop,
                 }
                 .start();
-                let writer = match thread {
-                    Some(thread) => BatchWriter::Thread(thread),
+                let writer = match shared {
+                    Some(shared) => BatchWriter::Shared(shared),
                     None => BatchWriter::Actor(addr.clone()),
                 };
                 (addr, writer, backend)
@@ -385,10 +382,7 @@ impl StoreHandle {
             BatchWriter::Actor(addr) => {
                 let _ = addr.send(SetFanout(fanout)).await;
             }
-            // Commands are taken in order: no batch asked for later misses the hook.
-            BatchWriter::Thread(writer) => {
-                writer.send(Command::SetFanout(fanout));
-            }
+            BatchWriter::Shared(writer) => writer.set_fanout(fanout),
         }
     }
 
@@ -418,11 +412,9 @@ impl StoreHandle {
 
     /// Waits until every queued write and running job has finished (graceful shutdown).
     pub async fn flush(&self) {
-        if let BatchWriter::Thread(writer) = &self.writer {
-            let (tx, rx) = oneshot::channel();
-            if writer.send(Command::Flush(tx)) {
-                let _ = rx.await;
-            }
+        if let BatchWriter::Shared(writer) = &self.writer {
+            let writer = writer.clone();
+            let _ = tokio::task::spawn_blocking(move || writer.flush_blocking()).await;
         }
         let (tx, rx) = oneshot::channel();
         if self.addr.send(Flush(tx)).await.is_ok() {
