@@ -5,7 +5,10 @@
 //!
 //! Scenarios: `idle` (C sockets; RSS per socket), `user` (M messages to single users,
 //! P in flight), `broadcast` (B messages to all C users), `rate` (R messages/s for D s;
-//! latency percentiles), `ingest` (POST throughput, no sockets).
+//! latency percentiles), `ingest` (POST throughput, no sockets). `idle` with
+//! `--hold-seconds` then keeps the sockets open, counting the toasts they get, until each
+//! has one or the time is up, and reports how many are still open (`scripts/hold.sh`
+//! holds 50,000 across several nodes that way).
 
 use clap::{Parser, ValueEnum};
 use futures_util::{SinkExt, StreamExt};
@@ -78,6 +81,13 @@ struct Args {
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// idle: once connected, hold the sockets up to this long, until each got a toast.
+    #[arg(long, default_value_t = 0)]
+    hold_seconds: u64,
+    /// idle with --hold-seconds: write the number of sockets connected here once they are
+    /// (for a script that then sends the toasts).
+    #[arg(long)]
+    ready_file: Option<std::path::PathBuf>,
 }
 
 fn now_us() -> u64 {
@@ -133,6 +143,8 @@ const TICKS_PER_SEC: f64 = 100.0;
 struct Recorder {
     latencies_us: Mutex<Vec<u64>>,
     received: AtomicU64,
+    /// Connected sockets whose stream ended (closed by the server, or failed).
+    ended: AtomicU64,
 }
 
 impl Recorder {
@@ -189,6 +201,25 @@ const SOCKETS_PER_SOURCE: usize = 25_000;
 /// A client socket from 127.0.0.x, x chosen by the socket's index (past ~28k sockets
 /// one source address runs out of ports), with small buffers (tungstenite's defaults
 /// cost over 100 KiB a socket).
+/// Sets `IP_BIND_ADDRESS_NO_PORT` (Linux): a later `bind` to port 0 takes the address only.
+fn bind_address_no_port(socket: &tokio::net::TcpSocket) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt reads `on` (an int, its size given) for a socket this process owns.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
 async fn open_socket(url: String, index: usize) -> Option<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>> {
     let parsed = reqwest::Url::parse(&url).ok()?;
     let host = parsed.host_str()?.to_string();
@@ -197,6 +228,10 @@ async fn open_socket(url: String, index: usize) -> Option<tokio_tungstenite::Web
     let socket = tokio::net::TcpSocket::new_v4().ok()?;
     if server.ip().is_loopback() {
         let source = std::net::Ipv4Addr::new(127, 0, 0, 1 + (index / SOCKETS_PER_SOURCE) as u8);
+        // The port is then chosen at connect, for this server: bound at once, it would have
+        // to be free towards every server, and load generators run side by side (one per
+        // node, scripts/hold.sh) would share one range of ports per source address.
+        bind_address_no_port(&socket);
         socket.bind((source, 0).into()).ok()?;
     }
     let stream = socket.connect(server).await.ok()?;
@@ -242,6 +277,10 @@ async fn connect_all(args: &Args, users: &[String], keys: &JwtKeys, rec: Arc<Rec
                             Message::Close(_) => break,
                             _ => {}
                         }
+                    }
+                    if ready_tx.is_none() {
+                        // It was counted as connected.
+                        rec.ended.fetch_add(1, Ordering::Relaxed);
                     }
                 });
                 ready_rx.await.is_ok()
@@ -328,7 +367,11 @@ async fn run(args: Args) -> Result<(), String> {
             Target::Nchan => format!("u{i}"),
         })
         .collect();
-    let rec = Arc::new(Recorder { latencies_us: Mutex::new(Vec::new()), received: AtomicU64::new(0) });
+    let rec = Arc::new(Recorder {
+        latencies_us: Mutex::new(Vec::new()),
+        received: AtomicU64::new(0),
+        ended: AtomicU64::new(0),
+    });
     let client =
         reqwest::Client::builder().pool_max_idle_per_host(args.in_flight).build().map_err(|e| e.to_string())?;
     let pad = payload(args.size);
@@ -351,6 +394,15 @@ async fn run(args: Args) -> Result<(), String> {
     let start_db = args.database_pid.and_then(tree_ticks);
     let started = Instant::now();
     let (sent, expected) = match args.scenario {
+        Scenario::Idle if args.hold_seconds > 0 => {
+            if let Some(path) = &args.ready_file {
+                std::fs::write(path, format!("{connected}\n")).map_err(|e| e.to_string())?;
+            }
+            eprintln!("holding {connected} sockets up to {} s, until each has a toast", args.hold_seconds);
+            wait_received(&rec, connected as u64, Duration::from_secs(args.hold_seconds)).await;
+            out["held"] = json!((connected as u64).saturating_sub(rec.ended.load(Ordering::Relaxed)));
+            (0, 0)
+        }
         Scenario::Idle => (0u64, 0u64),
         Scenario::User | Scenario::Ingest => {
             let next = Arc::new(AtomicU64::new(0));
