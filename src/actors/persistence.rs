@@ -170,7 +170,7 @@ struct Flush(oneshot::Sender<()>);
 /// The actor. Create it with [`StoreHandle::start`].
 pub struct Persistence {
     db: Db,
-    /// PostgreSQL: the pool batches are written through (SQLite's go to the writer thread).
+    /// PostgreSQL: the pool batches are written through (SQLite has its shared writer).
     batch_pool: Option<PgPool>,
     queue: Vec<StoreItem>,
     waiters: Vec<(usize, Reply)>,
@@ -212,7 +212,7 @@ impl Persistence {
         let fut = async move {
             match pool {
                 Some(pool) => repository::store_batch_pg(&pool, &node, items, remote.as_deref()).await,
-                None => Err(StoreError::Unavailable("SQLite batches are written by the writer thread".into())),
+                None => Err(StoreError::Unavailable("SQLite batches go to the shared writer".into())),
             }
         };
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {

@@ -107,6 +107,8 @@ impl WriterHandle {
         self.write_queued(true);
     }
 
+    /// Writes what is queued: everything when `wait`ing for the lock; else, if the lock is
+    /// free, one batch, and the rest at the next turn of this thread's event loop.
     fn write_queued(&self, wait: bool) {
         loop {
             let guard = if wait {
@@ -127,12 +129,26 @@ impl WriterHandle {
                     None => Err(StoreError::Unavailable("the database writer is closed".into())),
                 };
                 answer_batch(result, waiters, &toast, &self.0.metrics, self.0.fanout.get().map(|f| &**f));
+                if !wait {
+                    break;
+                }
             }
             drop(guard);
-            // A request queued after the last look but before the unlock found the lock
-            // taken and left it to us.
+            // Queued meanwhile, by other threads that found the lock taken and left their
+            // requests to us, or more than a batch.
             if lock(&self.0.queue).0.is_empty() {
                 return;
+            }
+            if !wait {
+                // Written at the next turn of this thread's loop, not now: under a steady
+                // stream from other workers this one would otherwise write for them
+                // without end, and its own sockets would wait. (Those requests wait for
+                // one turn meanwhile, and join the requests it brings.)
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    let again = self.clone();
+                    runtime.spawn(async move { again.write_queued(false) });
+                    return;
+                }
             }
         }
     }
@@ -248,6 +264,22 @@ mod tests {
             handle.0.metrics.render("sqlite").lines().find(|l| l.starts_with("notifyhub_store_batches_total")),
             Some("notifyhub_store_batches_total 1")
         );
+    }
+
+    #[tokio::test]
+    async fn more_than_a_batch_is_written_a_batch_per_turn_of_the_loop() {
+        let dir = tempfile::tempdir().unwrap();
+        let (handle, _stop) = writer(&dir).await;
+        let (full, mut full_answer) = request(Uuid::new_v4(), MAX_BATCH);
+        let (next, mut next_answer) = request(Uuid::new_v4(), 1);
+        handle.hand_over(vec![full, next]);
+        assert_eq!(
+            full_answer.try_recv().expect("the first batch is written at once").expect("stored").len(),
+            MAX_BATCH
+        );
+        // The thread goes back to its loop first (its own sockets wait for no one).
+        assert!(matches!(next_answer.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
+        assert_eq!(next_answer.await.expect("answered").expect("stored").len(), 1);
     }
 
     #[tokio::test]
