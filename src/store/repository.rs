@@ -272,11 +272,11 @@ pub(super) fn new_user_row(user: Uuid, now: NaiveDateTime) -> UserRow<'static> {
 /// UPDATE … RETURNING` on PostgreSQL), so concurrent writers (other batches, other
 /// nodes) never take the same numbers, and a rolled-back batch leaves no gap.
 ///
-/// This is the SQLite half, blocking, on the writer thread's own connection (see
-/// `actors::sqlite_writer`): diesel-async cannot send SQLite a multi-row insert, and
-/// each hop to a blocking thread cost the batch a wake-up each way. It runs in an
-/// `IMMEDIATE` transaction that takes the write lock up front, after finishing a WAL
-/// checkpoint when `log_restart` asks for one.
+/// This is the SQLite half, blocking, on the writer's own connection, by the thread that
+/// hands the batch over (see `actors::sqlite_writer`): diesel-async cannot send SQLite a
+/// multi-row insert, and each hop to a blocking thread cost the batch a wake-up each
+/// way. It runs in an `IMMEDIATE` transaction that takes the write lock up front, after
+/// finishing a WAL checkpoint when `log_restart` asks for one.
 pub fn store_batch_sqlite(
     conn: &mut diesel::sqlite::SqliteConnection,
     batch: Vec<StoreItem>,
