@@ -8,11 +8,10 @@
 //! being written wait and go together in the next transaction, so ingest is not one
 //! transaction per event; and the requests a thread makes in one turn of its event loop
 //! reach the batch writer as one message (see [`StoreHandle::store_notifications`]). On
-//! PostgreSQL this actor writes the batches; on SQLite the threads that hand them over
-//! write them ([`sqlite_writer`](super::sqlite_writer)), on a connection that lives as
-//! long as the actor.
+//! PostgreSQL this actor writes the batches; on SQLite a thread of its own does
+//! ([`sqlite_writer`](super::sqlite_writer)), which lives as long as the actor.
 
-use super::sqlite_writer::{self, WriterHandle, WriterStop};
+use super::sqlite_writer::{self, Command, WriterHandle, WriterStop};
 use crate::domain::StoredNotification;
 use crate::metrics::Metrics;
 use crate::store::repository::StoreItem;
@@ -57,15 +56,15 @@ struct StoreMany(Vec<Store>);
 enum BatchWriter {
     /// PostgreSQL: the persistence actor.
     Actor(Addr<Persistence>),
-    /// SQLite: the shared writer (see `sqlite_writer`).
-    Shared(WriterHandle),
+    /// SQLite: the writer thread.
+    Thread(WriterHandle),
 }
 
 impl BatchWriter {
     fn same(&self, other: &BatchWriter) -> bool {
         match (self, other) {
             (BatchWriter::Actor(a), BatchWriter::Actor(b)) => a == b,
-            (BatchWriter::Shared(a), BatchWriter::Shared(b)) => a.same(b),
+            (BatchWriter::Thread(a), BatchWriter::Thread(b)) => a.same(b),
             _ => false,
         }
     }
@@ -73,7 +72,11 @@ impl BatchWriter {
     fn hand_over(&self, requests: Vec<Store>) {
         match self {
             BatchWriter::Actor(addr) => addr.do_send(StoreMany(requests)),
-            BatchWriter::Shared(writer) => writer.hand_over(requests),
+            BatchWriter::Thread(writer) => {
+                // A writer that has ended drops the requests' reply channels: each
+                // requester hears that its batch was dropped.
+                writer.send(Command::Store(requests));
+            }
         }
     }
 }
@@ -170,7 +173,7 @@ struct Flush(oneshot::Sender<()>);
 /// The actor. Create it with [`StoreHandle::start`].
 pub struct Persistence {
     db: Db,
-    /// PostgreSQL: the pool batches are written through (SQLite has its shared writer).
+    /// PostgreSQL: the pool batches are written through (SQLite's go to the writer thread).
     batch_pool: Option<PgPool>,
     queue: Vec<StoreItem>,
     waiters: Vec<(usize, Reply)>,
@@ -179,7 +182,7 @@ pub struct Persistence {
     idle: Arc<Notify>,
     flushers: Vec<oneshot::Sender<()>>,
     hooks: Hooks,
-    /// SQLite only: closes the writer with the actor.
+    /// SQLite only: ends the writer thread with the actor.
     _writer: Option<WriterStop>,
 }
 
@@ -212,7 +215,7 @@ impl Persistence {
         let fut = async move {
             match pool {
                 Some(pool) => repository::store_batch_pg(&pool, &node, items, remote.as_deref()).await,
-                None => Err(StoreError::Unavailable("SQLite batches go to the shared writer".into())),
+                None => Err(StoreError::Unavailable("SQLite batches are written by the writer thread".into())),
             }
         };
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
@@ -324,7 +327,7 @@ impl StoreHandle {
                     Db::Postgres(pool) => Some(pool.clone()),
                     Db::Sqlite(_) => None,
                 };
-                let (shared, stop) = writer.unzip();
+                let (thread, stop) = writer.unzip();
                 let addr = Persistence {
                     db,
                     batch_pool,
@@ -338,8 +341,8 @@ impl StoreHandle {
                     _writer: stop,
                 }
                 .start();
-                let writer = match shared {
-                    Some(shared) => BatchWriter::Shared(shared),
+                let writer = match thread {
+                    Some(thread) => BatchWriter::Thread(thread),
                     None => BatchWriter::Actor(addr.clone()),
                 };
                 (addr, writer, backend)
@@ -382,7 +385,10 @@ impl StoreHandle {
             BatchWriter::Actor(addr) => {
                 let _ = addr.send(SetFanout(fanout)).await;
             }
-            BatchWriter::Shared(writer) => writer.set_fanout(fanout),
+            // Commands are taken in order: no batch asked for later misses the hook.
+            BatchWriter::Thread(writer) => {
+                writer.send(Command::SetFanout(fanout));
+            }
         }
     }
 
@@ -412,9 +418,11 @@ impl StoreHandle {
 
     /// Waits until every queued write and running job has finished (graceful shutdown).
     pub async fn flush(&self) {
-        if let BatchWriter::Shared(writer) = &self.writer {
-            let writer = writer.clone();
-            let _ = tokio::task::spawn_blocking(move || writer.flush_blocking()).await;
+        if let BatchWriter::Thread(writer) = &self.writer {
+            let (tx, rx) = oneshot::channel();
+            if writer.send(Command::Flush(tx)) {
+                let _ = rx.await;
+            }
         }
         let (tx, rx) = oneshot::channel();
         if self.addr.send(Flush(tx)).await.is_ok() {
