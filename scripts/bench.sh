@@ -43,12 +43,7 @@ SERVER=(taskset -c 1 "${RT[@]}")
 LOADGEN=(taskset -c 0 "${RT[@]}" "$BIN/notifyhub-loadgen")
 
 wait_port() {
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "server on port $1 did not start" >&2
-  return 1
+  scripts/wait-port.sh "$1" 10
 }
 
 scenarios() { # label loadgen-target url pid [more loadgen arguments]

@@ -37,13 +37,8 @@ PGOPTIONS='--client-min-messages=warning' psql -q "$PG_URL" -c "DROP DATABASE IF
 export DATABASE_URL="${PG_URL%/*}/hold"
 export NOTIFYHUB_JWT_SECRET=hold-secret-0123456789abcdef NOTIFYHUB_SERVICE_TOKEN=hold-service-token-0123456789
 
-wait_port() {
-  for _ in $(seq 1 300); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "node on port $1 did not start (see $OUT/node-$2.stderr)" >&2
-  return 1
+wait_port() { # port node
+  scripts/wait-port.sh "$1" 30 || { echo "node $2 did not start (see $OUT/node-$2.stderr)" >&2; return 1; }
 }
 
 HUBS=()

@@ -282,12 +282,7 @@ pub fn store_batch_sqlite(
     batch: Vec<StoreItem>,
     log_restart: Option<&super::sqlite_checkpoint::LogRestart>,
 ) -> Result<Vec<StoredNotification>, StoreError> {
-    if batch.is_empty() {
-        return Ok(Vec::new());
-    }
-    let batch = with_micros(batch);
-    let per_user = count_per_user(&batch);
-    let now = Utc::now().naive_utc();
+    let Some(Prepared { batch, per_user, now }) = Prepared::new(batch) else { return Ok(Vec::new()) };
     if let Some(restart) = log_restart {
         restart.before_write(conn);
     }
@@ -307,12 +302,7 @@ pub async fn store_batch_pg(
     batch: Vec<StoreItem>,
     remote_tabs: Option<&crate::cluster::presence::RemoteTabs>,
 ) -> Result<Vec<StoredNotification>, StoreError> {
-    if batch.is_empty() {
-        return Ok(Vec::new());
-    }
-    let batch = with_micros(batch);
-    let per_user = count_per_user(&batch);
-    let now = Utc::now().naive_utc();
+    let Some(Prepared { batch, per_user, now }) = Prepared::new(batch) else { return Ok(Vec::new()) };
     let mut conn = pool.get().await?;
     let stored = conn
         .transaction::<_, StoreError, _>(async move |conn| {
@@ -349,15 +339,30 @@ pub async fn store_batch_pg(
     Ok(stored.into_iter().map(|(s, _)| s).collect())
 }
 
-/// The batch with each time cut to microseconds (see [`to_micros`]).
-fn with_micros(batch: Vec<StoreItem>) -> Vec<StoreItem> {
-    batch
-        .into_iter()
-        .map(|mut item| {
-            item.notification.created_at = to_micros(item.notification.created_at);
-            item
-        })
-        .collect()
+/// A batch ready for either backend: its times cut to microseconds (see [`to_micros`]),
+/// how many notifications each user gets, and the time its rows are written.
+struct Prepared {
+    batch: Vec<StoreItem>,
+    per_user: Vec<(Uuid, i64)>,
+    now: NaiveDateTime,
+}
+
+impl Prepared {
+    /// `None` for an empty batch.
+    fn new(batch: Vec<StoreItem>) -> Option<Prepared> {
+        if batch.is_empty() {
+            return None;
+        }
+        let batch: Vec<StoreItem> = batch
+            .into_iter()
+            .map(|mut item| {
+                item.notification.created_at = to_micros(item.notification.created_at);
+                item
+            })
+            .collect();
+        let per_user = count_per_user(&batch);
+        Some(Prepared { batch, per_user, now: Utc::now().naive_utc() })
+    }
 }
 
 /// Filters of the inbox list.
