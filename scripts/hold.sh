@@ -26,10 +26,10 @@ if ((PER + 1000 > $(ulimit -n))); then
 fi
 
 PG_URL=$(scripts/pg-test-server.sh start | tail -n 1)
-PIDS=()
+HUBS=()
 cleanup() {
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for pid in "${HUBS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${HUBS[@]}"; do wait "$pid" 2>/dev/null || true; done
   scripts/pg-test-server.sh stop
 }
 trap cleanup EXIT
@@ -41,14 +41,12 @@ wait_port() { # port node
   scripts/wait-port.sh "$1" 30 || { echo "node $2 did not start (see $OUT/node-$2.stderr)" >&2; return 1; }
 }
 
-HUBS=()
 for i in $(seq 1 "$NODES"); do
   port=$((8120 + i))
   NOTIFYHUB_DATA_DIR="$(mktemp -d)" NOTIFYHUB_BIND="127.0.0.1:$port" \
     NOTIFYHUB_SERVICE_TOKENS=$NOTIFYHUB_SERVICE_TOKEN RUST_LOG=warn \
     "$BIN/notifyhub" serve >/dev/null 2>"$OUT/node-$i.stderr" &
   HUBS+=($!)
-  PIDS+=($!)
   wait_port "$port" "$i"
 done
 

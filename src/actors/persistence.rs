@@ -32,6 +32,9 @@ pub(super) const MAX_BATCH: usize = 4096;
 /// Where a requester's stored notifications (or its error) are sent.
 pub(super) type Reply = oneshot::Sender<Result<Vec<StoredNotification>, StoreError>>;
 
+/// A batch's requesters, in order, each with how many of its notifications are theirs.
+pub(super) type Waiters = Vec<(usize, Reply)>;
+
 type Job = Box<dyn FnOnce(Db) -> LocalBoxFuture<'static, ()> + Send>;
 
 /// Runs an arbitrary database job on the persistence arbiter.
@@ -97,12 +100,59 @@ fn hand_over_gathered() {
     }
 }
 
+/// Requests waiting for a batch, in arrival order; both batch writers (this actor on
+/// PostgreSQL, the writer thread on SQLite) take their batches from one.
+#[derive(Default)]
+pub(super) struct RequestQueue {
+    requests: std::collections::VecDeque<Store>,
+    /// Notifications in `requests`.
+    notifications: usize,
+}
+
+impl RequestQueue {
+    /// Queues `request`; one with nothing to store is answered at once.
+    pub(super) fn push(&mut self, request: Store) {
+        if request.items.is_empty() {
+            let _ = request.reply.send(Ok(Vec::new()));
+        } else {
+            self.notifications += request.items.len();
+            self.requests.push_back(request);
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.requests.is_empty()
+    }
+
+    /// Whether a full batch waits.
+    pub(super) fn full(&self) -> bool {
+        self.notifications >= MAX_BATCH
+    }
+
+    /// Whole requests from the front, up to [`MAX_BATCH`] notifications (at least one
+    /// request): their notifications, and how many of them each requester gets back.
+    pub(super) fn take_batch(&mut self) -> Option<(Vec<StoreItem>, Waiters)> {
+        let mut items = Vec::new();
+        let mut waiters = Vec::new();
+        while let Some(front) = self.requests.front() {
+            if !waiters.is_empty() && items.len() + front.items.len() > MAX_BATCH {
+                break;
+            }
+            let Some(request) = self.requests.pop_front() else { break };
+            self.notifications -= request.items.len();
+            waiters.push((request.items.len(), request.reply));
+            items.extend(request.items);
+        }
+        (!waiters.is_empty()).then_some((items, waiters))
+    }
+}
+
 /// Reports a written batch (or its failure): counts it, tells the live-delivery hook and
 /// answers each requester (`waiters`: how many of the batch's notifications were theirs,
 /// in order).
 pub(super) fn answer_batch(
     result: Result<Vec<StoredNotification>, StoreError>,
-    waiters: Vec<(usize, Reply)>,
+    waiters: Waiters,
     toast: &[bool],
     metrics: &Metrics,
     fanout: Option<&dyn Fanout>,
@@ -175,8 +225,7 @@ pub struct Persistence {
     db: Db,
     /// PostgreSQL: the pool batches are written through (SQLite's go to the writer thread).
     batch_pool: Option<PgPool>,
-    queue: Vec<StoreItem>,
-    waiters: Vec<(usize, Reply)>,
+    queue: RequestQueue,
     writing: bool,
     in_flight: Arc<AtomicUsize>,
     idle: Arc<Notify>,
@@ -192,23 +241,12 @@ impl Actor for Persistence {
 
 impl Persistence {
     fn start_batch(&mut self, ctx: &mut Context<Self>) {
-        if self.writing || self.queue.is_empty() {
+        if self.writing {
             return;
         }
-        // Take whole requests up to MAX_BATCH notifications (at least one request).
-        let mut take_items = 0;
-        let mut take_waiters = 0;
-        for (count, _) in &self.waiters {
-            if take_waiters > 0 && take_items + count > MAX_BATCH {
-                break;
-            }
-            take_items += count;
-            take_waiters += 1;
-        }
-        let items: Vec<StoreItem> = self.queue.drain(..take_items).collect();
+        let Some((items, waiters)) = self.queue.take_batch() else { return };
         let toast: Vec<bool> = items.iter().map(|i| i.toast).collect();
         let node = self.hooks.node_id.clone();
-        let waiters: Vec<(usize, Reply)> = self.waiters.drain(..take_waiters).collect();
         self.writing = true;
         let pool = self.batch_pool.clone();
         let remote = self.hooks.remote_tabs.clone();
@@ -259,12 +297,7 @@ impl Handler<StoreMany> for Persistence {
 
     fn handle(&mut self, msg: StoreMany, ctx: &mut Context<Self>) {
         for request in msg.0 {
-            if request.items.is_empty() {
-                let _ = request.reply.send(Ok(Vec::new()));
-                continue;
-            }
-            self.waiters.push((request.items.len(), request.reply));
-            self.queue.extend(request.items);
+            self.queue.push(request);
         }
         self.start_batch(ctx);
     }
@@ -331,8 +364,7 @@ impl StoreHandle {
                 let addr = Persistence {
                     db,
                     batch_pool,
-                    queue: Vec::new(),
-                    waiters: Vec::new(),
+                    queue: RequestQueue::default(),
                     writing: false,
                     in_flight: Arc::new(AtomicUsize::new(0)),
                     idle: Arc::new(Notify::new()),

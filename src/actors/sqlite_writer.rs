@@ -16,16 +16,15 @@
 //! everything that arrived meanwhile: about a dozen.
 //!
 //! Requests that arrive while a batch is written queue in the channel and go together in
-//! the next one, whole, up to [`MAX_BATCH`] notifications. The thread ends when its
+//! the next one, whole, up to [`MAX_BATCH`](super::persistence::MAX_BATCH) notifications. The thread ends when its
 //! [`WriterStop`] is dropped (with the persistence actor), after writing what was queued,
 //! and stops its checkpoints with it.
 
-use super::persistence::{answer_batch, Fanout, Store, MAX_BATCH};
+use super::persistence::{answer_batch, Fanout, RequestQueue, Store};
 use crate::metrics::Metrics;
 use crate::store::sqlite_checkpoint::{Checkpointer, LogRestart};
 use crate::store::{repository, StoreError};
 use diesel::sqlite::SqliteConnection;
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
@@ -96,8 +95,7 @@ pub(super) async fn start(path: PathBuf, metrics: Arc<Metrics>) -> Result<(Write
                 restart,
                 metrics,
                 fanout: None,
-                queue: VecDeque::new(),
-                queued: 0,
+                queue: RequestQueue::default(),
             }
             .run(rx);
         })
@@ -116,9 +114,7 @@ struct Writer {
     restart: LogRestart,
     metrics: Arc<Metrics>,
     fanout: Option<Arc<dyn Fanout>>,
-    queue: VecDeque<Store>,
-    /// Notifications in `queue`.
-    queued: usize,
+    queue: RequestQueue,
 }
 
 impl Writer {
@@ -133,7 +129,7 @@ impl Writer {
             }
             // Everything asked meanwhile joins this batch, up to a full one.
             let mut stop = false;
-            while self.queued < MAX_BATCH {
+            while !self.queue.full() {
                 let Ok(command) = commands.try_recv() else { break };
                 if !self.take(command) {
                     stop = true;
@@ -155,12 +151,7 @@ impl Writer {
         match command {
             Command::Store(requests) => {
                 for request in requests {
-                    if request.items.is_empty() {
-                        let _ = request.reply.send(Ok(Vec::new()));
-                    } else {
-                        self.queued += request.items.len();
-                        self.queue.push_back(request);
-                    }
+                    self.queue.push(request);
                 }
             }
             Command::Flush(done) => {
@@ -175,23 +166,10 @@ impl Writer {
         true
     }
 
-    /// Writes whole requests from the front of the queue, up to [`MAX_BATCH`]
-    /// notifications (at least one request), and answers them.
+    /// Writes the next batch from the queue (see [`RequestQueue::take_batch`]) and
+    /// answers its requests.
     fn write_batch(&mut self) {
-        let mut items = Vec::new();
-        let mut waiters = Vec::new();
-        while let Some(front) = self.queue.front() {
-            if !waiters.is_empty() && items.len() + front.items.len() > MAX_BATCH {
-                break;
-            }
-            let Some(request) = self.queue.pop_front() else { break };
-            self.queued -= request.items.len();
-            waiters.push((request.items.len(), request.reply));
-            items.extend(request.items);
-        }
-        if items.is_empty() {
-            return;
-        }
+        let Some((items, waiters)) = self.queue.take_batch() else { return };
         let toast: Vec<bool> = items.iter().map(|i| i.toast).collect();
         let result = self.store(items);
         answer_batch(result, waiters, &toast, &self.metrics, self.fanout.as_deref());
