@@ -173,13 +173,13 @@ impl QueryFragment<Pg> for NotifyAll<'_> {
 /// Bumps the recipients' counters; answers where each one's new numbers start (sequence
 /// number, unread count).
 pub(super) async fn bump_counters(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     per_user: &[(Uuid, i64)],
     now: NaiveDateTime,
 ) -> Result<HashMap<Uuid, (i64, i64)>, StoreError> {
     let ids: Vec<String> = per_user.iter().map(|(u, _)| uuid_text(u)).collect();
     let counts: Vec<i64> = per_user.iter().map(|(_, c)| *c).collect();
-    let bumped: Vec<(String, i64, i64)> = BumpCounters { ids: &ids, counts: &counts, now }.load(conn).await?;
+    let bumped: Vec<(String, i64, i64)> = BumpCounters { ids: &ids, counts: &counts, now }.load(&mut conn).await?;
     let count_of: HashMap<Uuid, i64> = per_user.iter().copied().collect();
     let mut starts = HashMap::with_capacity(per_user.len());
     for (id, last, unread) in bumped {
@@ -192,7 +192,7 @@ pub(super) async fn bump_counters(
 
 /// Inserts the rows in one statement.
 pub(super) async fn insert_notifications(
-    conn: &mut AsyncPgConnection,
+    mut conn: &AsyncPgConnection,
     rows: &[NotificationRow],
 ) -> Result<(), StoreError> {
     let text = |f: fn(&NotificationRow) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
@@ -209,22 +209,22 @@ pub(super) async fn insert_notifications(
         toast: rows.iter().map(|r| r.toast).collect(),
         created_at: rows.iter().map(|r| r.created_at).collect(),
     }
-    .execute(conn)
+    .execute(&mut conn)
     .await?;
     Ok(())
 }
 
 /// Inserts the outbox rows in one statement (none: nothing sent).
-pub(super) async fn insert_deliveries(conn: &mut AsyncPgConnection, rows: &[DeliveryRow]) -> Result<(), StoreError> {
+pub(super) async fn insert_deliveries(mut conn: &AsyncPgConnection, rows: &[DeliveryRow]) -> Result<(), StoreError> {
     if !rows.is_empty() {
-        InsertDeliveries::new(rows).execute(conn).await?;
+        InsertDeliveries::new(rows).execute(&mut conn).await?;
     }
     Ok(())
 }
 
 /// Sends the payloads, in one statement.
-pub(super) async fn notify_all(conn: &mut AsyncPgConnection, payloads: &[String]) -> Result<(), StoreError> {
-    NotifyAll { payloads }.execute(conn).await?;
+pub(super) async fn notify_all(mut conn: &AsyncPgConnection, payloads: &[String]) -> Result<(), StoreError> {
+    NotifyAll { payloads }.execute(&mut conn).await?;
     Ok(())
 }
 
@@ -232,8 +232,8 @@ pub(super) async fn notify_all(conn: &mut AsyncPgConnection, payloads: &[String]
 /// preference changes. Nothing to tell on SQLite, which is single-node.
 pub async fn notify_nodes(db: &super::Db, payloads: Vec<String>) -> Result<(), StoreError> {
     if let super::Db::Postgres(pool) = db {
-        let mut conn = pool.get().await?;
-        notify_all(&mut conn, &payloads).await?;
+        let conn = pool.get().await?;
+        notify_all(&conn, &payloads).await?;
     }
     Ok(())
 }

@@ -31,7 +31,7 @@ pub(super) const INSERT_DELIVERIES: &str = "INSERT INTO deliveries (id, notifica
      status, reason, attempts, last_error, next_attempt_at, claimed_by, sent_at, created_at, updated_at)";
 
 /// A `notifications` row.
-#[derive(Queryable, Selectable)]
+#[derive(Queryable, Selectable, Clone)]
 #[diesel(table_name = notifications)]
 pub struct NotificationRow {
     pub(super) id: String,
@@ -196,22 +196,65 @@ impl NumberedBatch {
             .zip(self.keys)
             .zip(self.unread)
             .map(|((row, keys), unread_count)| {
-                let notification = Notification {
-                    id: keys.id,
-                    user_id: keys.user_id,
-                    sequence_number: row.sequence_number,
-                    notification_type: keys.notification_type,
-                    priority: keys.priority,
-                    title: row.title,
-                    message: row.message,
-                    metadata: row.metadata.0,
-                    read: row.read,
-                    created_at: row.created_at.and_utc(),
+                let toast = row.toast;
+                let stored = StoredNotification {
+                    notification: keys.notification(row),
+                    unread_count,
+                    toast_frame: None,
+                    metadata_json: None,
                 };
-                let stored = StoredNotification { notification, unread_count, toast_frame: None, metadata_json: None };
-                (stored, row.toast)
+                (stored, toast)
             })
             .collect()
+    }
+
+    /// What the other nodes are told of the batch (see [`crate::cluster::committed_payloads`]),
+    /// and the toast frames made for it: those of users with a tab on another node, so
+    /// that the node holding it need not read the notification back. The same frames
+    /// serve the local tabs.
+    fn committed_payloads(
+        &self,
+        node: &str,
+        remote_tabs: Option<&crate::cluster::presence::RemoteTabs>,
+    ) -> (Vec<String>, Vec<Option<String>>) {
+        let sent_at = Utc::now();
+        let rows = self.notifications.iter().zip(&self.keys).zip(&self.unread);
+        let frames: Vec<Option<String>> = rows
+            .clone()
+            .map(|((row, keys), unread)| {
+                let elsewhere = row.toast && remote_tabs.is_some_and(|r| r.elsewhere(&keys.user_id));
+                // A copy of the row, for the few users with tabs elsewhere.
+                elsewhere.then(|| NotificationToast::frame(&keys.notification(row.clone()), *unread, sent_at))
+            })
+            .collect();
+        let committed = rows.zip(&frames).map(|(((row, keys), unread), frame)| crate::cluster::CommittedRow {
+            row: crate::cluster::Committed {
+                user: keys.user_id,
+                seq: row.sequence_number,
+                toast: row.toast,
+                unread: *unread,
+            },
+            frame: frame.as_deref(),
+        });
+        (crate::cluster::committed_payloads(node, committed), frames)
+    }
+}
+
+impl RowKeys {
+    /// The domain's notification, from its row and these keys.
+    fn notification(&self, row: NotificationRow) -> Notification {
+        Notification {
+            id: self.id,
+            user_id: self.user_id,
+            sequence_number: row.sequence_number,
+            notification_type: self.notification_type,
+            priority: self.priority,
+            title: row.title,
+            message: row.message,
+            metadata: row.metadata.0,
+            read: row.read,
+            created_at: row.created_at.and_utc(),
+        }
     }
 }
 
@@ -303,39 +346,52 @@ pub async fn store_batch_pg(
     remote_tabs: Option<&crate::cluster::presence::RemoteTabs>,
 ) -> Result<Vec<StoredNotification>, StoreError> {
     let Some(Prepared { batch, per_user, now }) = Prepared::new(batch) else { return Ok(Vec::new()) };
-    let mut conn = pool.get().await?;
-    let stored = conn
-        .transaction::<_, StoreError, _>(async move |conn| {
-            // Statements of a fixed text, prepared once per connection (see pg_batch).
-            let starts = super::pg_batch::bump_counters(conn, &per_user, now).await?;
-            let numbered = number_batch(batch, starts, now)?;
-            super::pg_batch::insert_notifications(conn, &numbered.notifications).await?;
-            super::pg_batch::insert_deliveries(conn, &numbered.deliveries).await?;
-            // Tell the other nodes, with the toast frames of users who have a tab on
-            // another node, so that the node holding it need not read the notification
-            // back; NOTIFY is transactional, so they hear of it at commit. The same
-            // frames serve the local tabs.
-            let mut stored = numbered.into_stored();
-            let sent_at = Utc::now();
-            for (s, toast) in &mut stored {
-                if *toast && remote_tabs.is_some_and(|r| r.elsewhere(&s.notification.user_id)) {
-                    s.toast_frame = Some(NotificationToast::frame(&s.notification, s.unread_count, sent_at));
-                }
-            }
-            let rows = stored.iter().map(|(s, toast)| crate::cluster::CommittedRow {
-                row: crate::cluster::Committed {
-                    user: s.notification.user_id,
-                    seq: s.notification.sequence_number,
-                    toast: *toast,
-                    unread: s.unread_count,
-                },
-                frame: s.toast_frame.as_deref(),
-            });
-            let payloads = crate::cluster::committed_payloads(node, rows);
-            super::pg_batch::notify_all(conn, &payloads).await?;
-            Ok(stored)
-        })
-        .await?;
+    let pooled = pool.get().await?;
+    let conn: &diesel_async::AsyncPgConnection = &pooled;
+    let written = write_batch_pg(conn, node, batch, &per_user, now, remote_tabs).await;
+    if written.is_err() {
+        // The transaction may still be open: end it before the connection goes back to
+        // the pool (which drops it if it is closed).
+        let mut conn = conn;
+        if let Err(e) = diesel_async::SimpleAsyncConnection::batch_execute(&mut conn, "ROLLBACK").await {
+            tracing::warn!(error = %e, "could not roll back a failed batch");
+        }
+    }
+    written
+}
+
+/// The statements of [`store_batch_pg`], pipelined: `BEGIN` goes out with the counters'
+/// bump, and the inserts with the `NOTIFY`s, so a batch costs three round trips (six when
+/// each waited for the one before: every one a wake-up for PostgreSQL and for the hub).
+/// `COMMIT` waits for the inserts: one that still had to be prepared on this connection
+/// would otherwise run after it.
+async fn write_batch_pg(
+    conn: &diesel_async::AsyncPgConnection,
+    node: &str,
+    batch: Vec<StoreItem>,
+    per_user: &[(Uuid, i64)],
+    now: NaiveDateTime,
+    remote_tabs: Option<&crate::cluster::presence::RemoteTabs>,
+) -> Result<Vec<StoredNotification>, StoreError> {
+    use super::pg_batch;
+    use diesel_async::SimpleAsyncConnection;
+    let ((), starts) = futures_util::try_join!(
+        async { (&mut &*conn).batch_execute("BEGIN").await.map_err(StoreError::from) },
+        pg_batch::bump_counters(conn, per_user, now),
+    )?;
+    let numbered = number_batch(batch, starts, now)?;
+    // NOTIFY is transactional: the other nodes hear of the batch at commit.
+    let (payloads, frames) = numbered.committed_payloads(node, remote_tabs);
+    futures_util::try_join!(
+        pg_batch::insert_notifications(conn, &numbered.notifications),
+        pg_batch::insert_deliveries(conn, &numbered.deliveries),
+        pg_batch::notify_all(conn, &payloads),
+    )?;
+    (&mut &*conn).batch_execute("COMMIT").await?;
+    let mut stored = numbered.into_stored();
+    for ((s, _), frame) in stored.iter_mut().zip(frames) {
+        s.toast_frame = frame;
+    }
     Ok(stored.into_iter().map(|(s, _)| s).collect())
 }
 

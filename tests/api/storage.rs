@@ -222,6 +222,31 @@ crate::on_both_backends! {
         assert_eq!(app.counter("notifyhub_store_batches_total").await - before, 1, "three broadcasts of one turn took more than one transaction");
     }
 
+    async fn a_failed_batch_takes_back_all_of_itself_and_leaves_its_connection_usable(app) {
+        // One connection: the batch after a failed one runs on the very connection the
+        // failure happened on.
+        let settings = Settings::load(&Source::new(app.env.clone()).unwrap()).unwrap();
+        let store = StoreHandle::start(settings.database_url, 1, Default::default()).await.unwrap();
+        let user = Uuid::new_v4();
+        let item = |notification| StoreItem { notification, deliveries: Vec::new(), toast: true };
+        let first = new_notification(user, NotificationType::SignalGenerated, "first");
+        store.store_notifications(vec![item(first.clone())]).await.expect("first");
+
+        // A batch whose second row repeats the first notification's id fails whole.
+        let failing = vec![item(new_notification(user, NotificationType::SignalGenerated, "lost")), item(first)];
+        assert!(store.store_notifications(failing).await.is_err(), "a repeated id was stored");
+
+        let next = store
+            .store_notifications(vec![item(new_notification(user, NotificationType::SignalGenerated, "next"))])
+            .await
+            .expect("the batch after a failed one");
+        assert_eq!(next[0].notification.sequence_number, 2, "the failed batch kept a sequence number");
+        let res = app.get("/api/v1/notifications", &app.token(user, Role::User)).await;
+        let body: serde_json::Value = res.json().await.unwrap();
+        let titles: Vec<&str> = body["data"].as_array().unwrap().iter().map(|n| n["title"].as_str().unwrap()).collect();
+        assert_eq!(titles, ["next", "first"]);
+    }
+
     async fn data_survives_a_restart(app) {
         let user = Uuid::new_v4();
         let token = app.token(user, Role::User);
