@@ -20,6 +20,9 @@ cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 
+echo "==> cargo doc (broken or private intra-doc links fail)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --lib --locked
+
 echo "==> cargo test (SQLite and PostgreSQL)"
 # A hung test must fail the run, not eat CI's whole budget.
 timeout --signal=KILL 1800 cargo test --all-targets --locked

@@ -9,7 +9,7 @@
 //! transaction per event; and the requests a thread makes in one turn of its event loop
 //! reach the batch writer as one message (see [`StoreHandle::store_notifications`]). On
 //! PostgreSQL this actor writes the batches; on SQLite a thread of its own does
-//! ([`sqlite_writer`](super::sqlite_writer)), which lives as long as the actor.
+//! (`sqlite_writer`), which lives as long as the actor.
 
 use super::sqlite_writer::{self, Command, WriterHandle, WriterStop};
 use crate::domain::StoredNotification;

@@ -109,7 +109,7 @@ impl Announcer {
         let _ = self.tx.send(Change::Gone(user));
     }
 
-    /// Tells the others every user with a tab here (see [`Change::Resync`]).
+    /// Tells the others every user with a tab here (see `Change::Resync`).
     pub fn resync(&self, ask: bool) {
         let _ = self.tx.send(Change::Resync { ask });
     }

@@ -6,7 +6,7 @@
 //!
 //! Both forms write the fraction as chrono's "auto" does: none when it is zero, else
 //! 3, 6 or 9 digits, the fewest that hold it. Times chrono would write otherwise (a
-//! leap second, a year outside 0–9999) are left to chrono: [`write`] declines them.
+//! leap second, a year outside 0–9999) are left to chrono: [`write()`] declines them.
 
 use chrono::{DateTime, Datelike, NaiveDateTime, Timelike, Utc};
 

@@ -1,5 +1,5 @@
 //! The PostgreSQL statements of the group commit (see
-//! [`repository::store_batch`](super::repository::store_batch)).
+//! [`repository::store_batch_pg`](super::repository::store_batch_pg)).
 //!
 //! Each has a fixed text whatever the batch's size — the columns travel as arrays
 //! (`… FROM unnest($1::text[], …)`) — and a static query id, so the connection prepares

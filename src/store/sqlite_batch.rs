@@ -1,5 +1,5 @@
 //! The SQLite side of the group commit, in blocking diesel (see
-//! [`repository::store_batch`](super::repository::store_batch)).
+//! [`repository::store_batch_sqlite`](super::repository::store_batch_sqlite)).
 
 use super::repository::{
     new_user_row, number_batch, uuid_text, DeliveryRow, NotificationRow, NumberedBatch, StoreItem, INSERT_DELIVERIES,

@@ -9,7 +9,7 @@
 //! stream of commits it never quite catches up, and SQLite only starts the log over once
 //! one has, so the log would grow without end (300 MB for 20,000 notifications, and
 //! writes to fresh file blocks cost more than rewrites of cached ones). So when the log
-//! passes [`RESTART_FRAMES`] after a passive pass, the thread raises a [`LogRestart`]
+//! passes `RESTART_FRAMES` after a passive pass, the thread raises a [`LogRestart`]
 //! signal; the batch writer, right before its next transaction, copies the few frames
 //! left itself (nothing else writes meanwhile, so it does catch up) and its commit starts
 //! the log over. The thread ends (after a last checkpoint) when its [`Checkpointer`] is
