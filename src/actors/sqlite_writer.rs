@@ -87,12 +87,11 @@ pub(super) async fn start(path: PathBuf, metrics: Arc<Metrics>) -> Result<(Write
                 }
             };
             let _ = ready.send(Ok(()));
-            let restart = checkpointer.log_restart();
             Writer {
                 path,
                 conn: Some(conn),
                 _checkpointer: checkpointer,
-                restart,
+                restart: LogRestart::default(),
                 metrics,
                 fanout: None,
                 queue: RequestQueue::default(),
@@ -183,7 +182,7 @@ impl Writer {
             Some(conn) => conn,
             None => self.conn.insert(crate::store::open_sqlite(&self.path)?),
         };
-        let result = repository::store_batch_sqlite(conn, items, Some(&self.restart));
+        let result = repository::store_batch_sqlite(conn, items, Some(&mut self.restart));
         if matches!(result, Err(StoreError::Unavailable(_))) {
             // A connection whose transaction could not be closed refuses every later
             // one: start afresh.

@@ -315,15 +315,15 @@ pub(super) fn new_user_row(user: Uuid, now: NaiveDateTime) -> UserRow<'static> {
 /// UPDATE … RETURNING` on PostgreSQL), so concurrent writers (other batches, other
 /// nodes) never take the same numbers, and a rolled-back batch leaves no gap.
 ///
-/// This is the SQLite half, blocking, on the writer's own connection, by the thread that
-/// hands the batch over (see `actors::sqlite_writer`): diesel-async cannot send SQLite a
-/// multi-row insert, and each hop to a blocking thread cost the batch a wake-up each
-/// way. It runs in an `IMMEDIATE` transaction that takes the write lock up front, after
-/// finishing a WAL checkpoint when `log_restart` asks for one.
+/// This is the SQLite half, blocking, on the writer thread's own connection (see
+/// `actors::sqlite_writer`): diesel-async cannot send SQLite a multi-row insert, and each
+/// hop to a blocking thread cost the batch a wake-up each way. It runs in an `IMMEDIATE`
+/// transaction that takes the write lock up front, after `log_restart` has had its look
+/// at the WAL (see [`LogRestart::before_write`](super::sqlite_checkpoint::LogRestart::before_write)).
 pub fn store_batch_sqlite(
     conn: &mut diesel::sqlite::SqliteConnection,
     batch: Vec<StoreItem>,
-    log_restart: Option<&super::sqlite_checkpoint::LogRestart>,
+    log_restart: Option<&mut super::sqlite_checkpoint::LogRestart>,
 ) -> Result<Vec<StoredNotification>, StoreError> {
     let Some(Prepared { batch, per_user, now }) = Prepared::new(batch) else { return Ok(Vec::new()) };
     if let Some(restart) = log_restart {
