@@ -182,7 +182,7 @@ impl Writer {
             Some(conn) => conn,
             None => self.conn.insert(crate::store::open_sqlite(&self.path)?),
         };
-        let result = repository::store_batch_sqlite(conn, items, Some(&mut self.restart));
+        let result = repository::store_batch_sqlite(conn, items, &mut self.restart);
         if matches!(result, Err(StoreError::Unavailable(_))) {
             // A connection whose transaction could not be closed refuses every later
             // one: start afresh.

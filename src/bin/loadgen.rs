@@ -198,9 +198,6 @@ fn sent_at(target: Target, text: &str) -> Option<u64> {
 /// Sockets per loopback source address: one address has ~28k ephemeral ports.
 const SOCKETS_PER_SOURCE: usize = 25_000;
 
-/// A client socket from 127.0.0.x, x chosen by the socket's index (past ~28k sockets
-/// one source address runs out of ports), with small buffers (tungstenite's defaults
-/// cost over 100 KiB a socket).
 /// Sets `IP_BIND_ADDRESS_NO_PORT` (Linux): a later `bind` to port 0 takes the address only.
 fn bind_address_no_port(socket: &tokio::net::TcpSocket) {
     #[cfg(target_os = "linux")]
@@ -220,6 +217,9 @@ fn bind_address_no_port(socket: &tokio::net::TcpSocket) {
     }
 }
 
+/// A client socket from 127.0.0.x, x chosen by the socket's index (past ~28k sockets
+/// one source address runs out of ports), with small buffers (tungstenite's defaults
+/// cost over 100 KiB a socket).
 async fn open_socket(url: String, index: usize) -> Option<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>> {
     let parsed = reqwest::Url::parse(&url).ok()?;
     let host = parsed.host_str()?.to_string();

@@ -323,12 +323,10 @@ pub(super) fn new_user_row(user: Uuid, now: NaiveDateTime) -> UserRow<'static> {
 pub fn store_batch_sqlite(
     conn: &mut diesel::sqlite::SqliteConnection,
     batch: Vec<StoreItem>,
-    log_restart: Option<&mut super::sqlite_checkpoint::LogRestart>,
+    log_restart: &mut super::sqlite_checkpoint::LogRestart,
 ) -> Result<Vec<StoredNotification>, StoreError> {
     let Some(Prepared { batch, per_user, now }) = Prepared::new(batch) else { return Ok(Vec::new()) };
-    if let Some(restart) = log_restart {
-        restart.before_write(conn);
-    }
+    log_restart.before_write(conn);
     let (numbered, metadata) = super::sqlite_batch::store(conn, &per_user, now, batch)?;
     let mut stored = numbered.into_stored();
     for ((s, _), text) in stored.iter_mut().zip(metadata) {
