@@ -164,8 +164,23 @@ impl Application {
         let pii = PiiCipher::new(&settings.pii_key);
         let profiles = ProfileCache::new(pii.clone());
         if let (crate::config::DatabaseUrl::Postgres(url), Some(remote)) = (&settings.database_url, &remote_tabs) {
-            let (url, node, sessions, profiles) = (url.clone(), node_id.clone(), sessions.clone(), profiles.clone());
-            actix::Arbiter::new().spawn(crate::cluster::listen(url, node, sessions, profiles, remote.clone()));
+            let listener = crate::cluster::Listener {
+                url: url.clone(),
+                node: node_id.clone(),
+                sessions: sessions.clone(),
+                profiles: profiles.clone(),
+                remote: remote.clone(),
+                store: store.clone(),
+            };
+            let (joined, joined_rx) = tokio::sync::oneshot::channel();
+            actix::Arbiter::new().spawn(crate::cluster::listen(listener, joined));
+            // A tab served before the other nodes answered could miss what they store
+            // meanwhile (see `cluster::membership`). The listener gives up on them after 5 s.
+            if tokio::time::timeout(std::time::Duration::from_secs(10), joined_rx).await.is_err() {
+                tracing::warn!(
+                    "cluster: the listener is not connected yet; serving, and announcing everything meanwhile"
+                );
+            }
         }
         if matches!(settings.database_url, crate::config::DatabaseUrl::Sqlite(_)) {
             // One node per SQLite file: whoever claimed unfinished deliveries is gone.

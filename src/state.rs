@@ -92,7 +92,7 @@ impl AppState {
 /// Sends `event` on the cluster channel. A failure is only logged: the other nodes catch
 /// up later (an unread count with the next change, a cached profile when it expires after
 /// 60 s, a node's tabs as frames read back from the database).
-async fn notify_other_nodes(store: &StoreHandle, event: crate::cluster::ClusterEvent) {
+pub async fn notify_other_nodes(store: &StoreHandle, event: crate::cluster::ClusterEvent) {
     let payload = event.encode();
     let sent = store.call(move |db| async move { crate::store::notify_nodes(&db, vec![payload]).await }).await;
     if let Err(e) = sent {

@@ -6,13 +6,16 @@
 //! with backoff), every local session checks the database for anything it missed.
 //! Frames travel only for users with a tab on another node (see [`presence`]).
 
+pub mod membership;
 pub mod presence;
 
 use crate::actors::dispatcher::ProfileCache;
+use crate::actors::persistence::StoreHandle;
 use crate::actors::session::Sessions;
-use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use futures_util::StreamExt;
 use presence::RemoteTabs;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -95,6 +98,19 @@ pub enum ClusterEvent {
         /// Whether the others answer with their own lists.
         ask: bool,
     },
+    /// `node` is about to serve tabs: announce what you store from now on, and answer
+    /// once nothing you stored unannounced is still uncommitted (see [`membership`]).
+    Join {
+        /// The node.
+        node: String,
+    },
+    /// `node` answers `to`'s [`Join`](ClusterEvent::Join).
+    Welcome {
+        /// The node that answers.
+        node: String,
+        /// The node that joined.
+        to: String,
+    },
 }
 
 impl ClusterEvent {
@@ -124,6 +140,8 @@ impl ClusterEvent {
             ClusterEvent::Here { node, users } => format!("h|{node}|{}", id_list(users)),
             ClusterEvent::Gone { node, users } => format!("g|{node}|{}", id_list(users)),
             ClusterEvent::Reset { node, ask } => format!("r|{node}|{}", u8::from(*ask)),
+            ClusterEvent::Join { node } => format!("j|{node}"),
+            ClusterEvent::Welcome { node, to } => format!("w|{node}|{to}"),
         }
     }
 
@@ -178,6 +196,8 @@ impl ClusterEvent {
             ["h", node, ids] => Some(ClusterEvent::Here { node: node.to_string(), users: parse_id_list(ids)? }),
             ["g", node, ids] => Some(ClusterEvent::Gone { node: node.to_string(), users: parse_id_list(ids)? }),
             ["r", node, ask] => Some(ClusterEvent::Reset { node: node.to_string(), ask: *ask == "1" }),
+            ["j", node] => Some(ClusterEvent::Join { node: node.to_string() }),
+            ["w", node, to] => Some(ClusterEvent::Welcome { node: node.to_string(), to: to.to_string() }),
             _ => None,
         }
     }
@@ -270,72 +290,147 @@ pub fn committed_payloads<'a>(node: &str, rows: impl IntoIterator<Item = Committ
     out
 }
 
+/// What the listener needs besides its connection.
+pub struct Listener {
+    /// The database.
+    pub url: String,
+    /// This node's id.
+    pub node: String,
+    /// This node's tabs.
+    pub sessions: Arc<Sessions>,
+    /// Cached profiles, which other nodes' changes invalidate.
+    pub profiles: Arc<ProfileCache>,
+    /// What the other nodes told this one.
+    pub remote: Arc<RemoteTabs>,
+    /// Sends this node's answers to the others.
+    pub store: StoreHandle,
+}
+
+/// How long a joining node waits for the others' answers before it serves anyway (a node
+/// that does not answer in that time is taken to be gone).
+const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Listens for other nodes' events until the process ends; reconnects with backoff
 /// (1 s doubling to 30 s) and asks every local session to catch up after each
-/// (re)connection.
-pub async fn listen(
-    url: String,
-    node: String,
-    sessions: Arc<Sessions>,
-    profiles: Arc<ProfileCache>,
-    remote: Arc<RemoteTabs>,
-) {
+/// (re)connection. `joined` fires once this node may serve tabs: it has heard from every
+/// node it found (see [`membership`]), or it found none, or 5 s went by.
+pub async fn listen(l: Listener, joined: tokio::sync::oneshot::Sender<()>) {
+    let Listener { url, node, sessions, profiles, remote, store } = l;
+    let membership = remote.membership();
+    let mut joined = Some(joined);
     let mut backoff = Duration::from_secs(1);
     let mut first = true;
     loop {
-        match AsyncPgConnection::establish(&url).await {
-            Ok(mut conn) => match conn.batch_execute(&format!("LISTEN {CHANNEL}")).await {
-                Ok(()) => {
-                    tracing::info!(node = %node, "cluster: listening for other nodes");
-                    backoff = Duration::from_secs(1);
-                    // What the others said while we were not listening is lost: start over.
-                    sessions.resync_presence(true);
-                    if !first {
-                        // Whatever other nodes stored while we were deaf is in the database.
-                        sessions.catch_up_all();
+        match connect(&url, &node).await {
+            Ok((mut conn, others)) => {
+                tracing::info!(node = %node, other_nodes = others.len(), "cluster: listening for other nodes");
+                backoff = Duration::from_secs(1);
+                membership.set_alone(others.is_empty());
+                if others.is_empty() {
+                    tracing::info!("cluster: no other node on this database: stored notifications are not announced until one joins");
+                }
+                // What the others said while we were not listening is lost: start over.
+                sessions.resync_presence(true);
+                let mut awaiting = others;
+                let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+                let mut caught_up = false;
+                let mut stream = std::pin::pin!(conn.notifications_stream());
+                loop {
+                    if !caught_up && awaiting.is_empty() {
+                        caught_up = true;
+                        if !first {
+                            // Whatever other nodes stored while we were deaf is in the database.
+                            sessions.catch_up_all();
+                        }
+                        if let Some(tx) = joined.take() {
+                            let _ = tx.send(());
+                        }
                     }
-                    first = false;
-                    let mut stream = std::pin::pin!(conn.notifications_stream());
-                    while let Some(item) = stream.next().await {
-                        match item {
-                            // A node hears its own NOTIFYs too.
-                            Ok(n) if ClusterEvent::is_from(&n.payload, &node) => {}
-                            Ok(n) => match ClusterEvent::decode(&n.payload) {
-                                Some(ClusterEvent::Committed { row, frame, .. }) => {
-                                    sessions.remote_committed(row, frame)
+                    let next = tokio::select! {
+                        next = stream.next() => next,
+                        () = tokio::time::sleep_until(deadline), if !awaiting.is_empty() => {
+                            tracing::warn!(silent = ?awaiting, "cluster: nodes did not answer this node's join in 5 s; serving anyway");
+                            awaiting.clear();
+                            continue;
+                        }
+                    };
+                    let Some(item) = next else { break };
+                    match item {
+                        // A node hears its own NOTIFYs too.
+                        Ok(n) if ClusterEvent::is_from(&n.payload, &node) => {}
+                        Ok(n) => match ClusterEvent::decode(&n.payload) {
+                            Some(ClusterEvent::Committed { row, frame, .. }) => sessions.remote_committed(row, frame),
+                            Some(ClusterEvent::CommittedMany { rows, .. }) => {
+                                for row in rows {
+                                    sessions.remote_committed(row, None);
                                 }
-                                Some(ClusterEvent::CommittedMany { rows, .. }) => {
-                                    for row in rows {
-                                        sessions.remote_committed(row, None);
-                                    }
-                                }
-                                Some(ClusterEvent::Unread { user, count, .. }) => sessions.unread_changed(user, count),
-                                Some(ClusterEvent::Profile { user, .. }) => profiles.invalidate(user),
-                                Some(event @ ClusterEvent::Reset { ask, .. }) => {
-                                    remote.apply(&event);
-                                    if ask {
-                                        sessions.resync_presence(false);
-                                    }
-                                }
-                                Some(event @ (ClusterEvent::Here { .. } | ClusterEvent::Gone { .. })) => {
-                                    remote.apply(&event);
-                                }
-                                None => tracing::debug!(payload = %n.payload, "cluster: ignoring a malformed payload"),
-                            },
-                            Err(e) => {
-                                tracing::warn!(error = %e, "cluster: listener connection failed");
-                                break;
                             }
+                            Some(ClusterEvent::Unread { user, count, .. }) => sessions.unread_changed(user, count),
+                            Some(ClusterEvent::Profile { user, .. }) => profiles.invalidate(user),
+                            Some(event @ ClusterEvent::Reset { ask, .. }) => {
+                                remote.apply(&event);
+                                if ask {
+                                    sessions.resync_presence(false);
+                                }
+                            }
+                            Some(event @ (ClusterEvent::Here { .. } | ClusterEvent::Gone { .. })) => {
+                                remote.apply(&event);
+                            }
+                            Some(ClusterEvent::Join { node: joining }) => {
+                                tracing::info!(node = %joining, "cluster: a node joins");
+                                let (remote, store, me) = (remote.clone(), store.clone(), node.clone());
+                                actix::spawn(async move {
+                                    remote.membership().open().await;
+                                    let welcome = ClusterEvent::Welcome { node: me, to: joining };
+                                    crate::state::notify_other_nodes(&store, welcome).await;
+                                });
+                            }
+                            Some(ClusterEvent::Welcome { node: from, to }) => {
+                                if to == node {
+                                    awaiting.remove(&from);
+                                }
+                            }
+                            None => tracing::debug!(payload = %n.payload, "cluster: ignoring a malformed payload"),
+                        },
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cluster: listener connection failed");
+                            break;
                         }
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "cluster: LISTEN failed"),
-            },
-            Err(e) => tracing::warn!(error = %e, "cluster: cannot connect the listener"),
+            }
+            Err(e) => tracing::warn!(error = %e, "cluster: cannot listen for other nodes"),
         }
+        // Deaf, this node cannot hear one join: it announces everything meanwhile.
+        membership.set_alone(false);
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(30));
+        first = false;
     }
+}
+
+/// Connects the listener under this node's name, listens, and lists the other nodes
+/// listening; when there are any, tells them this node joins.
+async fn connect(
+    url: &str,
+    node: &str,
+) -> Result<(AsyncPgConnection, HashSet<String>), Box<dyn std::error::Error + Send + Sync>> {
+    #[derive(diesel::QueryableByName)]
+    struct Name {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        application_name: String,
+    }
+    let mut conn = AsyncPgConnection::establish(url).await?;
+    // Node ids are hex digits (see `startup`): nothing to quote.
+    conn.batch_execute(&format!("SET application_name = '{}'; LISTEN {CHANNEL}", membership::listener_name(node)))
+        .await?;
+    let names: Vec<Name> = diesel::sql_query(membership::OTHER_LISTENERS).load(&mut conn).await?;
+    let others = membership::other_nodes(names.into_iter().map(|n| n.application_name), node);
+    if !others.is_empty() {
+        conn.batch_execute(&format!("NOTIFY {CHANNEL}, '{}'", ClusterEvent::Join { node: node.to_string() }.encode()))
+            .await?;
+    }
+    Ok((conn, others))
 }
 
 #[cfg(test)]
@@ -356,6 +451,8 @@ mod tests {
             ClusterEvent::Here { node: "a1".into(), users: vec![user] },
             ClusterEvent::Gone { node: "a1".into(), users: vec![user, user] },
             ClusterEvent::Reset { node: "a1".into(), ask: true },
+            ClusterEvent::Join { node: "a1".into() },
+            ClusterEvent::Welcome { node: "a1".into(), to: "b2".into() },
             ClusterEvent::CommittedMany {
                 node: "a1".into(),
                 rows: vec![Committed { user, seq: 1, toast: true, unread: 1 }],
@@ -389,6 +486,8 @@ mod tests {
             ClusterEvent::Gone { node: "c3".into(), users: vec![user] },
             ClusterEvent::Reset { node: "c3".into(), ask: false },
             ClusterEvent::Reset { node: "c3".into(), ask: true },
+            ClusterEvent::Join { node: "c3".into() },
+            ClusterEvent::Welcome { node: "c3".into(), to: "a1".into() },
             ClusterEvent::CommittedMany {
                 node: "c3".into(),
                 rows: vec![
@@ -407,6 +506,8 @@ mod tests {
             "h|a|",
             "h|a|00000000000000000000000000000000,nope",
             "g|a",
+            "j",
+            "w|a",
             "m|a|",
             "m|a|00000000000000000000000000000000,1,1",
             "m|a|00000000000000000000000000000000,1,1,1,1",

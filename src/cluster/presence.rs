@@ -13,6 +13,7 @@
 //! (re)connects its listener asks the others to start over ([`ClusterEvent::Reset`]);
 //! entries of a node that died stay until the hub restarts.
 
+use super::membership::Membership;
 use super::ClusterEvent;
 use crate::actors::persistence::StoreHandle;
 use crate::actors::session::Sessions;
@@ -27,12 +28,18 @@ use uuid::Uuid;
 pub struct RemoteTabs {
     users: DashMap<Uuid, Vec<Arc<str>>>,
     metrics: Arc<Metrics>,
+    membership: Membership,
 }
 
 impl RemoteTabs {
     /// Nobody anywhere yet.
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { users: DashMap::new(), metrics }
+        Self { users: DashMap::new(), metrics, membership: Membership::default() }
+    }
+
+    /// Whether any other node listens at all.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
     }
 
     /// Whether `user` has a tab on another node, as far as this node knows.

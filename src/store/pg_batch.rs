@@ -224,6 +224,9 @@ pub(super) async fn insert_deliveries(mut conn: &AsyncPgConnection, rows: &[Deli
 
 /// Sends the payloads, in one statement.
 pub(super) async fn notify_all(mut conn: &AsyncPgConnection, payloads: &[String]) -> Result<(), StoreError> {
+    if payloads.is_empty() {
+        return Ok(());
+    }
     NotifyAll { payloads }.execute(&mut conn).await?;
     Ok(())
 }

@@ -346,7 +346,16 @@ pub async fn store_batch_pg(
     let Some(Prepared { batch, per_user, now }) = Prepared::new(batch) else { return Ok(Vec::new()) };
     let pooled = pool.get().await?;
     let conn: &diesel_async::AsyncPgConnection = &pooled;
-    let written = write_batch_pg(conn, node, batch, &per_user, now, remote_tabs).await;
+    // Held until the batch has ended, so that a node joining hears of it or finds it.
+    let announce = match remote_tabs {
+        Some(remote) => Some(remote.membership().announce().await),
+        None => None,
+    };
+    let tell = match &announce {
+        Some(a) if !a.others => Tell::Nobody,
+        _ => Tell::Nodes(remote_tabs),
+    };
+    let written = write_batch_pg(conn, node, batch, &per_user, now, tell).await;
     if written.is_err() {
         // The transaction may still be open: end it before the connection goes back to
         // the pool (which drops it if it is closed).
@@ -355,7 +364,16 @@ pub async fn store_batch_pg(
             tracing::warn!(error = %e, "could not roll back a failed batch");
         }
     }
+    drop(announce);
     written
+}
+
+/// Whom a PostgreSQL batch tells of itself.
+enum Tell<'a> {
+    /// No other node listens (see [`crate::cluster::membership`]).
+    Nobody,
+    /// Every node, with the frames of users that have a tab on another one.
+    Nodes(Option<&'a crate::cluster::presence::RemoteTabs>),
 }
 
 /// The statements of [`store_batch_pg`], pipelined: `BEGIN` goes out with the counters'
@@ -369,7 +387,7 @@ async fn write_batch_pg(
     batch: Vec<StoreItem>,
     per_user: &[(Uuid, i64)],
     now: NaiveDateTime,
-    remote_tabs: Option<&crate::cluster::presence::RemoteTabs>,
+    tell: Tell<'_>,
 ) -> Result<Vec<StoredNotification>, StoreError> {
     use super::pg_batch;
     use diesel_async::SimpleAsyncConnection;
@@ -379,7 +397,10 @@ async fn write_batch_pg(
     )?;
     let numbered = number_batch(batch, starts, now)?;
     // NOTIFY is transactional: the other nodes hear of the batch at commit.
-    let (payloads, frames) = numbered.committed_payloads(node, remote_tabs);
+    let (payloads, frames) = match tell {
+        Tell::Nodes(remote_tabs) => numbered.committed_payloads(node, remote_tabs),
+        Tell::Nobody => (Vec::new(), vec![None; numbered.notifications.len()]),
+    };
     futures_util::try_join!(
         pg_batch::insert_notifications(conn, &numbered.notifications),
         pg_batch::insert_deliveries(conn, &numbered.deliveries),

@@ -254,6 +254,61 @@ async fn a_node_that_starts_late_learns_where_the_tabs_are_and_one_that_stops_sa
     c.until_gauge(USERS_ELSEWHERE, 0).await;
 }
 
+/// The payloads heard up to a marker sent now, which PostgreSQL delivers after everything
+/// committed before it.
+async fn heard_until_now(url: &str, heard: &mut Heard<'_>) -> Vec<String> {
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    let marker = format!("x|test|{}", Uuid::new_v4());
+    let mut conn = diesel_async::AsyncPgConnection::establish(url).await.unwrap();
+    conn.batch_execute(&format!("NOTIFY notifyhub, '{marker}'")).await.unwrap();
+    let mut out = Vec::new();
+    loop {
+        let payload = next_payload(heard).await;
+        if payload == marker {
+            return out;
+        }
+        out.push(payload);
+    }
+}
+
+/// Whether `payload` announces stored notifications.
+fn announces_a_notification(payload: &str) -> bool {
+    payload.starts_with("n|") || payload.starts_with("m|")
+}
+
+#[actix_web::test]
+async fn a_node_alone_announces_nothing_it_stores_until_another_joins() {
+    let Some(url) = fresh_pg_database().await else { return };
+    let a = node_on(&url).await;
+    let mut listener = listen_to_the_nodes(&url).await;
+    let mut heard: Heard = std::pin::pin!(listener.notifications_stream());
+    let user = Uuid::new_v4();
+    let mut tab_a = a.ws(user, None).await;
+    tab_a.until_ready().await;
+    a.event(info_event(user, "alone"), 202).await;
+    assert_eq!(tab_a.next_toast().await["notification"]["title"], "alone");
+    let payloads = heard_until_now(&url, &mut heard).await;
+    assert!(!payloads.iter().any(|p| announces_a_notification(p)), "{payloads:?}");
+
+    // A second node joins: it is served once the first has answered, and from then on
+    // the first announces what it stores.
+    let b = node_on(&url).await;
+    let payloads = heard_until_now(&url, &mut heard).await;
+    let joined: Vec<&str> = payloads.iter().filter_map(|p| p.strip_prefix("j|")).collect();
+    let [joined] = joined.as_slice() else { panic!("one join: {payloads:?}") };
+    assert!(
+        payloads.iter().any(|p| p.starts_with("w|") && p.ends_with(&format!("|{joined}"))),
+        "the first node answered: {payloads:?}"
+    );
+    let mut tab_b = b.ws(user, None).await;
+    tab_b.until_ready().await;
+    a.event(info_event(user, "with company"), 202).await;
+    assert_eq!(tab_a.next_toast().await["notification"]["title"], "with company");
+    assert_eq!(tab_b.next_toast().await["notification"]["title"], "with company");
+    let payloads = heard_until_now(&url, &mut heard).await;
+    assert!(payloads.iter().any(|p| announces_a_notification(p)), "{payloads:?}");
+}
+
 #[actix_web::test]
 async fn withheld_toasts_and_read_state_cross_nodes_as_unread_counts() {
     let Some((a, b)) = two_nodes().await else { return };

@@ -1,0 +1,137 @@
+//! Whether another node may be listening, so that a node alone on its PostgreSQL does not
+//! announce what it stores.
+//!
+//! Every stored notification was announced with a NOTIFY that every listening node
+//! receives, the storing node included: PostgreSQL's listening backend spent ~100 µs of
+//! CPU handing each one to a node that then dropped it. A node alone needs none of them.
+//!
+//! A node is alone when, its listener connected, it sees no other node's listener among
+//! the database's connections (each names itself in `application_name`, see
+//! [`listener_name`]). A node that finds others is joining: it sends
+//! [`Join`](super::ClusterEvent::Join) and waits, before it serves a tab, for each of them
+//! to answer [`Welcome`](super::ClusterEvent::Welcome) (5 s at most). A node that hears a
+//! join stops being alone first, then waits until every batch that decided not to
+//! announce itself has committed ([`Membership::open`]), then answers. A tab on the new
+//! node reads the database after that, so it finds those batches, and hears of the rest.
+//! Of two nodes starting together, the one that connects its listener second sees the
+//! other. A node whose listener is down announces everything, as it cannot hear a node
+//! join; once not alone, a node stays so until it restarts.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::{RwLock, RwLockReadGuard};
+
+/// What a node's listener connection calls itself (`application_name`).
+pub fn listener_name(node: &str) -> String {
+    format!("{LISTENER_PREFIX}{node}")
+}
+
+const LISTENER_PREFIX: &str = "notifyhub-listener-";
+
+/// The query that lists the other listeners' names.
+pub const OTHER_LISTENERS: &str = "SELECT DISTINCT application_name FROM pg_stat_activity \
+     WHERE datname = current_database() AND application_name LIKE 'notifyhub-listener-%' \
+     AND pid <> pg_backend_pid()";
+
+/// The other nodes, from the listeners' names [`OTHER_LISTENERS`] found.
+pub fn other_nodes(names: impl IntoIterator<Item = String>, me: &str) -> HashSet<String> {
+    names
+        .into_iter()
+        .filter_map(|name| name.strip_prefix(LISTENER_PREFIX).map(str::to_string))
+        .filter(|node| !node.is_empty() && node != me)
+        .collect()
+}
+
+/// Whether this node is alone, and the fence between that and its batches.
+pub struct Membership {
+    alone: AtomicBool,
+    /// Held shared by a batch from reading `alone` to its commit; taken exclusively
+    /// by [`open`](Self::open).
+    fence: RwLock<()>,
+}
+
+impl Default for Membership {
+    /// Not alone until the listener has looked: announcing is always safe.
+    fn default() -> Self {
+        Self { alone: AtomicBool::new(false), fence: RwLock::new(()) }
+    }
+}
+
+/// A batch's leave to store, and whether it must announce what it stores.
+pub struct Announce<'a> {
+    _fence: RwLockReadGuard<'a, ()>,
+    /// Whether another node may be listening.
+    pub others: bool,
+}
+
+impl Membership {
+    /// Whether this node saw no other node when its listener last connected.
+    pub fn is_alone(&self) -> bool {
+        self.alone.load(Ordering::SeqCst)
+    }
+
+    /// Marks this node alone (its listener, connected, saw nobody) or not.
+    pub fn set_alone(&self, alone: bool) {
+        self.alone.store(alone, Ordering::SeqCst);
+    }
+
+    /// For a batch: hold the answer until the batch has committed or failed.
+    pub async fn announce(&self) -> Announce<'_> {
+        let fence = self.fence.read().await;
+        Announce { others: !self.is_alone(), _fence: fence }
+    }
+
+    /// Another node joins: from now on every batch announces itself; returns once the
+    /// batches that decided not to have ended.
+    pub async fn open(&self) {
+        self.set_alone(false);
+        // tokio's lock is fair: batches that ask after this wait behind it, and read
+        // `alone` after it.
+        drop(self.fence.write().await);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn the_other_nodes_are_the_listeners_but_this_one() {
+        let names = ["notifyhub-listener-a1", "notifyhub-listener-b2", "psql", "notifyhub-listener-", "notifyhub-x"];
+        let others = other_nodes(names.map(String::from), "a1");
+        assert_eq!(others, HashSet::from(["b2".to_string()]));
+        assert_eq!(listener_name("c3"), "notifyhub-listener-c3");
+        assert_eq!(other_nodes([listener_name("c3")], "a1"), HashSet::from(["c3".to_string()]));
+    }
+
+    #[actix_web::test]
+    async fn a_join_waits_for_the_batches_that_decided_alone_and_later_ones_announce() {
+        let m = Arc::new(Membership::default());
+        assert!(m.announce().await.others, "not alone before the listener looked");
+        m.set_alone(true);
+        let quiet = m.announce().await;
+        assert!(!quiet.others);
+        let opened = Arc::new(AtomicBool::new(false));
+        let opening = {
+            let (m, opened) = (m.clone(), opened.clone());
+            tokio::spawn(async move {
+                m.open().await;
+                opened.store(true, Ordering::SeqCst);
+            })
+        };
+        // Until the opening task waits for the fence (or, were there no fence, has ended).
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+            if m.fence.try_read().is_err() {
+                break;
+            }
+        }
+        assert!(!opened.load(Ordering::SeqCst), "answered while a quiet batch was uncommitted");
+        drop(quiet);
+        opening.await.unwrap();
+        assert!(opened.load(Ordering::SeqCst));
+        assert!(m.announce().await.others);
+        assert!(!m.is_alone());
+    }
+}
