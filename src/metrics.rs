@@ -4,6 +4,7 @@
 use dashmap::DashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
 /// Upper bounds of the latency histogram, in seconds.
@@ -29,11 +30,36 @@ impl Histogram {
     }
 }
 
+/// One route's requests: found by the route's text without building a key, so that a
+/// request costs no allocation here once its route, method and status have been seen.
+#[derive(Default)]
+struct RouteStats {
+    latency: Histogram,
+    /// By method and status: a handful per route, scanned.
+    requests: RwLock<Vec<(String, u16, AtomicU64)>>,
+}
+
+impl RouteStats {
+    fn count(&self, method: &str, status: u16) {
+        let same = |(m, s, _): &&(String, u16, AtomicU64)| m == method && *s == status;
+        if let Some((_, _, n)) = self.requests.read().unwrap_or_else(PoisonError::into_inner).iter().find(same) {
+            n.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let mut requests = self.requests.write().unwrap_or_else(PoisonError::into_inner);
+        match requests.iter().find(same) {
+            Some((_, _, n)) => {
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+            None => requests.push((method.to_string(), status, AtomicU64::new(1))),
+        }
+    }
+}
+
 /// The hub's counters.
 #[derive(Default)]
 pub struct Metrics {
-    requests: DashMap<(String, String, u16), AtomicU64>,
-    latency: DashMap<String, Histogram>,
+    routes: DashMap<String, RouteStats>,
     notifications_stored: AtomicU64,
     database_down: std::sync::atomic::AtomicBool,
     /// Circuit state per channel (email, sms, push): 0 closed, 1 open, 2 half-open.
@@ -56,11 +82,13 @@ fn breaker_slot(channel: crate::domain::Channel) -> Option<usize> {
 impl Metrics {
     /// Counts one HTTP request.
     pub fn observe_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
-        self.requests
-            .entry((method.to_string(), route.to_string(), status))
-            .or_default()
-            .fetch_add(1, Ordering::Relaxed);
-        self.latency.entry(route.to_string()).or_default().observe(elapsed);
+        if !self.routes.contains_key(route) {
+            self.routes.entry(route.to_string()).or_default();
+        }
+        if let Some(stats) = self.routes.get(route) {
+            stats.count(method, status);
+            stats.latency.observe(elapsed);
+        }
     }
 
     /// Counts a committed batch of `n` stored notifications.
@@ -109,8 +137,13 @@ impl Metrics {
         let _ = writeln!(out, "notifyhub_info{{version=\"{}\",backend=\"{}\"}} 1", env!("CARGO_PKG_VERSION"), backend);
         let _ = writeln!(out, "# HELP notifyhub_http_requests_total HTTP requests by method, route and status.");
         let _ = writeln!(out, "# TYPE notifyhub_http_requests_total counter");
-        let mut rows: Vec<_> =
-            self.requests.iter().map(|e| (e.key().clone(), e.value().load(Ordering::Relaxed))).collect();
+        let mut rows: Vec<_> = Vec::new();
+        for e in self.routes.iter() {
+            let requests = e.value().requests.read().unwrap_or_else(PoisonError::into_inner);
+            for (method, status, n) in requests.iter() {
+                rows.push(((method.clone(), e.key().clone(), *status), n.load(Ordering::Relaxed)));
+            }
+        }
         rows.sort();
         for ((method, route, status), n) in rows {
             let _ = writeln!(
@@ -121,10 +154,11 @@ impl Metrics {
         }
         let _ = writeln!(out, "# HELP notifyhub_http_request_duration_seconds HTTP request latency by route.");
         let _ = writeln!(out, "# TYPE notifyhub_http_request_duration_seconds histogram");
-        let mut routes: Vec<String> = self.latency.iter().map(|e| e.key().clone()).collect();
+        let mut routes: Vec<String> = self.routes.iter().map(|e| e.key().clone()).collect();
         routes.sort();
         for route in routes {
-            if let Some(h) = self.latency.get(&route) {
+            if let Some(stats) = self.routes.get(&route) {
+                let h = &stats.latency;
                 let r = escape(&route);
                 for (i, upper) in BUCKETS.iter().enumerate() {
                     let _ = writeln!(
@@ -206,14 +240,22 @@ mod tests {
         let m = Metrics::default();
         m.observe_request("GET", "/api/v1/notifications", 200, Duration::from_micros(700));
         m.observe_request("GET", "/api/v1/notifications", 200, Duration::from_millis(30));
+        m.observe_request("POST", "/api/v1/notifications", 422, Duration::from_millis(1));
+        m.observe_request("GET", "/api/v1/notifications", 404, Duration::from_millis(1));
         m.add_notifications_stored(3);
         let text = m.render("sqlite");
         assert!(text.contains(
             "notifyhub_http_requests_total{method=\"GET\",route=\"/api/v1/notifications\",status=\"200\"} 2"
         ));
-        assert!(text.contains("le=\"0.001\"} 1"));
-        assert!(text.contains("le=\"0.05\"} 2"));
-        assert!(text.contains("le=\"+Inf\"} 2"));
+        assert!(text.contains(
+            "notifyhub_http_requests_total{method=\"GET\",route=\"/api/v1/notifications\",status=\"404\"} 1"
+        ));
+        assert!(text.contains(
+            "notifyhub_http_requests_total{method=\"POST\",route=\"/api/v1/notifications\",status=\"422\"} 1"
+        ));
+        assert!(text.contains("le=\"0.001\"} 3"));
+        assert!(text.contains("le=\"0.05\"} 4"));
+        assert!(text.contains("le=\"+Inf\"} 4"));
         assert!(text.contains("notifyhub_notifications_stored_total 3"));
         assert!(text.contains("backend=\"sqlite\""));
     }
