@@ -306,14 +306,15 @@ pub struct Listener {
     pub store: StoreHandle,
 }
 
-/// How long a joining node waits for the others' answers before it serves anyway (a node
-/// that does not answer in that time is taken to be gone).
+/// How long a joining node waits for the others' answers before it serves anyway; a late
+/// answer makes its tabs check the database.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Listens for other nodes' events until the process ends; reconnects with backoff
 /// (1 s doubling to 30 s) and asks every local session to catch up after each
 /// (re)connection. `joined` fires once this node may serve tabs: it has heard from every
-/// node it found (see [`membership`]), or it found none, or 5 s went by.
+/// node it found (see [`membership`]), or it found none, or 5 s went by (a late answer
+/// then makes the local tabs check the database).
 pub async fn listen(l: Listener, joined: tokio::sync::oneshot::Sender<()>) {
     let Listener { url, node, sessions, profiles, remote, store } = l;
     let membership = remote.membership();
@@ -333,11 +334,10 @@ pub async fn listen(l: Listener, joined: tokio::sync::oneshot::Sender<()>) {
                 sessions.resync_presence(true);
                 let mut awaiting = others;
                 let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
-                let mut caught_up = false;
+                let mut serving = false;
                 let mut stream = std::pin::pin!(conn.notifications_stream());
                 loop {
-                    if !caught_up && awaiting.is_empty() {
-                        caught_up = true;
+                    let start_serving = |joined: &mut Option<tokio::sync::oneshot::Sender<()>>| {
                         if !first {
                             // Whatever other nodes stored while we were deaf is in the database.
                             sessions.catch_up_all();
@@ -345,12 +345,17 @@ pub async fn listen(l: Listener, joined: tokio::sync::oneshot::Sender<()>) {
                         if let Some(tx) = joined.take() {
                             let _ = tx.send(());
                         }
+                    };
+                    if !serving && awaiting.is_empty() {
+                        serving = true;
+                        start_serving(&mut joined);
                     }
                     let next = tokio::select! {
                         next = stream.next() => next,
-                        () = tokio::time::sleep_until(deadline), if !awaiting.is_empty() => {
+                        () = tokio::time::sleep_until(deadline), if !serving => {
                             tracing::warn!(silent = ?awaiting, "cluster: nodes did not answer this node's join in 5 s; serving anyway");
-                            awaiting.clear();
+                            serving = true;
+                            start_serving(&mut joined);
                             continue;
                         }
                     };
@@ -386,8 +391,11 @@ pub async fn listen(l: Listener, joined: tokio::sync::oneshot::Sender<()>) {
                                 });
                             }
                             Some(ClusterEvent::Welcome { node: from, to }) => {
-                                if to == node {
-                                    awaiting.remove(&from);
+                                if to == node && awaiting.remove(&from) && serving {
+                                    // Late: what it stored unannounced meanwhile is in the
+                                    // database now.
+                                    tracing::info!(node = %from, "cluster: a node answered late; tabs here catch up");
+                                    sessions.catch_up_all();
                                 }
                             }
                             None => tracing::debug!(payload = %n.payload, "cluster: ignoring a malformed payload"),

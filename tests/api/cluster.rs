@@ -310,6 +310,31 @@ async fn a_node_alone_announces_nothing_it_stores_until_another_joins() {
 }
 
 #[actix_web::test]
+async fn a_node_that_never_answers_holds_a_join_for_5_s_and_no_longer() {
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    let Some(url) = fresh_pg_database().await else { return };
+    // A listener named like a node's, which never answers.
+    let mut silent = diesel_async::AsyncPgConnection::establish(&url).await.unwrap();
+    silent.batch_execute("SET application_name = 'notifyhub-listener-0badc0ffee00'; LISTEN notifyhub").await.unwrap();
+    let started = std::time::Instant::now();
+    let a = node_on(&url).await;
+    let waited = started.elapsed();
+    assert!(waited >= std::time::Duration::from_millis(4500), "served after {waited:?}, before the 5 s were up");
+    // The listener gives up on the silent node after 5 s; start-up's own bound is 10 s.
+    assert!(waited < std::time::Duration::from_millis(9500), "served only after {waited:?}");
+    // It serves, and, not alone, announces what it stores.
+    let mut listener = listen_to_the_nodes(&url).await;
+    let mut heard: Heard = std::pin::pin!(listener.notifications_stream());
+    let user = Uuid::new_v4();
+    let mut tab = a.ws(user, None).await;
+    tab.until_ready().await;
+    a.event(info_event(user, "despite the silence"), 202).await;
+    assert_eq!(tab.next_toast().await["notification"]["title"], "despite the silence");
+    let payloads = heard_until_now(&url, &mut heard).await;
+    assert!(payloads.iter().any(|p| announces_a_notification(p)), "{payloads:?}");
+}
+
+#[actix_web::test]
 async fn withheld_toasts_and_read_state_cross_nodes_as_unread_counts() {
     let Some((a, b)) = two_nodes().await else { return };
     let user = Uuid::new_v4();
