@@ -91,6 +91,64 @@ impl Membership {
     }
 }
 
+/// A node's wait for the answers to its join, fed by its listener.
+pub struct Joining {
+    awaiting: HashSet<String>,
+    serving: bool,
+}
+
+/// What the listener does after an answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Answered {
+    /// Nothing yet (or nothing more).
+    Nothing,
+    /// The last awaited answer came: serve.
+    Serve,
+    /// An answer came after this node gave up waiting: the local tabs check the database.
+    CatchUp,
+}
+
+impl Joining {
+    /// Awaits an answer from each of `others`.
+    pub fn new(others: HashSet<String>) -> Self {
+        Self { awaiting: others, serving: false }
+    }
+
+    /// Whether this node serves: every answer came, or it gave up waiting.
+    pub fn serving(&self) -> bool {
+        self.serving
+    }
+
+    /// Serve now, when nobody was awaited at all (once).
+    pub fn nobody_to_wait_for(&mut self) -> bool {
+        let start = !self.serving && self.awaiting.is_empty();
+        self.serving |= start;
+        start
+    }
+
+    /// `from` answered.
+    pub fn answered(&mut self, from: &str) -> Answered {
+        if !self.awaiting.remove(from) {
+            Answered::Nothing
+        } else if self.serving {
+            Answered::CatchUp
+        } else if self.awaiting.is_empty() {
+            self.serving = true;
+            Answered::Serve
+        } else {
+            Answered::Nothing
+        }
+    }
+
+    /// Stop waiting and serve; answers the nodes still silent.
+    pub fn give_up(&mut self) -> Vec<String> {
+        self.serving = true;
+        let mut silent: Vec<String> = self.awaiting.iter().cloned().collect();
+        silent.sort();
+        silent
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +161,45 @@ mod tests {
         assert_eq!(others, HashSet::from(["b2".to_string()]));
         assert_eq!(listener_name("c3"), "notifyhub-listener-c3");
         assert_eq!(other_nodes([listener_name("c3")], "a1"), HashSet::from(["c3".to_string()]));
+    }
+
+    fn others(nodes: &[&str]) -> HashSet<String> {
+        nodes.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn a_node_that_found_nobody_serves_at_once() {
+        let mut j = Joining::new(HashSet::new());
+        assert!(j.nobody_to_wait_for());
+        assert!(j.serving());
+        assert!(!j.nobody_to_wait_for(), "once");
+        assert_eq!(j.answered("b2"), Answered::Nothing);
+    }
+
+    #[test]
+    fn a_joining_node_serves_once_every_node_it_found_answered() {
+        let mut j = Joining::new(others(&["b2", "c3"]));
+        assert!(!j.nobody_to_wait_for());
+        assert_eq!(j.answered("zz"), Answered::Nothing, "a node it did not find");
+        assert_eq!(j.answered("b2"), Answered::Nothing);
+        assert_eq!(j.answered("b2"), Answered::Nothing, "twice");
+        assert!(!j.serving());
+        assert_eq!(j.answered("c3"), Answered::Serve);
+        assert!(j.serving());
+        assert_eq!(j.answered("c3"), Answered::Nothing);
+    }
+
+    #[test]
+    fn a_node_that_gave_up_waiting_catches_up_on_each_late_answer() {
+        let mut j = Joining::new(others(&["c3", "b2", "d4"]));
+        assert_eq!(j.answered("d4"), Answered::Nothing);
+        assert_eq!(j.give_up(), vec!["b2".to_string(), "c3".to_string()]);
+        assert!(j.serving());
+        assert!(!j.nobody_to_wait_for(), "already serving");
+        assert_eq!(j.answered("b2"), Answered::CatchUp);
+        assert_eq!(j.answered("b2"), Answered::Nothing);
+        assert_eq!(j.answered("d4"), Answered::Nothing, "answered in time");
+        assert_eq!(j.answered("c3"), Answered::CatchUp);
     }
 
     #[actix_web::test]

@@ -332,29 +332,27 @@ pub async fn listen(l: Listener, joined: tokio::sync::oneshot::Sender<()>) {
                 }
                 // What the others said while we were not listening is lost: start over.
                 sessions.resync_presence(true);
-                let mut awaiting = others;
+                let mut joining = membership::Joining::new(others);
                 let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
-                let mut serving = false;
+                let start_serving = |joined: &mut Option<tokio::sync::oneshot::Sender<()>>| {
+                    if !first {
+                        // Whatever other nodes stored while we were deaf is in the database.
+                        sessions.catch_up_all();
+                    }
+                    if let Some(tx) = joined.take() {
+                        let _ = tx.send(());
+                    }
+                };
+                if joining.nobody_to_wait_for() {
+                    start_serving(&mut joined);
+                }
                 let mut stream = std::pin::pin!(conn.notifications_stream());
                 loop {
-                    let start_serving = |joined: &mut Option<tokio::sync::oneshot::Sender<()>>| {
-                        if !first {
-                            // Whatever other nodes stored while we were deaf is in the database.
-                            sessions.catch_up_all();
-                        }
-                        if let Some(tx) = joined.take() {
-                            let _ = tx.send(());
-                        }
-                    };
-                    if !serving && awaiting.is_empty() {
-                        serving = true;
-                        start_serving(&mut joined);
-                    }
                     let next = tokio::select! {
                         next = stream.next() => next,
-                        () = tokio::time::sleep_until(deadline), if !serving => {
-                            tracing::warn!(silent = ?awaiting, "cluster: nodes did not answer this node's join in 5 s; serving anyway");
-                            serving = true;
+                        () = tokio::time::sleep_until(deadline), if !joining.serving() => {
+                            let silent = joining.give_up();
+                            tracing::warn!(?silent, "cluster: nodes did not answer this node's join in 5 s; serving anyway");
                             start_serving(&mut joined);
                             continue;
                         }
@@ -390,14 +388,19 @@ pub async fn listen(l: Listener, joined: tokio::sync::oneshot::Sender<()>) {
                                     crate::state::notify_other_nodes(&store, welcome).await;
                                 });
                             }
-                            Some(ClusterEvent::Welcome { node: from, to }) => {
-                                if to == node && awaiting.remove(&from) && serving {
-                                    // Late: what it stored unannounced meanwhile is in the
-                                    // database now.
-                                    tracing::info!(node = %from, "cluster: a node answered late; tabs here catch up");
-                                    sessions.catch_up_all();
+                            Some(ClusterEvent::Welcome { node: from, to }) if to == node => {
+                                match joining.answered(&from) {
+                                    membership::Answered::Serve => start_serving(&mut joined),
+                                    membership::Answered::CatchUp => {
+                                        // What it stored unannounced meanwhile is in the
+                                        // database now.
+                                        tracing::info!(node = %from, "cluster: a node answered late; tabs here catch up");
+                                        sessions.catch_up_all();
+                                    }
+                                    membership::Answered::Nothing => {}
                                 }
                             }
+                            Some(ClusterEvent::Welcome { .. }) => {}
                             None => tracing::debug!(payload = %n.payload, "cluster: ignoring a malformed payload"),
                         },
                         Err(e) => {
