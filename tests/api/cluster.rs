@@ -271,9 +271,19 @@ async fn heard_until_now(url: &str, heard: &mut Heard<'_>) -> Vec<String> {
     }
 }
 
-/// Whether `payload` announces stored notifications.
-fn announces_a_notification(payload: &str) -> bool {
-    payload.starts_with("n|") || payload.starts_with("m|")
+/// Stores a toast titled `title` for `user` on `node` and waits for it on `user`'s
+/// `tab`; answers whether the node announced it to the other nodes.
+async fn toast_announced(
+    url: &str,
+    heard: &mut Heard<'_>,
+    node: &TestApp,
+    (user, tab): (Uuid, &mut WsClient),
+    title: &str,
+) -> bool {
+    node.event(info_event(user, title), 202).await;
+    assert_eq!(tab.next_toast().await["notification"]["title"], title);
+    let payloads = heard_until_now(url, heard).await;
+    payloads.iter().any(|p| p.starts_with("n|") || p.starts_with("m|"))
 }
 
 #[actix_web::test]
@@ -285,10 +295,7 @@ async fn a_node_alone_announces_nothing_it_stores_until_another_joins() {
     let user = Uuid::new_v4();
     let mut tab_a = a.ws(user, None).await;
     tab_a.until_ready().await;
-    a.event(info_event(user, "alone"), 202).await;
-    assert_eq!(tab_a.next_toast().await["notification"]["title"], "alone");
-    let payloads = heard_until_now(&url, &mut heard).await;
-    assert!(!payloads.iter().any(|p| announces_a_notification(p)), "{payloads:?}");
+    assert!(!toast_announced(&url, &mut heard, &a, (user, &mut tab_a), "alone").await);
 
     // A second node joins: it is served once the first has answered, and from then on
     // the first announces what it stores.
@@ -302,11 +309,8 @@ async fn a_node_alone_announces_nothing_it_stores_until_another_joins() {
     );
     let mut tab_b = b.ws(user, None).await;
     tab_b.until_ready().await;
-    a.event(info_event(user, "with company"), 202).await;
-    assert_eq!(tab_a.next_toast().await["notification"]["title"], "with company");
+    assert!(toast_announced(&url, &mut heard, &a, (user, &mut tab_a), "with company").await);
     assert_eq!(tab_b.next_toast().await["notification"]["title"], "with company");
-    let payloads = heard_until_now(&url, &mut heard).await;
-    assert!(payloads.iter().any(|p| announces_a_notification(p)), "{payloads:?}");
 }
 
 #[actix_web::test]
@@ -328,10 +332,7 @@ async fn a_node_that_never_answers_holds_a_join_for_5_s_and_no_longer() {
     let user = Uuid::new_v4();
     let mut tab = a.ws(user, None).await;
     tab.until_ready().await;
-    a.event(info_event(user, "despite the silence"), 202).await;
-    assert_eq!(tab.next_toast().await["notification"]["title"], "despite the silence");
-    let payloads = heard_until_now(&url, &mut heard).await;
-    assert!(payloads.iter().any(|p| announces_a_notification(p)), "{payloads:?}");
+    assert!(toast_announced(&url, &mut heard, &a, (user, &mut tab), "despite the silence").await);
 }
 
 #[actix_web::test]
