@@ -68,6 +68,7 @@ pub struct Metrics {
     store_batches: AtomicU64,
     replay_reads: AtomicU64,
     users_elsewhere: AtomicU64,
+    cluster_alone: std::sync::atomic::AtomicBool,
 }
 
 fn breaker_slot(channel: crate::domain::Channel) -> Option<usize> {
@@ -115,6 +116,11 @@ impl Metrics {
     /// Records how many users have a tab on another node, as this node knows.
     pub fn set_users_elsewhere(&self, n: u64) {
         self.users_elsewhere.store(n, Ordering::Relaxed);
+    }
+
+    /// Records whether this node believes no other node listens.
+    pub fn set_cluster_alone(&self, alone: bool) {
+        self.cluster_alone.store(alone, Ordering::Relaxed);
     }
 
     /// Records a channel's circuit state (0 closed, 1 open, 2 half-open).
@@ -219,6 +225,14 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE notifyhub_cluster_users_elsewhere gauge");
         let _ = writeln!(out, "notifyhub_cluster_users_elsewhere {}", self.users_elsewhere.load(Ordering::Relaxed));
+        if backend == "postgres" {
+            let _ = writeln!(
+                out,
+                "# HELP notifyhub_cluster_alone 1 while this node sees no other node, and so announces nothing it stores."
+            );
+            let _ = writeln!(out, "# TYPE notifyhub_cluster_alone gauge");
+            let _ = writeln!(out, "notifyhub_cluster_alone {}", u8::from(self.cluster_alone.load(Ordering::Relaxed)));
+        }
         let _ = writeln!(out, "# HELP notifyhub_notifications_stored_total Notifications stored by this node.");
         let _ = writeln!(out, "# TYPE notifyhub_notifications_stored_total counter");
         let _ =

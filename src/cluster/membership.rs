@@ -17,8 +17,10 @@
 //! other. A node whose listener is down announces everything, as it cannot hear a node
 //! join; once not alone, a node stays so until it restarts.
 
+use crate::metrics::Metrics;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use tokio::sync::{RwLock, RwLockReadGuard};
 
 /// What a node's listener connection calls itself (`application_name`).
@@ -48,13 +50,7 @@ pub struct Membership {
     /// Held shared by a batch from reading `alone` to its commit; taken exclusively
     /// by [`open`](Self::open).
     fence: RwLock<()>,
-}
-
-impl Default for Membership {
-    /// Not alone until the listener has looked: announcing is always safe.
-    fn default() -> Self {
-        Self { alone: AtomicBool::new(false), fence: RwLock::new(()) }
-    }
+    metrics: Arc<Metrics>,
 }
 
 /// A batch's leave to store, and whether it must announce what it stores.
@@ -65,6 +61,11 @@ pub struct Announce<'a> {
 }
 
 impl Membership {
+    /// Not alone until the listener has looked: announcing is always safe.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self { alone: AtomicBool::new(false), fence: RwLock::new(()), metrics }
+    }
+
     /// Whether this node saw no other node when its listener last connected.
     pub fn is_alone(&self) -> bool {
         self.alone.load(Ordering::SeqCst)
@@ -73,6 +74,7 @@ impl Membership {
     /// Marks this node alone (its listener, connected, saw nobody) or not.
     pub fn set_alone(&self, alone: bool) {
         self.alone.store(alone, Ordering::SeqCst);
+        self.metrics.set_cluster_alone(alone);
     }
 
     /// For a batch: hold the answer until the batch has committed or failed.
@@ -152,7 +154,6 @@ impl Joining {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     #[test]
     fn the_other_nodes_are_the_listeners_but_this_one() {
@@ -204,9 +205,11 @@ mod tests {
 
     #[actix_web::test]
     async fn a_join_waits_for_the_batches_that_decided_alone_and_later_ones_announce() {
-        let m = Arc::new(Membership::default());
+        let metrics = Arc::new(Metrics::default());
+        let m = Arc::new(Membership::new(metrics.clone()));
         assert!(m.announce().await.others, "not alone before the listener looked");
         m.set_alone(true);
+        assert!(metrics.render("postgres").contains("notifyhub_cluster_alone 1"));
         let quiet = m.announce().await;
         assert!(!quiet.others);
         let opened = Arc::new(AtomicBool::new(false));
@@ -230,5 +233,7 @@ mod tests {
         assert!(opened.load(Ordering::SeqCst));
         assert!(m.announce().await.others);
         assert!(!m.is_alone());
+        assert!(metrics.render("postgres").contains("notifyhub_cluster_alone 0"));
+        assert!(!metrics.render("sqlite").contains("notifyhub_cluster_alone"), "single-node by nature");
     }
 }

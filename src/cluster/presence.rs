@@ -34,7 +34,7 @@ pub struct RemoteTabs {
 impl RemoteTabs {
     /// Nobody anywhere yet.
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { users: DashMap::new(), metrics, membership: Membership::default() }
+        Self { users: DashMap::new(), membership: Membership::new(metrics.clone()), metrics }
     }
 
     /// Whether any other node listens at all.

@@ -44,6 +44,9 @@ async fn node_on(url: &str) -> TestApp {
 /// The gauge of users a node knows to have a tab on another node.
 const USERS_ELSEWHERE: &str = "notifyhub_cluster_users_elsewhere";
 
+/// The gauge that is 1 while a node sees no other.
+const ALONE: &str = "notifyhub_cluster_alone";
+
 #[actix_web::test]
 async fn tabs_on_two_nodes_get_every_toast_in_order_whichever_node_stored_it() {
     let Some((a, b)) = two_nodes().await else { return };
@@ -290,6 +293,7 @@ async fn toast_announced(
 async fn a_node_alone_announces_nothing_it_stores_until_another_joins() {
     let Some(url) = fresh_pg_database().await else { return };
     let a = node_on(&url).await;
+    assert_eq!(a.counter(ALONE).await, 1, "a node alone says so");
     let mut listener = listen_to_the_nodes(&url).await;
     let mut heard: Heard = std::pin::pin!(listener.notifications_stream());
     let user = Uuid::new_v4();
@@ -307,6 +311,7 @@ async fn a_node_alone_announces_nothing_it_stores_until_another_joins() {
         payloads.iter().any(|p| p.starts_with("w|") && p.ends_with(&format!("|{joined}"))),
         "the first node answered: {payloads:?}"
     );
+    assert_eq!((a.counter(ALONE).await, b.counter(ALONE).await), (0, 0));
     let mut tab_b = b.ws(user, None).await;
     tab_b.until_ready().await;
     assert!(toast_announced(&url, &mut heard, &a, (user, &mut tab_a), "with company").await);
