@@ -97,6 +97,8 @@ pub struct Application {
     state: AppState,
     /// Held while the hub runs: a second process on the same SQLite file is refused.
     _single_node_lock: Option<std::fs::File>,
+    /// Runs the cluster listener (PostgreSQL), stopped last so the others see it go.
+    cluster_listener: Option<actix::ArbiterHandle>,
 }
 
 /// The file next to SQLite database `path` whose lock a running hub holds.
@@ -163,6 +165,7 @@ impl Application {
         store.set_fanout(sessions.clone()).await;
         let pii = PiiCipher::new(&settings.pii_key);
         let profiles = ProfileCache::new(pii.clone());
+        let mut cluster_listener = None;
         if let (crate::config::DatabaseUrl::Postgres(url), Some(remote)) = (&settings.database_url, &remote_tabs) {
             let listener = crate::cluster::Listener {
                 url: url.clone(),
@@ -173,7 +176,9 @@ impl Application {
                 store: store.clone(),
             };
             let (joined, joined_rx) = tokio::sync::oneshot::channel();
-            actix::Arbiter::new().spawn(crate::cluster::listen(listener, joined));
+            let arbiter = actix::Arbiter::new();
+            arbiter.spawn(crate::cluster::listen(listener, joined));
+            cluster_listener = Some(arbiter.handle());
             // A tab served before the other nodes answered could miss what they store
             // meanwhile (see `cluster::membership`). The listener gives up on them after 5 s.
             if tokio::time::timeout(std::time::Duration::from_secs(10), joined_rx).await.is_err() {
@@ -251,7 +256,7 @@ impl Application {
             workers = state.settings.workers,
             "notifyhub listening"
         );
-        Ok(Self { port, server, state, _single_node_lock: single_node_lock })
+        Ok(Self { port, server, state, _single_node_lock: single_node_lock, cluster_listener })
     }
 
     /// The bound port.
@@ -275,6 +280,10 @@ impl Application {
         let result = self.server.await;
         self.state.store.flush().await;
         self.state.leave_cluster().await;
+        if let Some(listener) = &self.cluster_listener {
+            // Its connection closes: the other nodes no longer count this one.
+            listener.stop();
+        }
         tracing::info!("notifyhub stopped");
         result
     }

@@ -15,7 +15,9 @@
 //! node reads the database after that, so it finds those batches, and hears of the rest.
 //! Of two nodes starting together, the one that connects its listener second sees the
 //! other. A node whose listener is down announces everything, as it cannot hear a node
-//! join; once not alone, a node stays so until it restarts.
+//! join. A node that is not alone looks every 5 s whether any other listener is left, in
+//! its listener's loop, so that a join heard after the look is handled after it; a node
+//! whose listener was down meanwhile joins again when it reconnects, and catches up.
 
 use crate::metrics::Metrics;
 use std::collections::HashSet;

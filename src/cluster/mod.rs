@@ -347,9 +347,20 @@ pub async fn listen(l: Listener, joined: tokio::sync::oneshot::Sender<()>) {
                     start_serving(&mut joined);
                 }
                 let mut stream = std::pin::pin!(conn.notifications_stream());
+                let mut recheck = tokio::time::interval_at(tokio::time::Instant::now() + RECHECK, RECHECK);
                 loop {
                     let next = tokio::select! {
                         next = stream.next() => next,
+                        _ = recheck.tick(), if joining.serving() && !membership.is_alone() => {
+                            // In this loop, so that a join heard later is handled after.
+                            if let Ok(others) = other_nodes(&store, &node).await {
+                                if others.is_empty() {
+                                    tracing::info!("cluster: no other node left on this database: stored notifications are no longer announced");
+                                    membership.set_alone(true);
+                                }
+                            }
+                            continue;
+                        }
                         () = tokio::time::sleep_until(deadline), if !joining.serving() => {
                             let silent = joining.give_up();
                             tracing::warn!(?silent, "cluster: nodes did not answer this node's join in 5 s; serving anyway");
@@ -420,22 +431,40 @@ pub async fn listen(l: Listener, joined: tokio::sync::oneshot::Sender<()>) {
     }
 }
 
+/// How often a node that is not alone looks whether the others have all gone.
+const RECHECK: Duration = Duration::from_secs(5);
+
+/// The other nodes listening now, looked up on a pooled connection.
+async fn other_nodes(store: &StoreHandle, node: &str) -> Result<HashSet<String>, crate::store::StoreError> {
+    let node = node.to_string();
+    store
+        .call(move |db| async move {
+            let crate::store::Db::Postgres(pool) = db else { return Ok(HashSet::new()) };
+            let mut conn = pool.get().await?;
+            let names: Vec<ListenerName> = diesel::sql_query(membership::OTHER_LISTENERS).load(&mut *conn).await?;
+            Ok(membership::other_nodes(names.into_iter().map(|n| n.application_name), &node))
+        })
+        .await
+}
+
+/// A row of [`membership::OTHER_LISTENERS`].
+#[derive(diesel::QueryableByName)]
+struct ListenerName {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    application_name: String,
+}
+
 /// Connects the listener under this node's name, listens, and lists the other nodes
 /// listening; when there are any, tells them this node joins.
 async fn connect(
     url: &str,
     node: &str,
 ) -> Result<(AsyncPgConnection, HashSet<String>), Box<dyn std::error::Error + Send + Sync>> {
-    #[derive(diesel::QueryableByName)]
-    struct Name {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        application_name: String,
-    }
     let mut conn = AsyncPgConnection::establish(url).await?;
     // Node ids are hex digits (see `startup`): nothing to quote.
     conn.batch_execute(&format!("SET application_name = '{}'; LISTEN {CHANNEL}", membership::listener_name(node)))
         .await?;
-    let names: Vec<Name> = diesel::sql_query(membership::OTHER_LISTENERS).load(&mut conn).await?;
+    let names: Vec<ListenerName> = diesel::sql_query(membership::OTHER_LISTENERS).load(&mut conn).await?;
     let others = membership::other_nodes(names.into_iter().map(|n| n.application_name), node);
     if !others.is_empty() {
         conn.batch_execute(&format!("NOTIFY {CHANNEL}, '{}'", ClusterEvent::Join { node: node.to_string() }.encode()))

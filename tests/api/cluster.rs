@@ -319,6 +319,21 @@ async fn a_node_alone_announces_nothing_it_stores_until_another_joins() {
 }
 
 #[actix_web::test]
+async fn a_node_whose_peers_have_all_gone_stops_announcing() {
+    let Some((a, b, url)) = two_nodes_and_url().await else { return };
+    assert_eq!(a.counter(ALONE).await, 0);
+    b.stop().await;
+    // The node looks every 5 s.
+    a.until_gauge(ALONE, 1).await;
+    let mut listener = listen_to_the_nodes(&url).await;
+    let mut heard: Heard = std::pin::pin!(listener.notifications_stream());
+    let user = Uuid::new_v4();
+    let mut tab = a.ws(user, None).await;
+    tab.until_ready().await;
+    assert!(!toast_announced(&url, &mut heard, &a, (user, &mut tab), "alone again").await);
+}
+
+#[actix_web::test]
 async fn a_node_that_never_answers_holds_a_join_for_5_s_and_no_longer() {
     use diesel_async::{AsyncConnection, SimpleAsyncConnection};
     let Some(url) = fresh_pg_database().await else { return };
