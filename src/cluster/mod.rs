@@ -324,10 +324,12 @@ pub async fn listen(l: Listener, joined: tokio::sync::oneshot::Sender<()>) {
     loop {
         match connect(&url, &node).await {
             Ok((mut conn, others)) => {
-                tracing::info!(node = %node, other_nodes = others.len(), "cluster: listening for other nodes");
                 backoff = Duration::from_secs(1);
-                membership.set_alone(others.is_empty());
-                if others.is_empty() {
+                // Unknown (the query failed): never alone, and nobody to wait for.
+                membership.set_alone(others.as_ref().is_some_and(HashSet::is_empty));
+                let others = others.unwrap_or_default();
+                tracing::info!(node = %node, other_nodes = others.len(), "cluster: listening for other nodes");
+                if membership.is_alone() {
                     tracing::info!("cluster: no other node on this database: stored notifications are not announced until one joins");
                 }
                 // What the others said while we were not listening is lost: start over.
@@ -455,22 +457,31 @@ struct ListenerName {
 }
 
 /// Connects the listener under this node's name, listens, and lists the other nodes
-/// listening; when there are any, tells them this node joins.
+/// listening (`None` when they cannot be listed); when there are any, tells them this
+/// node joins.
 async fn connect(
     url: &str,
     node: &str,
-) -> Result<(AsyncPgConnection, HashSet<String>), Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<(AsyncPgConnection, Option<HashSet<String>>), Box<dyn std::error::Error + Send + Sync>> {
     let mut conn = AsyncPgConnection::establish(url).await?;
     // Node ids are hex digits (see `startup`): nothing to quote.
     conn.batch_execute(&format!("SET application_name = '{}'; LISTEN {CHANNEL}", membership::listener_name(node)))
         .await?;
-    let names: Vec<ListenerName> = diesel::sql_query(membership::OTHER_LISTENERS).load(&mut conn).await?;
+    let names: Vec<ListenerName> = match diesel::sql_query(membership::OTHER_LISTENERS).load(&mut conn).await {
+        Ok(names) => names,
+        Err(e) => {
+            // A database that hides its connections: every node announces everything,
+            // as before nodes could tell they were alone.
+            tracing::warn!(error = %e, "cluster: cannot list the other nodes; announcing every notification");
+            return Ok((conn, None));
+        }
+    };
     let others = membership::other_nodes(names.into_iter().map(|n| n.application_name), node);
     if !others.is_empty() {
         conn.batch_execute(&format!("NOTIFY {CHANNEL}, '{}'", ClusterEvent::Join { node: node.to_string() }.encode()))
             .await?;
     }
-    Ok((conn, others))
+    Ok((conn, Some(others)))
 }
 
 #[cfg(test)]

@@ -334,6 +334,34 @@ async fn a_node_whose_peers_have_all_gone_stops_announcing() {
 }
 
 #[actix_web::test]
+async fn nodes_that_cannot_list_each_other_announce_everything() {
+    use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
+    let Some(url) = fresh_pg_database().await else { return };
+    // A role that may not read `pg_stat_activity` in this database (roles are the
+    // server's: a fresh name each run).
+    let role = format!("nh_hidden_{}", &Uuid::new_v4().simple().to_string()[..12]);
+    let mut admin = diesel_async::AsyncPgConnection::establish(&url).await.unwrap();
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN; GRANT ALL ON SCHEMA public TO {role}; \
+             REVOKE SELECT ON pg_catalog.pg_stat_activity FROM PUBLIC"
+        ))
+        .await
+        .unwrap();
+    let hidden = url.replacen("postgres@", &format!("{role}@"), 1);
+    let mut probe = diesel_async::AsyncPgConnection::establish(&hidden).await.unwrap();
+    assert!(diesel::sql_query("SELECT 1 FROM pg_stat_activity").execute(&mut probe).await.is_err());
+    // Neither can tell it is alone; both listen, and every toast crosses.
+    let (a, b) = (node_on(&hidden).await, node_on(&hidden).await);
+    assert_eq!((a.counter(ALONE).await, b.counter(ALONE).await), (0, 0));
+    let user = Uuid::new_v4();
+    let mut tab = b.ws(user, None).await;
+    tab.until_ready().await;
+    a.event(info_event(user, "to whom it may concern"), 202).await;
+    assert_eq!(tab.next_toast().await["notification"]["title"], "to whom it may concern");
+}
+
+#[actix_web::test]
 async fn a_node_that_never_answers_holds_a_join_for_5_s_and_no_longer() {
     use diesel_async::{AsyncConnection, SimpleAsyncConnection};
     let Some(url) = fresh_pg_database().await else { return };
