@@ -51,14 +51,15 @@ pub enum StartError {
     Config(String),
 }
 
-/// Starts the email, SMS and push actors on one arbiter, with SMTP/Twilio or the sandbox.
+/// Starts the email, SMS and push actors on one arbiter, with SMTP/Twilio or the sandbox;
+/// the arbiter is returned so the hub can stop it.
 fn start_channels(
     settings: &Settings,
     store: &StoreHandle,
     clock: &Arc<dyn Clock>,
     pii: &PiiCipher,
     metrics: &Arc<Metrics>,
-) -> Result<Channels, String> {
+) -> Result<(Channels, actix::ArbiterHandle), String> {
     let sandbox = SandboxOutbox::new(&settings.data_dir);
     let email: Arc<dyn ChannelSender> = match &settings.smtp {
         Some(smtp) => Arc::new(SmtpSender::new(smtp).map_err(|e| format!("SMTP_HOST: {e}"))?),
@@ -83,11 +84,12 @@ fn start_channels(
     let arbiter = actix::Arbiter::new();
     let deps =
         || ChannelDeps { store: store.clone(), clock: clock.clone(), pii: pii.clone(), metrics: metrics.clone() };
-    Ok(Channels {
+    let channels = Channels {
         email: ChannelActor::start(email, deps(), &arbiter.handle()),
         sms: ChannelActor::start(sms, deps(), &arbiter.handle()),
         push: ChannelActor::start(push, deps(), &arbiter.handle()),
-    })
+    };
+    Ok((channels, arbiter.handle()))
 }
 
 /// A built, listening hub.
@@ -99,6 +101,10 @@ pub struct Application {
     _single_node_lock: Option<std::fs::File>,
     /// Runs the cluster listener (PostgreSQL), stopped last so the others see it go.
     cluster_listener: Option<actix::ArbiterHandle>,
+    /// Run the dispatcher and the channel actors, which act on timers of their own: a
+    /// stopped hub stops them, or a hub started again in the same process (the tests do)
+    /// would find the old channel actors claiming its outbox with the old settings.
+    actor_arbiters: [actix::ArbiterHandle; 2],
 }
 
 /// The file next to SQLite database `path` whose lock a running hub holds.
@@ -198,7 +204,8 @@ impl Application {
                 tracing::warn!(released, "resuming deliveries interrupted by the last stop");
             }
         }
-        let channels = start_channels(&settings, &store, &clock, &pii, &metrics).map_err(StartError::Config)?;
+        let (channels, channel_arbiter) =
+            start_channels(&settings, &store, &clock, &pii, &metrics).map_err(StartError::Config)?;
         let dispatch = Arc::new(DispatchCore {
             store: store.clone(),
             profiles: profiles.clone(),
@@ -206,7 +213,7 @@ impl Application {
             metrics: metrics.clone(),
             channels: Some(channels.clone()),
         });
-        let dispatcher = Dispatcher::start_on_own_arbiter(dispatch.clone());
+        let (dispatcher, dispatcher_arbiter) = Dispatcher::start_on_own_arbiter(dispatch.clone());
         for addr in [&channels.email, &channels.sms, &channels.push] {
             addr.do_send(SetRaiser(dispatcher.clone().recipient()));
         }
@@ -256,7 +263,14 @@ impl Application {
             workers = state.settings.workers,
             "notifyhub listening"
         );
-        Ok(Self { port, server, state, _single_node_lock: single_node_lock, cluster_listener })
+        Ok(Self {
+            port,
+            server,
+            state,
+            _single_node_lock: single_node_lock,
+            cluster_listener,
+            actor_arbiters: [dispatcher_arbiter, channel_arbiter],
+        })
     }
 
     /// The bound port.
@@ -275,10 +289,15 @@ impl Application {
     }
 
     /// Serves until stopped (SIGTERM/SIGINT or [`ServerHandle::stop`]): stops accepting,
-    /// finishes in-flight requests, then flushes the persistence batch.
+    /// finishes in-flight requests, then flushes the persistence batch and stops the
+    /// dispatcher and the channel actors. A send cut short stays claimed in the outbox:
+    /// the next start on SQLite, or another node once the claim's lease ends, sends it.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
         self.state.store.flush().await;
+        for arbiter in &self.actor_arbiters {
+            arbiter.stop();
+        }
         self.state.leave_cluster().await;
         if let Some(listener) = &self.cluster_listener {
             // Its connection closes: the other nodes no longer count this one.

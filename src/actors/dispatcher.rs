@@ -333,14 +333,15 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Starts the dispatcher on its own arbiter.
-    pub fn start_on_own_arbiter(core: Arc<DispatchCore>) -> Addr<Dispatcher> {
+    /// Starts the dispatcher on its own arbiter, returned so the hub can stop it.
+    pub fn start_on_own_arbiter(core: Arc<DispatchCore>) -> (Addr<Dispatcher>, ArbiterHandle) {
         let arbiter = Arbiter::new();
-        Dispatcher::start_in_arbiter(&arbiter.handle(), move |_| Dispatcher {
+        let addr = Dispatcher::start_in_arbiter(&arbiter.handle(), move |_| Dispatcher {
             core,
             db_down_since: None,
             checking: false,
-        })
+        });
+        (addr, arbiter.handle())
     }
 
     fn watch_database(&mut self, ctx: &mut Context<Self>) {
