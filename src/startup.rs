@@ -291,7 +291,7 @@ impl Application {
     /// Serves until stopped (SIGTERM/SIGINT or [`ServerHandle::stop`]): stops accepting,
     /// finishes in-flight requests, then flushes the persistence batch and stops the
     /// dispatcher and the channel actors. A send cut short stays claimed in the outbox:
-    /// the next start on SQLite, or another node once the claim's lease ends, sends it.
+    /// the next start on SQLite, or any node once the claim's lease ends, sends it.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
         self.state.store.flush().await;
