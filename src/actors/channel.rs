@@ -189,7 +189,10 @@ impl ChannelActor {
         let transition = match provider {
             Some(true) => self.breaker.success(),
             Some(false) => self.breaker.failure(now),
-            None => Transition::None,
+            None => {
+                self.breaker.release_trial();
+                Transition::None
+            }
         };
         match transition {
             Transition::Opened => {

@@ -245,6 +245,7 @@ impl DispatchCore {
             None => {}
         }
 
+        let is_test = matches!(event.kind, EventKind::Test(_));
         let mut content = event.kind.into_content();
         let now = self.clock.now();
         let mut pending = Vec::with_capacity(recipients.len());
@@ -259,7 +260,15 @@ impl DispatchCore {
                     &default_profile
                 }
             };
-            let routing = route(content.priority, &profile.prefs, profile.has_push, now);
+            let mut routing = route(content.priority, &profile.prefs, profile.has_push, now);
+            if is_test {
+                routing = routing.toast_only();
+                // A test toast nobody would see stores nothing: the user is told why.
+                if !routing.toast() {
+                    self.release(taken).await;
+                    return Ok(Outcome::Filtered("toast_not_routed"));
+                }
+            }
             // The last recipient (the only one, for most events) takes the text itself.
             let (title, message, metadata) = if i == last {
                 (std::mem::take(&mut content.title), std::mem::take(&mut content.message), content.metadata.take())

@@ -1,6 +1,6 @@
 //! A circuit breaker: open after 5 consecutive failures, half-open after 60 s with a
-//! single trial; the trial's success closes it, its failure opens it again. Pure: the
-//! time is a parameter.
+//! single trial; the trial's success closes it, its failure opens it again, and a trial
+//! that never reached the provider hands the trial back. Pure: the time is a parameter.
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -100,6 +100,17 @@ impl Breaker {
         }
     }
 
+    /// Records an attempt that never asked the provider (the user switched the channel off
+    /// or hit the hourly limit, or the hub could not read the row): it says nothing about
+    /// the provider, so a half-open circuit's trial goes to the next send. Without this a
+    /// trial spent that way left the circuit half-open, refusing every send, until the hub
+    /// restarted.
+    pub fn release_trial(&mut self) {
+        if let BreakerState::HalfOpen { trial_in_flight: true } = self.state {
+            self.state = BreakerState::HalfOpen { trial_in_flight: false };
+        }
+    }
+
     /// Records a failure of the provider (not a refusal of one message).
     pub fn failure(&mut self, now: DateTime<Utc>) -> Transition {
         match self.state {
@@ -177,6 +188,44 @@ mod tests {
         assert_eq!(b.success(), Transition::Closed);
         assert_eq!(b.gauge(t(121)), 0);
         assert!(b.try_acquire(t(121)));
+    }
+
+    #[test]
+    fn a_trial_that_never_reached_the_provider_is_handed_back() {
+        let mut b = Breaker::default();
+        for _ in 0..5 {
+            b.failure(t(0));
+        }
+        assert!(b.try_acquire(t(60)), "the trial");
+        b.release_trial();
+        assert_eq!(b.gauge(t(60)), 2, "still half-open");
+        assert!(!b.is_open(t(60)), "a test send may go");
+        assert!(b.try_acquire(t(60)), "the next send is the trial");
+        assert!(!b.try_acquire(t(60)), "and the only one");
+        assert_eq!(b.failure(t(61)), Transition::Opened);
+        b.release_trial();
+        assert!(!b.try_acquire(t(62)), "releasing does not undo an open circuit");
+    }
+
+    #[test]
+    fn releasing_outside_a_trial_changes_nothing() {
+        let mut b = Breaker::default();
+        b.failure(t(0));
+        b.release_trial();
+        assert_eq!(b, {
+            let mut c = Breaker::default();
+            c.failure(t(0));
+            c
+        });
+        for _ in 0..4 {
+            b.failure(t(0));
+        }
+        b.release_trial();
+        assert!(b.is_open(t(1)));
+        assert!(b.try_acquire(t(60)));
+        b.success();
+        b.release_trial();
+        assert!(b.try_acquire(t(60)) && b.try_acquire(t(60)), "closed: no trial to hand back");
     }
 
     #[test]

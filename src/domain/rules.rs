@@ -140,6 +140,14 @@ impl Routing {
     pub fn toast(&self) -> bool {
         self.deliver.contains(&Channel::Toast)
     }
+
+    /// The routing of a test toast: the toast alone, so that testing toasts sends no
+    /// email, SMS or push and spends none of their hourly limits.
+    pub fn toast_only(mut self) -> Routing {
+        self.deliver.retain(|c| *c == Channel::Toast);
+        self.suppressed.retain(|(c, _)| *c == Channel::Toast);
+        self
+    }
 }
 
 /// Routes a notification: the priority's channels, minus quiet hours (critical always
@@ -385,6 +393,24 @@ mod tests {
         assert_eq!(critical.deliver.len(), 4);
         // Outside the window all goes out again.
         assert!(route(Priority::Info, &p, true, utc("2026-06-01T13:00:00Z")).toast());
+    }
+
+    #[test]
+    fn a_test_toast_keeps_the_toast_alone() {
+        let at = utc(NOON);
+        let mut p = prefs();
+        p.sms_enabled = false;
+        let r = route(Priority::Critical, &p, true, at).toast_only();
+        assert_eq!(r.deliver, vec![Channel::Toast]);
+        assert!(r.suppressed.is_empty(), "{r:?}");
+        p.channel_preferences.info_channels = vec![Channel::Email, Channel::Push];
+        let r = route(Priority::Info, &p, true, at).toast_only();
+        assert!(!r.toast() && r.deliver.is_empty() && r.suppressed.is_empty(), "{r:?}");
+        p.channel_preferences.info_channels = vec![Channel::Toast, Channel::Email];
+        p.quiet_hours = quiet("11:00", "13:00", "UTC");
+        let r = route(Priority::Info, &p, true, at).toast_only();
+        assert_eq!(r.suppressed, vec![(Channel::Toast, SuppressReason::QuietHours)]);
+        assert!(!r.toast());
     }
 
     #[test]

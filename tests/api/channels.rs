@@ -39,6 +39,11 @@ async fn until_delivery(app: &TestApp, user: Uuid, id: &str, channel: &str, stat
     }
 }
 
+async fn total_count(app: &TestApp, token: &str) -> i64 {
+    let list: Value = app.get("/api/v1/notifications", token).await.json().await.unwrap();
+    list["pagination"]["total_count"].as_i64().unwrap()
+}
+
 fn id_of(answer: &Value) -> String {
     answer["notifications"][0]["notification_id"].as_str().unwrap().to_string()
 }
@@ -226,15 +231,54 @@ async fn the_breaker_opens_after_five_failures_pauses_sends_and_closes_after_a_g
         until_delivery(&app, user, id, "sms", "sent").await;
     }
     // The gauge follows the actor's state, which settles just after the last row is recorded.
+    until_metric(&app, "notifyhub_channel_circuit_state{channel=\"sms\"} 0").await;
+}
+
+/// Waits until `/metrics` has `line`.
+async fn until_metric(app: &TestApp, line: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let metrics = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap().text().await.unwrap();
-        if metrics.contains("notifyhub_channel_circuit_state{channel=\"sms\"} 0") {
-            break;
+        if metrics.contains(line) {
+            return;
         }
-        assert!(std::time::Instant::now() < deadline, "{metrics}");
+        assert!(std::time::Instant::now() < deadline, "no {line} in {metrics}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[actix_web::test]
+async fn a_trial_that_never_reaches_the_provider_hands_the_trial_to_the_next_send() {
+    let mut twilio = TwilioStandIn::start().await;
+    twilio.script(&[500, 500, 500, 500, 500]);
+    let clock = Arc::new(ManualClock::default());
+    let app = app_with(Backend::Sqlite, twilio.env(), clock.clone()).await.unwrap();
+    let (quitter, other) = (Uuid::new_v4(), Uuid::new_v4());
+    for user in [quitter, other] {
+        set_prefs(&app, user, json!({"sms_enabled": true, "sms_phone_number": "+12345678901"})).await;
+    }
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(id_of(&app.event(exit_event(quitter), 202).await));
+        twilio.next().await;
+    }
+    until_metric(&app, "notifyhub_channel_circuit_state{channel=\"sms\"} 1").await;
+    // One trader switches SMS off during the outage: once the circuit is half-open, their
+    // queued messages take the trial in turn and are dropped without asking Twilio.
+    set_prefs(&app, quitter, json!({"sms_enabled": false})).await;
+    clock.advance(chrono::Duration::seconds(61));
+    app.state.channels.sms.do_send(Wake);
+    for id in &ids {
+        until_delivery(&app, quitter, id, "sms", "suppressed").await;
+    }
+    // The trial is still there for the next send, which closes the circuit.
+    let next = id_of(&app.event(exit_event(other), 202).await);
+    app.state.channels.sms.do_send(Wake);
+    assert_eq!(twilio.next().await.to, "+12345678901");
+    until_delivery(&app, other, &next, "sms", "sent").await;
+    until_metric(&app, "notifyhub_channel_circuit_state{channel=\"sms\"} 0").await;
+    let res = app.post("/api/v1/notifications/test/sms", &app.token(other, Role::User), &json!({})).await;
+    assert_eq!(res.status(), 202, "tests go through a closed circuit");
 }
 
 /// A hub whose push endpoints are a stand-in push service checking what a real one
@@ -594,8 +638,20 @@ async fn test_endpoints_answer_every_case() {
     tab.until_ready().await;
     assert_eq!(test("toast").await.status(), 202);
     assert_eq!(tab.next_toast().await["notification"]["title"], "Test notification");
+    // A test toast goes to the tabs alone, whatever else info notifications are routed to.
+    set_prefs(&app, user, json!({"email_enabled": true, "channel_preferences": {"info_channels": ["toast", "email"]}}))
+        .await;
+    assert_eq!(test("toast").await.status(), 202);
+    let toast = tab.next_toast().await;
+    let id = toast["notification"]["id"].as_str().unwrap().to_string();
+    let rows = deliveries(&app, user, &id).await;
+    assert!(rows.iter().all(|r| r["channel"] == "toast"), "no email for a test toast: {rows:?}");
+    let stored = total_count(&app, &token).await;
+    assert_eq!(stored, 2);
+    // A test toast the routing would not show is refused, and leaves nothing behind.
     set_prefs(&app, user, json!({"channel_preferences": {"info_channels": ["email"]}})).await;
     assert_error(test("toast").await, 400, "CHANNEL_DISABLED").await;
+    assert_eq!(total_count(&app, &token).await, stored, "a refused test toast stores nothing");
     // Another user's sandbox messages are not listed.
     let other: Value =
         app.get("/api/v1/sandbox/outbox", &app.token(Uuid::new_v4(), Role::User)).await.json().await.unwrap();
