@@ -16,12 +16,29 @@ pub fn mask_phone(phone: &str) -> String {
 }
 
 /// Replaces every occurrence of `secret` in `text` by `masked`: a provider's error
-/// message may quote the address it refused.
+/// message may quote the address it refused, and mail servers often quote it in another
+/// case (`<User@Example.COM>`), so ASCII letters match in any case.
 pub fn scrub(text: &str, secret: &str, masked: &str) -> String {
-    if secret.is_empty() {
+    let (hay, needle) = (text.as_bytes(), secret.as_bytes());
+    if needle.is_empty() || hay.len() < needle.len() {
         return text.to_string();
     }
-    text.replace(secret, masked)
+    let mut out = String::with_capacity(text.len());
+    let (mut copied, mut i) = (0, 0);
+    while i + needle.len() <= hay.len() {
+        // Non-ASCII bytes match only exactly and ASCII bytes are never inside a
+        // multi-byte character, so a match starts and ends on character boundaries.
+        if hay[i..i + needle.len()].eq_ignore_ascii_case(needle) {
+            out.push_str(&text[copied..i]);
+            out.push_str(masked);
+            i += needle.len();
+            copied = i;
+        } else {
+            i += 1;
+        }
+    }
+    out.push_str(&text[copied..]);
+    out
 }
 
 /// Masks an email address, keeping the first three characters of the local part
@@ -67,6 +84,22 @@ mod tests {
             "The 'To' number +1415***2671 is not valid (+1415***2671)"
         );
         assert_eq!(scrub("550 <a@b.c>: rejected", "", "x"), "550 <a@b.c>: rejected");
+    }
+
+    #[test]
+    fn scrub_masks_an_address_quoted_in_another_case() {
+        assert_eq!(
+            scrub(
+                "550 5.1.1 <Trader@Example.COM>: unknown user trader@example.com",
+                "trader@example.com",
+                "tra***@example.com"
+            ),
+            "550 5.1.1 <tra***@example.com>: unknown user tra***@example.com"
+        );
+        // Non-ASCII letters match only as written; the text around them is kept whole.
+        assert_eq!(scrub("é ÜSER@b.c ü", "üser@b.c", "x"), "é ÜSER@b.c ü");
+        assert_eq!(scrub("é üSER@B.c ü", "üser@b.c", "x"), "é x ü");
+        assert_eq!(scrub("ab", "abc", "x"), "ab");
     }
 
     #[test]
