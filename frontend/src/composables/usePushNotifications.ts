@@ -2,9 +2,16 @@
 // (re-subscribing when the key changed), send the subscription, remember it.
 import { ref } from 'vue'
 import { api } from '../services/api'
+import { currentSession } from '../services/auth'
 
-const ENDPOINT_KEY = 'notifyhub.push.endpoint'
 const SERVER_KEY = 'notifyhub.push.serverKey'
+
+/** Where this browser remembers the endpoint it registered for the signed-in user: per
+ * user, so that a second trader signing in here registers the subscription for
+ * themselves instead of being told it is done. */
+export function endpointKey(): string {
+  return `notifyhub.push.endpoint.${currentSession()?.userId ?? 'anonymous'}`
+}
 
 export type PushError = 'unsupported' | 'denied' | 'failed'
 
@@ -19,7 +26,7 @@ export function urlBase64ToUint8Array(base64: string): Uint8Array<ArrayBuffer> {
 export function usePushNotifications() {
   const isSupported = typeof window !== 'undefined' && 'serviceWorker' in navigator && 'PushManager' in window && 'Notification' in window
   const permission = ref<NotificationPermission>(isSupported ? Notification.permission : 'denied')
-  const subscribed = ref(!!localStorage.getItem(ENDPOINT_KEY))
+  const subscribed = ref(!!localStorage.getItem(endpointKey()))
   const error = ref<string | null>(null)
   const busy = ref(false)
 
@@ -54,7 +61,7 @@ export function usePushNotifications() {
       }
       sub ??= await registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: urlBase64ToUint8Array(public_key) })
       await api.subscribePush(sub.toJSON())
-      localStorage.setItem(ENDPOINT_KEY, sub.endpoint)
+      localStorage.setItem(endpointKey(), sub.endpoint)
       localStorage.setItem(SERVER_KEY, public_key)
       subscribed.value = true
       return true
@@ -71,13 +78,13 @@ export function usePushNotifications() {
   }
 
   async function unsubscribeFromPush(): Promise<void> {
-    const endpoint = localStorage.getItem(ENDPOINT_KEY)
+    const endpoint = localStorage.getItem(endpointKey())
     if (isSupported) {
       const registration = await navigator.serviceWorker.ready
       await (await registration.pushManager.getSubscription())?.unsubscribe()
     }
     if (endpoint) await api.unsubscribePush(endpoint)
-    localStorage.removeItem(ENDPOINT_KEY)
+    localStorage.removeItem(endpointKey())
     subscribed.value = false
   }
 

@@ -2,6 +2,7 @@ import { createPinia, setActivePinia } from 'pinia'
 import { fireEvent, render, screen, waitFor } from '@testing-library/vue'
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import PushPermissionBanner from '../../src/components/notifications/PushPermissionBanner.vue'
+import { endpointKey } from '../../src/composables/usePushNotifications'
 import { mockFetch, preferences } from '../fixtures'
 
 function renderBanner() {
@@ -71,6 +72,20 @@ describe('PushPermissionBanner', () => {
     renderBanner()
     await fireEvent.click(screen.getByRole('button', { name: 'Enable' }))
     expect((await screen.findByRole('alert')).textContent).toMatch(/turn on Browser push in the preferences/)
+  })
+
+  it('remembers a subscription for the trader who made it, not for the next one on this browser', () => {
+    const signIn = (sub: string) =>
+      localStorage.setItem('notifyhub.token', `x.${btoa(JSON.stringify({ sub, role: 'user', exp: 4102444800 }))}.y`)
+    browserWithPush('default')
+    signIn('00000000-0000-4000-8000-00000000000a')
+    localStorage.setItem(endpointKey(), 'https://fcm.googleapis.com/fcm/send/abc')
+    const first = renderBanner()
+    expect(screen.queryByText(/Enable notifications/)).toBeNull()
+    first.unmount()
+    signIn('00000000-0000-4000-8000-00000000000b')
+    renderBanner()
+    expect(screen.getByText(/Enable notifications/)).toBeTruthy()
   })
 
   it('remembers "Not now"', async () => {
