@@ -151,6 +151,32 @@ pub struct Settings {
     pub ws_timeout: std::time::Duration,
 }
 
+/// Shortest JWT secret not warned about: HS256 wants a key as long as its hash (32 bytes).
+pub const STRONG_JWT_SECRET: usize = 32;
+/// Shortest service token not warned about.
+pub const STRONG_SERVICE_TOKEN: usize = 16;
+
+impl Settings {
+    /// Secrets short enough to be guessed, for a warning at start. They are not refused:
+    /// the contract sets no length, and a test harness or a first try may use a short one.
+    pub fn weak_secrets(&self) -> Vec<String> {
+        let mut weak = Vec::new();
+        if self.jwt_secret.len() < STRONG_JWT_SECRET {
+            weak.push(format!(
+                "NOTIFYHUB_JWT_SECRET has {} characters: anyone who guesses it can sign tokens; use {STRONG_JWT_SECRET} or more (or unset it to have one generated)",
+                self.jwt_secret.len()
+            ));
+        }
+        let short = self.service_tokens.iter().filter(|t| t.len() < STRONG_SERVICE_TOKEN).count();
+        if short > 0 {
+            weak.push(format!(
+                "NOTIFYHUB_SERVICE_TOKENS: {short} token(s) shorter than {STRONG_SERVICE_TOKEN} characters can be guessed; use long random tokens"
+            ));
+        }
+        weak
+    }
+}
+
 // Written by hand so that a `{:?}` (a log line, a panic message) never prints a secret:
 // passwords, tokens and keys show as `***`, a database URL without its password.
 const HIDDEN: &str = "***";
@@ -316,9 +342,6 @@ impl Settings {
         };
 
         let jwt_secret = match src.get("NOTIFYHUB_JWT_SECRET") {
-            Some(s) if s.len() < 16 => {
-                return Err(ConfigError::new("NOTIFYHUB_JWT_SECRET", "must be at least 16 characters"))
-            }
             Some(s) => s,
             None => stored_secret(&data_dir, "jwt_secret", "NOTIFYHUB_JWT_SECRET", || {
                 base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<48>())
@@ -328,12 +351,6 @@ impl Settings {
             .get("NOTIFYHUB_SERVICE_TOKENS")
             .map(|s| s.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect())
             .unwrap_or_default();
-        if let Some(short) = service_tokens.iter().find(|t| t.len() < 16) {
-            return Err(ConfigError::new(
-                "NOTIFYHUB_SERVICE_TOKENS",
-                format!("every token must be at least 16 characters (one has {})", short.len()),
-            ));
-        }
         let pii_raw = match src.get("NOTIFYHUB_PII_KEY") {
             Some(s) => s,
             None => stored_secret(&data_dir, "pii_key", "NOTIFYHUB_PII_KEY", || {
@@ -413,10 +430,34 @@ fn parse_range(var: &str, raw: &str, min: i64, max: i64) -> Result<i64, ConfigEr
     Ok(n)
 }
 
+/// A DNS name (labels of letters, digits, `-` and `_`, up to 63 characters each, 253 in
+/// all) or an IP address: what the SMTP library can connect to and check a certificate for.
+fn is_host_name(host: &str) -> bool {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
 fn load_smtp(src: &Source) -> Result<Option<SmtpSettings>, ConfigError> {
     let Some(host) = src.get("SMTP_HOST") else {
         return Ok(None);
     };
+    let host = host.trim().to_string();
+    if !is_host_name(&host) {
+        return Err(ConfigError::new(
+            "SMTP_HOST",
+            format!("'{host}' is not a host name or IP address (e.g. smtp.example.com, 127.0.0.1)"),
+        ));
+    }
     let tls = match src.get("SMTP_TLS").as_deref().map(str::trim) {
         None | Some("starttls") => SmtpTls::StartTls,
         Some("tls") => SmtpTls::Tls,
@@ -586,8 +627,6 @@ mod tests {
             ("NOTIFYHUB_WORKERS", "many"),
             ("DATABASE_URL", "mysql://x"),
             ("DATABASE_URL", "notifyhub.db"),
-            ("NOTIFYHUB_JWT_SECRET", "short"),
-            ("NOTIFYHUB_SERVICE_TOKENS", "tiny"),
             ("NOTIFYHUB_PII_KEY", "not-base64!"),
             ("VAPID_PRIVATE_KEY", "AAAA"),
             ("VAPID_SUBJECT", "admin@example.com"),
@@ -597,6 +636,31 @@ mod tests {
             let err = Settings::load(&src(&[(var, value)], dir.path())).unwrap_err();
             assert_eq!(&err.var, var, "{value}: {err}");
         }
+    }
+
+    #[test]
+    fn short_secrets_are_taken_with_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let weak = Settings::load(&src(
+            &[("NOTIFYHUB_JWT_SECRET", "secret"), ("NOTIFYHUB_SERVICE_TOKENS", "tiny,x")],
+            dir.path(),
+        ))
+        .unwrap();
+        assert_eq!(weak.jwt_secret, "secret");
+        let warnings = weak.weak_secrets();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].starts_with("NOTIFYHUB_JWT_SECRET has 6 characters"), "{warnings:?}");
+        assert!(warnings[1].contains("2 token(s)"), "{warnings:?}");
+        assert!(warnings.iter().all(|w| !w.contains("secret\"") && !w.contains("tiny")), "no secret in a warning");
+        let long = "s".repeat(STRONG_JWT_SECRET);
+        let strong = Settings::load(&src(
+            &[("NOTIFYHUB_JWT_SECRET", long.as_str()), ("NOTIFYHUB_SERVICE_TOKENS", "service-token-0123456789")],
+            dir.path(),
+        ))
+        .unwrap();
+        assert!(strong.weak_secrets().is_empty());
+        // A generated secret is long enough.
+        assert!(Settings::load(&src(&[], dir.path())).unwrap().weak_secrets().is_empty());
     }
 
     #[test]
@@ -610,6 +674,13 @@ mod tests {
         assert_eq!(err.var, "SMTP_PORT");
         let err = Settings::load(&src(&[("SMTP_HOST", "h"), ("SMTP_USER", "u")], dir.path())).unwrap_err();
         assert_eq!(err.var, "SMTP_PASSWORD");
+        for host in ["not a host", "smtp..example.com", "-smtp.example.com", "smtp.example.com:587"] {
+            let err = Settings::load(&src(&[("SMTP_HOST", host)], dir.path())).unwrap_err();
+            assert_eq!(err.var, "SMTP_HOST", "{host}");
+        }
+        for host in ["smtp.example.com", "smtp.example.com.", "mail_relay", "10.0.0.7", "::1"] {
+            assert!(Settings::load(&src(&[("SMTP_HOST", host)], dir.path())).is_ok(), "{host}");
+        }
         let ok = Settings::load(&src(&[("SMTP_HOST", "h"), ("SMTP_TLS", "none")], dir.path())).unwrap();
         assert_eq!(ok.smtp.unwrap().port, 25);
         // A password in clear over the network is refused; to a relay on this machine it is fine.

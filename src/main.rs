@@ -122,6 +122,9 @@ fn serve() -> ExitCode {
     notifyhub::telemetry::init("info", std::io::stdout);
     let fd_limit = notifyhub::sys::raise_fd_limit();
     tracing::info!(fd_limit, "open-file limit (each socket takes one)");
+    for weak in settings.weak_secrets() {
+        tracing::warn!("{weak}");
+    }
     match malloc_arenas {
         Some(n) => tracing::info!(malloc_arenas = n, "malloc arenas capped at one per worker"),
         None => tracing::info!("malloc arenas left to MALLOC_ARENA_MAX or the allocator's default"),
@@ -130,12 +133,17 @@ fn serve() -> ExitCode {
     let result = system.block_on(async move {
         let bind = settings.bind;
         let app = notifyhub::startup::Application::build(settings).await?;
-        stop_on_signals(app.handle()).map_err(|e| notifyhub::startup::StartError::Config(format!("signals: {e}")))?;
+        stop_on_signals(app.handle()).map_err(|e| notifyhub::startup::StartError::Failed(format!("signals: {e}")))?;
         eprintln!("notifyhub: listening on http://{}:{}/", bind.ip(), app.port());
-        app.run_until_stopped().await.map_err(|e| notifyhub::startup::StartError::Config(format!("server error: {e}")))
+        app.run_until_stopped().await.map_err(|e| notifyhub::startup::StartError::Failed(format!("server error: {e}")))
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(notifyhub::startup::StartError::Config(e)) => {
+            tracing::error!(error = %e, "notifyhub failed: configuration error");
+            eprintln!("notifyhub: configuration error: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             tracing::error!(error = %e, "notifyhub failed");
             eprintln!("notifyhub: {e}");

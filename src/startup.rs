@@ -46,9 +46,14 @@ pub enum StartError {
         /// Cause.
         source: std::io::Error,
     },
-    /// Bad settings discovered late (e.g. the VAPID key).
+    /// Bad settings discovered late (a host name lettre refuses, the VAPID key): the
+    /// binary answers them as it does the settings it checks first (exit code 2).
     #[error("{0}")]
     Config(String),
+    /// Anything else that stops the start: the SQLite file held by another hub, the
+    /// signal handlers, the server.
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// Starts the email, SMS and push actors on one arbiter, with SMTP/Twilio or the sandbox;
@@ -123,16 +128,16 @@ fn lock_sqlite(path: &std::path::Path) -> Result<std::fs::File, StartError> {
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|e| StartError::Config(format!("cannot open {}: {e}", lock_path.display())))?;
+        .map_err(|e| StartError::Failed(format!("cannot open {}: {e}", lock_path.display())))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StartError::Config(format!(
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartError::Failed(format!(
             "another notifyhub process is using {}: SQLite is single-node. Run one hub per database file, \
              or point every node at PostgreSQL (DATABASE_URL=postgres://…) to run several",
             path.display()
         ))),
         Err(std::fs::TryLockError::Error(e)) => {
-            Err(StartError::Config(format!("cannot lock {}: {e}", lock_path.display())))
+            Err(StartError::Failed(format!("cannot lock {}: {e}", lock_path.display())))
         }
     }
 }

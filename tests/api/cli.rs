@@ -29,6 +29,7 @@ fn invalid_settings_stop_with_one_line_and_exit_code_2() {
         ("NOTIFYHUB_PII_KEY", "short"),
         ("SMTP_TLS", "maybe"),
         ("NOTIFYHUB_WORKERS", "-3"),
+        ("SMTP_HOST", "not a host name"),
     ] {
         let mut cmd = bin();
         cmd.current_dir(dir.path()).env("NOTIFYHUB_DATA_DIR", dir.path()).env(var, value);
