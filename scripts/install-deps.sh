@@ -22,8 +22,17 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-# The email tests talk to a real SMTP server (aiosmtpd, from PyPI).
-if [[ " $* " == *" --with-postgres "* ]] && ! python3 -c "import aiosmtpd" >/dev/null 2>&1; then
+# The email tests talk to a real SMTP server (aiosmtpd): from PyPI into the python3 on PATH
+# when pip may install there, else Debian's python3-aiosmtpd (Debian's own Python is
+# "externally managed" and may have no pip); the tests use whichever Python has it.
+if [[ " $* " == *" --with-postgres "* ]] && ! python3 -c "import aiosmtpd" >/dev/null 2>&1 \
+  && ! /usr/bin/python3 -c "import aiosmtpd" >/dev/null 2>&1; then
   echo "==> installing aiosmtpd (the tests' SMTP server)"
-  python3 -m pip install --quiet --disable-pip-version-check aiosmtpd
+  if ! python3 -m pip install --quiet --disable-pip-version-check aiosmtpd 2>/dev/null; then
+    echo "    pip cannot install here; using Debian's python3-aiosmtpd"
+    sudo_cmd=()
+    [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends python3-aiosmtpd >/dev/null
+  fi
 fi

@@ -15,6 +15,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
+/// The Python that has aiosmtpd: the one first on `PATH` when pip could install it there,
+/// else Debian's, where `scripts/install-deps.sh` falls back to `python3-aiosmtpd`.
+fn smtp_python() -> &'static str {
+    static PYTHON: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let has_aiosmtpd = |python: &str| {
+            Command::new(python)
+                .args(["-c", "import aiosmtpd"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        ["python3", "/usr/bin/python3"].into_iter().find(|p| has_aiosmtpd(p)).unwrap_or("python3")
+    })
+}
+
 /// aiosmtpd on a free port; messages land in a temp dir.
 pub struct SmtpSink {
     pub port: u16,
@@ -26,14 +43,14 @@ impl SmtpSink {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_sink.py");
-        let mut child = Command::new("python3")
+        let mut child = Command::new(smtp_python())
             .arg(script)
             .arg("--dir")
             .arg(dir.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .expect("python3 runs tests/support/smtp_sink.py (pip install aiosmtpd)");
+            .expect("python3 runs tests/support/smtp_sink.py (scripts/install-deps.sh --with-postgres installs aiosmtpd)");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let port = line.trim().parse().expect("the SMTP sink prints its port");
