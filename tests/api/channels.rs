@@ -500,27 +500,56 @@ async fn a_stopped_hub_leaves_no_dispatcher_or_channel_actor_running() {
 
 /// Waits until every listed notification's SMS delivery is final; returns how many
 /// went out and how many were held back by the rate limit.
-async fn sms_outcomes(app: &TestApp, user: Uuid, ids: &[String]) -> (usize, usize) {
+/// How many of notifications `ids` went out on `channel`, and how many the hourly limit
+/// held back, once each has an outcome there.
+async fn channel_outcomes(app: &TestApp, user: Uuid, ids: &[String], channel: &str) -> (usize, usize) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let (mut sent, mut limited) = (0, 0);
     for id in ids {
         loop {
             let rows = deliveries(app, user, id).await;
-            let sms = rows.iter().find(|r| r["channel"] == "sms").expect("an sms row").clone();
-            match sms["status"].as_str().unwrap() {
+            let row = rows.iter().find(|r| r["channel"] == channel).expect("a row for the channel").clone();
+            match row["status"].as_str().unwrap() {
                 "sent" => sent += 1,
-                "suppressed" if sms["reason"] == "rate_limited" => limited += 1,
+                "suppressed" if row["reason"] == "rate_limited" => limited += 1,
                 "pending" | "retrying" => {
-                    assert!(std::time::Instant::now() < deadline, "sms never finished: {sms}");
+                    assert!(std::time::Instant::now() < deadline, "{channel} never finished: {row}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
-                _ => panic!("unexpected sms outcome: {sms}"),
+                _ => panic!("unexpected {channel} outcome: {row}"),
             }
             break;
         }
     }
     (sent, limited)
+}
+
+async fn sms_outcomes(app: &TestApp, user: Uuid, ids: &[String]) -> (usize, usize) {
+    channel_outcomes(app, user, ids, "sms").await
+}
+
+#[actix_web::test]
+async fn at_most_100_emails_an_hour_reach_a_user_tests_included() {
+    let app = crate::helpers::spawn_app(Backend::Sqlite).await.unwrap();
+    let user = Uuid::new_v4();
+    let token = app.token(user, Role::User);
+    set_prefs(&app, user, json!({"email_address": "trader@example.com"})).await;
+    for _ in 0..5 {
+        assert_eq!(app.post("/api/v1/notifications/test/email", &token, &json!({})).await.status(), 202);
+    }
+    let answers = futures_util::future::join_all((0..100).map(|_| app.event(exit_event(user), 202))).await;
+    let ids: Vec<String> = answers.iter().map(id_of).collect();
+    assert_eq!(channel_outcomes(&app, user, &ids, "email").await, (95, 5));
+    let err =
+        assert_error(app.post("/api/v1/notifications/test/email", &token, &json!({})).await, 429, "RATE_LIMITED").await;
+    assert_eq!(err["error"]["details"]["channel"], "email");
+    // SMS has a limit of its own, untouched by the emails.
+    set_prefs(&app, user, json!({"sms_enabled": true, "sms_phone_number": "+12345678901"})).await;
+    assert_eq!(app.post("/api/v1/notifications/test/sms", &token, &json!({})).await.status(), 202);
+    let outbox: Value = app.get("/api/v1/sandbox/outbox?limit=500", &token).await.json().await.unwrap();
+    let emails = outbox["data"].as_array().unwrap().iter().filter(|m| m["channel"] == "email").count();
+    assert_eq!(emails, 100, "100 emails in the hour, no more");
 }
 
 crate::on_both_backends! {
