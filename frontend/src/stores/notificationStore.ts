@@ -11,13 +11,15 @@ import { ApiError, api } from '../services/api'
 import { currentSession, isExpired } from '../services/auth'
 import { NotificationSocket, type SocketState } from '../composables/notificationSocket'
 
-export type Filter = 'all' | 'unread' | 'signals' | 'warnings' | 'errors'
+// The story's five filters, and emergency exits, which none of them would show.
+export type Filter = 'all' | 'unread' | 'signals' | 'warnings' | 'exits' | 'errors'
 
 const FILTER_QUERY: Record<Filter, { unread_only?: boolean; notification_type?: NotificationType }> = {
   all: {},
   unread: { unread_only: true },
   signals: { notification_type: 'signal_generated' },
   warnings: { notification_type: 'risk_warning' },
+  exits: { notification_type: 'emergency_exit' },
   errors: { notification_type: 'system_error' },
 }
 

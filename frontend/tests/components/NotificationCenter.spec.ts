@@ -31,7 +31,7 @@ describe('NotificationCenter', () => {
     await fireEvent.click(screen.getByRole('button', { name: 'Notifications, none unread' }))
     expect(await screen.findByText('No notifications')).toBeTruthy()
     expect(store.fetchNotifications).toHaveBeenCalledWith({ reset: true })
-    for (const f of ['All', 'Unread', 'Signals', 'Warnings', 'Errors']) expect(screen.getByText(f)).toBeTruthy()
+    for (const f of ['All', 'Unread', 'Signals', 'Warnings', 'Exits', 'Errors']) expect(screen.getByText(f)).toBeTruthy()
     await fireEvent.click(screen.getByText('Warnings'))
     expect(store.setFilter).toHaveBeenCalledWith('warnings')
   })

@@ -16,6 +16,8 @@ describe('useNotificationStore', () => {
     expect(store.hasMore).toBe(true)
     await store.setFilter('warnings')
     expect(calls.at(-1)!.path).toBe('/api/v1/notifications?notification_type=risk_warning&limit=20&offset=0')
+    await store.setFilter('exits')
+    expect(calls.at(-1)!.path).toBe('/api/v1/notifications?notification_type=emergency_exit&limit=20&offset=0')
     await store.setFilter('unread')
     expect(calls.at(-1)!.path).toContain('unread_only=true')
     await store.fetchNotifications()
