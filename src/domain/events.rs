@@ -209,10 +209,17 @@ fn short_text(name: &str, value: &str, max: usize) -> Result<String, FieldError>
     Ok(t.to_string())
 }
 
+/// Longest decimal string taken for a price: the text goes into the toast as written, and
+/// no price needs more digits.
+const MAX_DECIMAL_TEXT: usize = 32;
+
 fn decimal(name: &str, v: &Option<Value>) -> Result<(), FieldError> {
     let ok = match v {
         None | Some(Value::Null) => true,
         Some(Value::Number(n)) => n.as_f64().is_some_and(|x| x.is_finite()),
+        Some(Value::String(s)) if s.trim().len() > MAX_DECIMAL_TEXT => {
+            return Err(field(name, format!("must be at most {MAX_DECIMAL_TEXT} characters")))
+        }
         Some(Value::String(s)) => s.trim().parse::<f64>().is_ok_and(|x| x.is_finite()),
         Some(_) => false,
     };
@@ -728,6 +735,10 @@ mod tests {
             (
                 json!({"type": "signal_generated", "user_id": u, "signal": {"signal_id": "s", "symbol": "A", "pattern_type": "P", "confidence": 90, "entry_price": "abc"}}),
                 "signal.entry_price",
+            ),
+            (
+                json!({"type": "signal_generated", "user_id": u, "signal": {"signal_id": "s", "symbol": "A", "pattern_type": "P", "confidence": 90, "stop_loss": format!("1{}", "0".repeat(40))}}),
+                "signal.stop_loss",
             ),
             (
                 json!({"type": "signal_generated", "user_id": u, "signal": {"signal_id": "s", "symbol": "", "pattern_type": "P", "confidence": 90}}),
