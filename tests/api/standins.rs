@@ -50,7 +50,9 @@ impl SmtpSink {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .expect("python3 runs tests/support/smtp_sink.py (scripts/install-deps.sh --with-postgres installs aiosmtpd)");
+            .expect(
+                "python3 runs tests/support/smtp_sink.py (scripts/install-deps.sh --with-postgres installs aiosmtpd)",
+            );
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let port = line.trim().parse().expect("the SMTP sink prints its port");
