@@ -111,6 +111,61 @@ async fn email_goes_out_over_real_smtp_as_multipart_on_postgres() {
 }
 
 #[actix_web::test]
+async fn an_smtp_server_that_is_down_is_retried_and_the_email_goes_out_once_it_is_back() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let env = vec![("SMTP_HOST", "127.0.0.1".into()), ("SMTP_PORT", port.to_string()), ("SMTP_TLS", "none".into())];
+    let clock = Arc::new(ManualClock::default());
+    let app = app_with(Backend::Sqlite, env, clock.clone()).await.unwrap();
+    let user = Uuid::new_v4();
+    set_prefs(&app, user, json!({"email_address": "trader@example.com"})).await;
+    let mut tab = app.ws(user, None).await;
+    tab.until_ready().await;
+    let answer = app.event(signal_event(user, 87.0), 202).await;
+    assert_eq!(answer["notifications"][0]["channels"], json!(["toast", "email"]));
+    // The toast does not wait for the email.
+    assert_eq!(tab.next_toast().await["notification"]["id"], answer["notifications"][0]["notification_id"]);
+    let id = id_of(&answer);
+    let row = until_delivery(&app, user, &id, "email", "retrying").await;
+    assert_eq!(row["attempts"], 1);
+    let error = row["last_error"].as_str().unwrap();
+    assert!(error.starts_with("smtp: "), "{error}");
+    assert!(!error.contains("trader@"), "{error}");
+    // The server comes back where the hub expects it: the retry after 1 s delivers.
+    let smtp = SmtpSink::start_on(port);
+    clock.advance(chrono::Duration::seconds(1));
+    app.state.channels.email.do_send(Wake);
+    assert!(smtp.messages(1).await[0].contains("X-Envelope-To: trader@example.com"));
+    let row = until_delivery(&app, user, &id, "email", "sent").await;
+    assert_eq!(row["attempts"], 2);
+}
+
+#[actix_web::test]
+async fn refused_smtp_credentials_count_against_the_provider_and_the_password_is_never_shown() {
+    let smtp = SmtpSink::start_refusing_logins();
+    let password = "a-rotated-password-0123456789";
+    let env = vec![
+        ("SMTP_HOST", "127.0.0.1".into()),
+        ("SMTP_PORT", smtp.port.to_string()),
+        ("SMTP_TLS", "none".into()),
+        ("SMTP_USER", "alerts".into()),
+        ("SMTP_PASSWORD", password.into()),
+    ];
+    let app = app_with(Backend::Sqlite, env, Arc::new(SystemClock)).await.unwrap();
+    let user = Uuid::new_v4();
+    set_prefs(&app, user, json!({"email_address": "trader@example.com"})).await;
+    let answer = app.event(signal_event(user, 87.0), 202).await;
+    // Retried (a transient failure of the provider, which the breaker counts), not failed
+    // as if this one address were at fault.
+    let row = until_delivery(&app, user, &id_of(&answer), "email", "retrying").await;
+    let error = row["last_error"].as_str().unwrap();
+    assert!(error.contains("535") && error.contains("check SMTP_USER/SMTP_PASSWORD"), "{error}");
+    assert!(!error.contains(password), "{error}");
+    let res = app.post("/api/v1/notifications/test/email", &app.token(user, Role::User), &json!({})).await;
+    let body = assert_error(res, 503, "PROVIDER_UNAVAILABLE").await;
+    assert!(!body.to_string().contains(password), "{body}");
+}
+
+#[actix_web::test]
 async fn sms_goes_through_twilio_and_an_invalid_number_is_final() {
     let mut twilio = TwilioStandIn::start().await;
     let app = app_with(Backend::Sqlite, twilio.env(), Arc::new(SystemClock)).await.unwrap();

@@ -41,12 +41,27 @@ pub struct SmtpSink {
 
 impl SmtpSink {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Listens on `port` (a server that comes back where the hub expects it).
+    pub fn start_on(port: u16) -> Self {
+        Self::start_with(&["--port", &port.to_string()])
+    }
+
+    /// Offers AUTH and refuses every login (535).
+    pub fn start_refusing_logins() -> Self {
+        Self::start_with(&["--refuse-logins"])
+    }
+
+    fn start_with(args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_sink.py");
         let mut child = Command::new(smtp_python())
             .arg(script)
             .arg("--dir")
             .arg(dir.path())
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

@@ -4,14 +4,19 @@
 Mailboxes whose name starts with "reject" are refused (550, quoting the address).
 Every message received is written to DIR as an .eml file (atomically, so a reader never
 sees half a message). Prints the port it listens on, then serves until stdin closes.
+--port listens on a given port (a server coming back where the hub expects it);
+--refuse-logins offers AUTH and refuses every login (535), as after a password change.
 """
 import argparse
+import logging
 import os
 import socket
 import sys
 import uuid
+import warnings
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 
 
 class Saver:
@@ -35,6 +40,10 @@ class Saver:
         return "250 Message accepted for delivery"
 
 
+def refuse_every_login(server, session, envelope, mechanism, auth_data):
+    return AuthResult(success=False, handled=False)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -44,10 +53,18 @@ def free_port():
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--dir", required=True)
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--refuse-logins", action="store_true")
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)
-    port = free_port()
-    controller = Controller(Saver(args.dir), hostname="127.0.0.1", port=port)
+    port = args.port or free_port()
+    auth = {}
+    if args.refuse_logins:
+        # AUTH over plain TCP: the hub sends a password in clear only to this machine.
+        auth = dict(authenticator=refuse_every_login, auth_required=True, auth_require_tls=False)
+        warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
+        logging.getLogger("mail.log").setLevel(logging.ERROR)
+    controller = Controller(Saver(args.dir), hostname="127.0.0.1", port=port, **auth)
     controller.start()
     print(port, flush=True)
     sys.stdin.read()
