@@ -7,7 +7,7 @@ import assert from 'node:assert/strict'
 import { createDecipheriv, createECDH, createHmac, randomBytes } from 'node:crypto'
 import { createServer } from 'node:http'
 import { after, before, test } from 'node:test'
-import { Hub, freePort, launchChromium, newUser, token } from './hub.mjs'
+import { Hub, exit, freePort, launchChromium, newUser, token } from './hub.mjs'
 
 const hmac = (key, data) => createHmac('sha256', key).update(data).digest()
 
@@ -34,6 +34,7 @@ function decrypt(body, ecdh, auth) {
 let hub, browser, standIn, pushPort
 const received = []
 let deliverToWorker = async () => {}
+let onPush = () => {}
 
 const ecdh = createECDH('prime256v1')
 ecdh.generateKeys()
@@ -50,6 +51,7 @@ before(async () => {
         assert.equal(req.headers['content-encoding'], 'aes128gcm')
         const plain = decrypt(Buffer.concat(chunks), ecdh, auth)
         received.push(JSON.parse(plain))
+        onPush()
         await deliverToWorker(plain)
         res.writeHead(201).end()
       } catch (e) {
@@ -120,5 +122,42 @@ test('a test push reaches the service worker and shows a notification', async ()
   const notifications = await shown.jsonValue()
   assert.equal(notifications[0].title, 'Test push from notifyhub')
   await page.screenshot({ path: '../test-output/screens/10-push-enabled.png' })
+  await context.close()
+})
+
+test("the banner's Enable subscribes and switches push on: a critical exit reaches the push service", async () => {
+  deliverToWorker = async () => {} // the first test's page is gone
+  const user = newUser()
+  const context = await browser.newContext()
+  const endpoint = `http://127.0.0.1:${pushPort}/push/${user}`
+  const keys = { p256dh: ecdh.getPublicKey().toString('base64url'), auth: auth.toString('base64url') }
+  // A first visit: the browser has not been asked yet, and grants when asked.
+  await context.addInitScript(({ endpoint, keys }) => {
+    let permission = 'default'
+    Object.defineProperty(Notification, 'permission', { get: () => permission })
+    Notification.requestPermission = async () => (permission = 'granted')
+    PushManager.prototype.subscribe = async function () {
+      return { endpoint, expirationTime: null, toJSON: () => ({ endpoint, expirationTime: null, keys }), unsubscribe: async () => true }
+    }
+    PushManager.prototype.getSubscription = async () => null
+  }, { endpoint, keys })
+  const page = await context.newPage()
+  await page.goto(`${hub.url}/#token=${token(user)}`)
+  await page.getByTestId('connection').filter({ hasText: 'Live' }).waitFor()
+  const saved = page.waitForResponse((r) => r.url().endsWith('/api/v1/notifications/preferences') && r.request().method() === 'POST')
+  await page.getByRole('button', { name: 'Enable' }).click()
+  assert.equal((await saved).status(), 200)
+  await page.getByText('Enable notifications to get instant alerts').waitFor({ state: 'detached' })
+  const prefs = await hub.api('GET', '/notifications/preferences', token(user))
+  assert.equal(prefs.body.push_enabled, true, 'Enable switched push on')
+
+  const before = received.length
+  const pushed = new Promise((resolve) => (onPush = resolve))
+  const answer = await hub.event(exit(user))
+  assert.equal(answer.status, 202)
+  assert.deepEqual(answer.body.notifications[0].channels, ['toast', 'push'])
+  await pushed
+  assert.equal(received.length, before + 1, JSON.stringify(received))
+  assert.match(received[before].title, /Emergency exit/)
   await context.close()
 })
