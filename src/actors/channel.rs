@@ -160,6 +160,8 @@ impl ChannelActor {
 
     fn start_attempt(&mut self, row: Claimed, ctx: &mut Context<Self>) {
         let now = self.attempt.clock.now();
+        // Only the attempt that holds a half-open circuit's trial may hand it back.
+        let trial = matches!(self.breaker.state(now), BreakerState::HalfOpen { trial_in_flight: false });
         if !self.breaker.try_acquire(now) {
             // The circuit opened meanwhile: the row waits, no attempt counted.
             let until = self.breaker.open_until().unwrap_or(now + Duration::seconds(1));
@@ -173,8 +175,11 @@ impl ChannelActor {
         }
         self.in_flight += 1;
         let attempt = self.attempt.clone();
-        ctx.spawn(async move { attempt.run(row).await }.into_actor(self).map(|outcome, act, ctx| {
+        ctx.spawn(async move { attempt.run(row).await }.into_actor(self).map(move |outcome, act, ctx| {
             act.in_flight -= 1;
+            if outcome.provider.is_none() && trial {
+                act.breaker.release_trial();
+            }
             act.record(outcome.provider, ctx);
             if let Some(at) = outcome.retry_at {
                 act.wake_at(at, ctx);
@@ -189,10 +194,7 @@ impl ChannelActor {
         let transition = match provider {
             Some(true) => self.breaker.success(),
             Some(false) => self.breaker.failure(now),
-            None => {
-                self.breaker.release_trial();
-                Transition::None
-            }
+            None => Transition::None,
         };
         match transition {
             Transition::Opened => {
