@@ -16,7 +16,8 @@ self.addEventListener('push', (event) => {
       tag: data.tag || data.notification_id || undefined,
       // Critical alerts stay on screen until the trader acts on them.
       requireInteraction: data.priority === 'critical',
-      data: { url: data.url || '/', notificationId: data.notification_id },
+      // A test push has no stored notification to open.
+      data: { url: data.url || '/', notificationId: data.test ? undefined : data.notification_id },
     }),
   )
 })
