@@ -295,7 +295,7 @@ impl Application {
 
     /// Serves until stopped (SIGTERM/SIGINT or [`ServerHandle::stop`]): stops accepting,
     /// finishes in-flight requests, then flushes the persistence batch and stops the
-    /// dispatcher and the channel actors. A send cut short stays claimed in the outbox:
+    /// dispatcher, the channel actors and, last, the persistence actor. A send cut short stays claimed in the outbox:
     /// the next start on SQLite, or any node once the claim's lease ends, sends it.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
@@ -308,6 +308,8 @@ impl Application {
             // Its connection closes: the other nodes no longer count this one.
             listener.stop();
         }
+        // Last: the goodbye above goes through it.
+        self.state.store.stop();
         tracing::info!("notifyhub stopped");
         result
     }

@@ -336,6 +336,7 @@ pub struct StoreHandle {
     addr: Addr<Persistence>,
     writer: BatchWriter,
     backend: &'static str,
+    arbiter: actix::ArbiterHandle,
 }
 
 impl StoreHandle {
@@ -386,7 +387,19 @@ impl StoreHandle {
         }
         let (addr, writer, backend) =
             rx.await.map_err(|_| StoreError::Unavailable("persistence arbiter stopped".into()))??;
-        Ok(Self { addr, writer, backend })
+        Ok(Self { addr, writer, backend, arbiter: arbiter.handle() })
+    }
+
+    /// Stops the actor and its arbiter: the pool's connections close, and on SQLite the
+    /// batch writer and its checkpoint thread end (after a last checkpoint). Every later
+    /// call answers `Unavailable`. For a hub that has stopped serving.
+    pub fn stop(&self) {
+        self.arbiter.stop();
+    }
+
+    /// Whether the actor still takes work.
+    pub fn is_running(&self) -> bool {
+        self.addr.connected()
     }
 
     /// `sqlite` or `postgres`.

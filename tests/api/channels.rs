@@ -538,23 +538,26 @@ async fn sms_rate_limit_holds_across_a_restart() {
 }
 
 #[actix_web::test]
-async fn a_stopped_hub_leaves_no_dispatcher_or_channel_actor_running() {
+async fn a_stopped_hub_leaves_no_dispatcher_channel_or_persistence_actor_running() {
     // A hub restarted in the same process would otherwise meet the old channel actors
-    // polling its outbox with the old settings (a push refused by the old allow-list).
+    // polling its outbox with the old settings (a push refused by the old allow-list),
+    // and the old store would keep its connections and its SQLite writer.
     let app = crate::helpers::spawn_app(Backend::Sqlite).await.unwrap();
     let channels = app.state.channels.clone();
     let dispatcher = app.state.dispatcher.clone();
-    assert!(dispatcher.connected() && channels.push.connected());
+    let store = app.state.store.clone();
+    assert!(dispatcher.connected() && channels.push.connected() && store.is_running());
     app.stop().await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while dispatcher.connected() || [&channels.email, &channels.sms, &channels.push].iter().any(|a| a.connected()) {
+    while dispatcher.connected()
+        || store.is_running()
+        || [&channels.email, &channels.sms, &channels.push].iter().any(|a| a.connected())
+    {
         assert!(std::time::Instant::now() < deadline, "an actor of the stopped hub is still running");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
-/// Waits until every listed notification's SMS delivery is final; returns how many
-/// went out and how many were held back by the rate limit.
 /// How many of notifications `ids` went out on `channel`, and how many the hourly limit
 /// held back, once each has an outcome there.
 async fn channel_outcomes(app: &TestApp, user: Uuid, ids: &[String], channel: &str) -> (usize, usize) {
