@@ -170,7 +170,7 @@ impl ChannelSender for SmtpSender {
         let from = self.from.clone();
         Box::pin(async move {
             let Some(to) = job.prefs.email_address.clone() else { return SendResult::NoAddress };
-            let to_mailbox: Mailbox = match to.as_str().parse() {
+            let to_mailbox: Mailbox = match with_ascii_domain(to.as_str()).parse() {
                 Ok(m) => m,
                 Err(_) => return SendResult::Final(format!("address {} is not deliverable", mask_email(to.as_str()))),
             };
@@ -211,9 +211,31 @@ fn is_authentication_failure(code: &str) -> bool {
     matches!(code, "530" | "534" | "535" | "538")
 }
 
+/// The address with its domain in ASCII (`bücher.example` → `xn--bcher-kva.example`):
+/// lettre would put the domain in the envelope and the `To:` header as UTF-8, which a
+/// mail server without SMTPUTF8 refuses, while the ASCII form is the same domain to every
+/// server. A local part outside ASCII still needs SMTPUTF8; it is left as written.
+fn with_ascii_domain(address: &str) -> String {
+    match address.rsplit_once('@') {
+        Some((local, domain)) if !domain.is_ascii() => match idna::domain_to_ascii(domain) {
+            Ok(ascii) => format!("{local}@{ascii}"),
+            Err(_) => address.to_string(),
+        },
+        _ => address.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_international_domain_goes_out_in_ascii() {
+        assert_eq!(with_ascii_domain("trader@bücher.example"), "trader@xn--bcher-kva.example");
+        assert_eq!(with_ascii_domain("Trader@Example.COM"), "Trader@Example.COM", "ASCII is left as written");
+        assert_eq!(with_ascii_domain("trädér@example.com"), "trädér@example.com");
+        assert_eq!(with_ascii_domain("no-at-sign"), "no-at-sign");
+    }
 
     #[test]
     fn refused_credentials_are_told_from_refused_mailboxes() {

@@ -84,6 +84,25 @@ async fn email_over_smtp(backend: Backend) {
 }
 
 #[actix_web::test]
+async fn an_address_at_an_international_domain_goes_out_with_the_domain_in_ascii() {
+    let smtp = SmtpSink::start();
+    let env =
+        vec![("SMTP_HOST", "127.0.0.1".into()), ("SMTP_PORT", smtp.port.to_string()), ("SMTP_TLS", "none".into())];
+    let app = app_with(Backend::Sqlite, env, Arc::new(SystemClock)).await.unwrap();
+    let user = Uuid::new_v4();
+    set_prefs(&app, user, json!({"email_address": "trader@bücher.example"})).await;
+    let prefs: Value =
+        app.get("/api/v1/notifications/preferences", &app.token(user, Role::User)).await.json().await.unwrap();
+    assert_eq!(prefs["email_address"], "trader@bücher.example", "kept as the trader wrote it");
+    let answer = app.event(signal_event(user, 87.0), 202).await;
+    let mail = &smtp.messages(1).await[0];
+    // Any server takes the ASCII form; one without SMTPUTF8 refuses the UTF-8 one.
+    assert!(mail.contains("X-Envelope-To: trader@xn--bcher-kva.example"), "{mail}");
+    assert!(mail.contains("To: trader@xn--bcher-kva.example"), "{mail}");
+    until_delivery(&app, user, &id_of(&answer), "email", "sent").await;
+}
+
+#[actix_web::test]
 async fn a_refused_mailbox_fails_the_email_and_the_server_reply_is_stored_masked() {
     let smtp = SmtpSink::start();
     let env =
