@@ -151,7 +151,7 @@ impl SmtpSender {
         if let (Some(user), Some(password)) = (&settings.user, &settings.password) {
             builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
         }
-        let from: Mailbox = settings.from.as_str().parse().map_err(|e: lettre::address::AddressError| e.to_string())?;
+        let from: Mailbox = with_ascii_domain(settings.from.as_str()).parse().map_err(|e: lettre::address::AddressError| e.to_string())?;
         Ok(Self { transport: builder.build(), from })
     }
 }
