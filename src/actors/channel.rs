@@ -160,8 +160,6 @@ impl ChannelActor {
 
     fn start_attempt(&mut self, row: Claimed, ctx: &mut Context<Self>) {
         let now = self.attempt.clock.now();
-        // Only the attempt that holds a half-open circuit's trial may hand it back.
-        let trial = matches!(self.breaker.state(now), BreakerState::HalfOpen { trial_in_flight: false });
         if !self.breaker.try_acquire(now) {
             // The circuit opened meanwhile: the row waits, no attempt counted.
             let until = self.breaker.open_until().unwrap_or(now + Duration::seconds(1));
@@ -174,11 +172,13 @@ impl ChannelActor {
             return;
         }
         self.in_flight += 1;
+        // Only the attempt holding a half-open circuit's trial may hand it back.
+        let trial = self.breaker.trial_in_flight();
         let attempt = self.attempt.clone();
         ctx.spawn(async move { attempt.run(row).await }.into_actor(self).map(move |outcome, act, ctx| {
             act.in_flight -= 1;
-            if outcome.provider.is_none() && trial {
-                act.breaker.release_trial();
+            if let (None, Some(trial)) = (outcome.provider, trial) {
+                act.breaker.release_trial(trial);
             }
             act.record(outcome.provider, ctx);
             if let Some(at) = outcome.retry_at {

@@ -44,11 +44,14 @@ pub enum Transition {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Breaker {
     state: BreakerState,
+    /// How many trials were handed out: names the one in flight, so that only its holder
+    /// can hand it back.
+    trials: u64,
 }
 
 impl Default for Breaker {
     fn default() -> Self {
-        Self { state: BreakerState::Closed { failures: 0 } }
+        Self { state: BreakerState::Closed { failures: 0 }, trials: 0 }
     }
 }
 
@@ -71,6 +74,7 @@ impl Breaker {
             BreakerState::HalfOpen { trial_in_flight: true } => false,
             BreakerState::HalfOpen { trial_in_flight: false } => {
                 self.state = BreakerState::HalfOpen { trial_in_flight: true };
+                self.trials += 1;
                 true
             }
         }
@@ -100,13 +104,20 @@ impl Breaker {
         }
     }
 
-    /// Records an attempt that never asked the provider (the user switched the channel off
-    /// or hit the hourly limit, or the hub could not read the row): it says nothing about
-    /// the provider, so a half-open circuit's trial goes to the next send. Without this a
-    /// trial spent that way left the circuit half-open, refusing every send, until the hub
-    /// restarted.
-    pub fn release_trial(&mut self) {
-        if let BreakerState::HalfOpen { trial_in_flight: true } = self.state {
+    /// The trial in flight, if any: what [`Self::try_acquire`] just handed out, for its
+    /// holder to give to [`Self::release_trial`].
+    pub fn trial_in_flight(&self) -> Option<u64> {
+        matches!(self.state, BreakerState::HalfOpen { trial_in_flight: true }).then_some(self.trials)
+    }
+
+    /// Records that trial `trial` never asked the provider (the user switched the channel
+    /// off or hit the hourly limit, or the hub could not read the row): it says nothing
+    /// about the provider, so the trial goes to the next send. Without this a trial spent
+    /// that way left the circuit half-open, refusing every send, until the hub restarted.
+    /// A trial that is no longer the one in flight (the circuit opened and half-opened
+    /// again meanwhile) changes nothing.
+    pub fn release_trial(&mut self, trial: u64) {
+        if self.trial_in_flight() == Some(trial) {
             self.state = BreakerState::HalfOpen { trial_in_flight: false };
         }
     }
@@ -197,21 +208,45 @@ mod tests {
             b.failure(t(0));
         }
         assert!(b.try_acquire(t(60)), "the trial");
-        b.release_trial();
+        let first = b.trial_in_flight().unwrap();
+        b.release_trial(first);
         assert_eq!(b.gauge(t(60)), 2, "still half-open");
         assert!(!b.is_open(t(60)), "a test send may go");
         assert!(b.try_acquire(t(60)), "the next send is the trial");
         assert!(!b.try_acquire(t(60)), "and the only one");
+        let second = b.trial_in_flight().unwrap();
+        assert_ne!(first, second);
         assert_eq!(b.failure(t(61)), Transition::Opened);
-        b.release_trial();
+        b.release_trial(second);
         assert!(!b.try_acquire(t(62)), "releasing does not undo an open circuit");
+    }
+
+    #[test]
+    fn only_the_trial_in_flight_can_be_handed_back() {
+        let mut b = Breaker::default();
+        for _ in 0..5 {
+            b.failure(t(0));
+        }
+        assert!(b.try_acquire(t(60)));
+        let slow = b.trial_in_flight().unwrap();
+        // An older attempt fails meanwhile: open again, then a new trial a minute later.
+        b.failure(t(61));
+        assert!(b.try_acquire(t(121)));
+        let current = b.trial_in_flight().unwrap();
+        // The slow first trial ends without asking the provider: the current one stays.
+        b.release_trial(slow);
+        assert_eq!(b.trial_in_flight(), Some(current));
+        assert!(!b.try_acquire(t(121)), "still one trial at a time");
+        b.release_trial(current);
+        assert!(b.try_acquire(t(121)));
     }
 
     #[test]
     fn releasing_outside_a_trial_changes_nothing() {
         let mut b = Breaker::default();
         b.failure(t(0));
-        b.release_trial();
+        assert_eq!(b.trial_in_flight(), None);
+        b.release_trial(0);
         assert_eq!(b, {
             let mut c = Breaker::default();
             c.failure(t(0));
@@ -220,11 +255,12 @@ mod tests {
         for _ in 0..4 {
             b.failure(t(0));
         }
-        b.release_trial();
+        b.release_trial(0);
         assert!(b.is_open(t(1)));
         assert!(b.try_acquire(t(60)));
+        let trial = b.trial_in_flight().unwrap();
         b.success();
-        b.release_trial();
+        b.release_trial(trial);
         assert!(b.try_acquire(t(60)) && b.try_acquire(t(60)), "closed: no trial to hand back");
     }
 

@@ -151,7 +151,9 @@ impl SmtpSender {
         if let (Some(user), Some(password)) = (&settings.user, &settings.password) {
             builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
         }
-        let from: Mailbox = with_ascii_domain(settings.from.as_str()).parse().map_err(|e: lettre::address::AddressError| e.to_string())?;
+        let from: Mailbox = with_ascii_domain(settings.from.as_str())
+            .parse()
+            .map_err(|e: lettre::address::AddressError| e.to_string())?;
         Ok(Self { transport: builder.build(), from })
     }
 }
@@ -184,9 +186,12 @@ impl ChannelSender for SmtpSender {
                 Ok(m) => m,
                 Err(e) => return SendResult::Final(format!("message cannot be built: {e}")),
             };
-            // The server's reply may quote the address it refused: never store or log it.
+            // The server's reply may quote the address it refused, as sent (the domain in
+            // ASCII) or as written: never store or log it.
             let scrubbed = |e: &dyn std::fmt::Display| {
-                crate::domain::pii::scrub(&e.to_string(), to.as_str(), &mask_email(to.as_str()))
+                let masked = mask_email(to.as_str());
+                let text = crate::domain::pii::scrub(&e.to_string(), to.as_str(), &masked);
+                crate::domain::pii::scrub(&text, &with_ascii_domain(to.as_str()), &masked)
             };
             match transport.send(message).await {
                 Ok(resp) => SendResult::Sent(format!("smtp {}", resp.code())),

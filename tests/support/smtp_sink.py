@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A real SMTP server on loopback for the tests (aiosmtpd).
 
-Mailboxes whose name starts with "reject" are refused (550, quoting the address).
+Mailboxes whose name starts with "reject" are refused (550, quoting the address; in
+capitals for "reject-shouting").
 Every message received is written to DIR as an .eml file (atomically, so a reader never
 sees half a message). Prints the port it listens on, then serves until stdin closes.
 --port listens on a given port (a server coming back where the hub expects it);
@@ -24,9 +25,11 @@ class Saver:
         self.directory = directory
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        # Refuses mailboxes named reject…@ the way Postfix does, quoting the address.
+        # Refuses mailboxes named reject…@ the way Postfix does, quoting the address
+        # (reject-shouting…@ in capitals, as some servers echo it).
         if address.lower().startswith("reject"):
-            return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
+            quoted = address.upper() if address.lower().startswith("reject-shouting") else address
+            return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % quoted
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
