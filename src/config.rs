@@ -163,14 +163,14 @@ impl Settings {
         let mut weak = Vec::new();
         if self.jwt_secret.len() < STRONG_JWT_SECRET {
             weak.push(format!(
-                "NOTIFYHUB_JWT_SECRET has {} characters: anyone who guesses it can sign tokens; use {STRONG_JWT_SECRET} or more (or unset it to have one generated)",
+                "NOTIFYHUB_JWT_SECRET has {} bytes: anyone who guesses it can sign tokens; use {STRONG_JWT_SECRET} or more (or unset it to have one generated)",
                 self.jwt_secret.len()
             ));
         }
         let short = self.service_tokens.iter().filter(|t| t.len() < STRONG_SERVICE_TOKEN).count();
         if short > 0 {
             weak.push(format!(
-                "NOTIFYHUB_SERVICE_TOKENS: {short} token(s) shorter than {STRONG_SERVICE_TOKEN} characters can be guessed; use long random tokens"
+                "NOTIFYHUB_SERVICE_TOKENS: {short} token(s) shorter than {STRONG_SERVICE_TOKEN} bytes can be guessed; use long random tokens"
             ));
         }
         weak
@@ -342,6 +342,14 @@ impl Settings {
         };
 
         let jwt_secret = match src.get("NOTIFYHUB_JWT_SECRET") {
+            // An empty key would let anyone sign tokens (only the file can give one: an
+            // empty variable counts as unset).
+            Some(s) if s.trim().is_empty() => {
+                return Err(ConfigError::new(
+                    "NOTIFYHUB_JWT_SECRET",
+                    "must not be empty (unset it to have one generated)",
+                ))
+            }
             Some(s) => s,
             None => stored_secret(&data_dir, "jwt_secret", "NOTIFYHUB_JWT_SECRET", || {
                 base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<48>())
@@ -649,7 +657,7 @@ mod tests {
         assert_eq!(weak.jwt_secret, "secret");
         let warnings = weak.weak_secrets();
         assert_eq!(warnings.len(), 2, "{warnings:?}");
-        assert!(warnings[0].starts_with("NOTIFYHUB_JWT_SECRET has 6 characters"), "{warnings:?}");
+        assert!(warnings[0].starts_with("NOTIFYHUB_JWT_SECRET has 6 bytes"), "{warnings:?}");
         assert!(warnings[1].contains("2 token(s)"), "{warnings:?}");
         assert!(warnings.iter().all(|w| !w.contains("secret\"") && !w.contains("tiny")), "no secret in a warning");
         let long = "s".repeat(STRONG_JWT_SECRET);
@@ -710,6 +718,13 @@ mod tests {
         assert_eq!(s.bind.port(), 9999);
         assert_eq!(s.workers, 5);
         assert_eq!(s.service_tokens.len(), 2);
+        // An empty secret in the file is refused: it would let anyone sign tokens.
+        std::fs::write(&file, "jwt_secret = \"  \"\n").unwrap();
+        let mut env = HashMap::new();
+        env.insert("NOTIFYHUB_CONFIG".to_string(), file.display().to_string());
+        env.insert("NOTIFYHUB_DATA_DIR".to_string(), dir.path().display().to_string());
+        let err = Settings::load(&Source::new(env).unwrap()).unwrap_err();
+        assert_eq!(err.var, "NOTIFYHUB_JWT_SECRET");
     }
 
     #[test]

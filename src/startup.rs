@@ -64,28 +64,36 @@ fn start_channels(
     clock: &Arc<dyn Clock>,
     pii: &PiiCipher,
     metrics: &Arc<Metrics>,
-) -> Result<(Channels, actix::ArbiterHandle), String> {
+) -> Result<(Channels, actix::ArbiterHandle), StartError> {
     let sandbox = SandboxOutbox::new(&settings.data_dir);
+    // The SMTP library judges the host for TLS (a setting); an HTTP client that cannot be
+    // built is not a setting.
+    fn http_client(channel: &'static str) -> impl Fn(String) -> StartError {
+        move |e| StartError::Failed(format!("{channel}: {e}"))
+    }
     let email: Arc<dyn ChannelSender> = match &settings.smtp {
-        Some(smtp) => Arc::new(SmtpSender::new(smtp).map_err(|e| format!("SMTP_HOST: {e}"))?),
+        Some(smtp) => Arc::new(SmtpSender::new(smtp).map_err(|e| StartError::Config(format!("SMTP_HOST: {e}")))?),
         None => {
             tracing::info!(outbox = %settings.data_dir.join("sandbox/outbox.jsonl").display(), "email: SMTP_HOST unset, sandbox mode (messages go to the sandbox outbox)");
             Arc::new(SandboxSender::new(Channel::Email, sandbox.clone()))
         }
     };
     let sms: Arc<dyn ChannelSender> = match &settings.twilio {
-        Some(t) => Arc::new(TwilioSender::new(t.clone())?),
+        Some(t) => Arc::new(TwilioSender::new(t.clone()).map_err(http_client("twilio client"))?),
         None => {
             tracing::info!(outbox = %settings.data_dir.join("sandbox/outbox.jsonl").display(), "sms: Twilio unset, sandbox mode (messages go to the sandbox outbox)");
             Arc::new(SandboxSender::new(Channel::Sms, sandbox))
         }
     };
-    let push: Arc<dyn ChannelSender> = Arc::new(PushSender::new(
-        settings.vapid_private_key.clone(),
-        settings.vapid_subject.clone(),
-        settings.push_allowed_hosts.clone(),
-        store.clone(),
-    )?);
+    let push: Arc<dyn ChannelSender> = Arc::new(
+        PushSender::new(
+            settings.vapid_private_key.clone(),
+            settings.vapid_subject.clone(),
+            settings.push_allowed_hosts.clone(),
+            store.clone(),
+        )
+        .map_err(http_client("push client"))?,
+    );
     let arbiter = actix::Arbiter::new();
     let deps =
         || ChannelDeps { store: store.clone(), clock: clock.clone(), pii: pii.clone(), metrics: metrics.clone() };
@@ -209,8 +217,7 @@ impl Application {
                 tracing::warn!(released, "resuming deliveries interrupted by the last stop");
             }
         }
-        let (channels, channel_arbiter) =
-            start_channels(&settings, &store, &clock, &pii, &metrics).map_err(StartError::Config)?;
+        let (channels, channel_arbiter) = start_channels(&settings, &store, &clock, &pii, &metrics)?;
         let dispatch = Arc::new(DispatchCore {
             store: store.clone(),
             profiles: profiles.clone(),

@@ -391,8 +391,9 @@ impl StoreHandle {
     }
 
     /// Stops the actor and its arbiter: the pool's connections close, and on SQLite the
-    /// batch writer and its checkpoint thread end (after a last checkpoint). Every later
-    /// call answers `Unavailable`. For a hub that has stopped serving.
+    /// batch writer and its checkpoint thread are told to end (the writer after what was
+    /// queued, the checkpoints after a last one); nothing waits for them. Every later call
+    /// answers `Unavailable`. For a hub that has stopped serving, after [`Self::flush`].
     pub fn stop(&self) {
         self.arbiter.stop();
     }

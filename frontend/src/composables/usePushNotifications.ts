@@ -88,5 +88,27 @@ export function usePushNotifications() {
     subscribed.value = false
   }
 
-  return { isSupported, permission, subscribed, error, busy, requestPermission, subscribeToPush, unsubscribeFromPush }
+  /** On opening the dashboard: a browser holds one subscription, and the hub gives it to
+   * whoever registered it last (another trader on this browser may have since). If the
+   * signed-in trader turned push on here, register it for them again; if the browser lost
+   * it, say so. */
+  async function syncSubscription(): Promise<void> {
+    const endpoint = localStorage.getItem(endpointKey())
+    if (!isSupported || !endpoint || permission.value !== 'granted') return
+    try {
+      const registration = await navigator.serviceWorker.ready
+      const sub = await registration.pushManager.getSubscription()
+      if (!sub) {
+        localStorage.removeItem(endpointKey())
+        subscribed.value = false
+        return
+      }
+      await api.subscribePush(sub.toJSON())
+      localStorage.setItem(endpointKey(), sub.endpoint)
+    } catch (e) {
+      console.warn('could not re-register the push subscription', e)
+    }
+  }
+
+  return { isSupported, permission, subscribed, error, busy, requestPermission, subscribeToPush, unsubscribeFromPush, syncSubscription }
 }

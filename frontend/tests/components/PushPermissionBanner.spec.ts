@@ -88,6 +88,33 @@ describe('PushPermissionBanner', () => {
     expect(screen.getByText(/Enable notifications/)).toBeTruthy()
   })
 
+  it("registers this browser's subscription again for a trader who turned push on here", async () => {
+    const signIn = (sub: string) =>
+      localStorage.setItem('notifyhub.token', `x.${btoa(JSON.stringify({ sub, role: 'user', exp: 4102444800 }))}.y`)
+    vi.stubGlobal('Notification', Object.assign(function () {}, { permission: 'granted', requestPermission: vi.fn() }))
+    vi.stubGlobal('PushManager', function () {})
+    const subscription = { endpoint: 'https://fcm.googleapis.com/fcm/send/abc', toJSON: () => ({ endpoint: 'https://fcm.googleapis.com/fcm/send/abc', keys: { p256dh: 'BAA', auth: 'AAA' } }) }
+    let current: typeof subscription | null = subscription
+    const pushManager = { getSubscription: vi.fn(async () => current) }
+    Object.defineProperty(navigator, 'serviceWorker', { configurable: true, value: { ready: Promise.resolve({ pushManager }) } })
+    const calls = mockFetch({ 'POST /api/v1/push/subscriptions': () => ({ status: 201, json: { success: true } }) })
+    signIn('00000000-0000-4000-8000-00000000000a')
+    localStorage.setItem(endpointKey(), subscription.endpoint)
+    const first = renderBanner()
+    await waitFor(() => expect(calls.filter((c) => c.path === '/api/v1/push/subscriptions')).toHaveLength(1))
+    expect(calls[0].body).toEqual(subscription.toJSON())
+    first.unmount()
+    // A trader who never turned push on here does not take the subscription.
+    signIn('00000000-0000-4000-8000-00000000000b')
+    renderBanner().unmount()
+    // The browser dropped the subscription: forgotten, nothing sent.
+    signIn('00000000-0000-4000-8000-00000000000a')
+    current = null
+    renderBanner()
+    await waitFor(() => expect(localStorage.getItem(endpointKey())).toBeNull())
+    expect(calls.filter((c) => c.path === '/api/v1/push/subscriptions')).toHaveLength(1)
+  })
+
   it('remembers "Not now"', async () => {
     browserWithPush('default')
     const { unmount } = renderBanner()
