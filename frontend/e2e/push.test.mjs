@@ -156,7 +156,7 @@ test("the banner's Enable subscribes and switches push on: a critical exit reach
   const answer = await hub.event(exit(user))
   assert.equal(answer.status, 202)
   assert.deepEqual(answer.body.notifications[0].channels, ['toast', 'push'])
-  await pushed
+  await Promise.race([pushed, new Promise((_, reject) => setTimeout(() => reject(new Error('no push within 20 s')), 20_000).unref())])
   assert.equal(received.length, before + 1, JSON.stringify(received))
   assert.match(received[before].title, /Emergency exit/)
   await context.close()

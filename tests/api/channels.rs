@@ -138,27 +138,39 @@ async fn email_goes_out_over_real_smtp_as_multipart_on_postgres() {
 }
 
 #[actix_web::test]
-async fn an_smtp_server_that_is_down_is_retried_and_the_email_goes_out_once_it_is_back() {
+async fn an_smtp_server_that_refuses_connections_leaves_the_email_retrying_and_the_toast_on_time() {
+    // Nothing listens on this port (it was free a moment ago, and nothing here binds it).
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let env = vec![("SMTP_HOST", "127.0.0.1".into()), ("SMTP_PORT", port.to_string()), ("SMTP_TLS", "none".into())];
-    let clock = Arc::new(ManualClock::default());
-    let app = app_with(Backend::Sqlite, env, clock.clone()).await.unwrap();
+    let app = app_with(Backend::Sqlite, env, Arc::new(ManualClock::default())).await.unwrap();
     let user = Uuid::new_v4();
     set_prefs(&app, user, json!({"email_address": "trader@example.com"})).await;
     let mut tab = app.ws(user, None).await;
     tab.until_ready().await;
     let answer = app.event(signal_event(user, 87.0), 202).await;
     assert_eq!(answer["notifications"][0]["channels"], json!(["toast", "email"]));
-    // The toast does not wait for the email.
     assert_eq!(tab.next_toast().await["notification"]["id"], answer["notifications"][0]["notification_id"]);
+    let row = until_delivery(&app, user, &id_of(&answer), "email", "retrying").await;
+    assert_eq!(row["attempts"], 1);
+    assert!(row["last_error"].as_str().unwrap().starts_with("smtp: "), "{row}");
+}
+
+#[actix_web::test]
+async fn an_unwell_smtp_server_is_retried_and_the_email_goes_out_once_it_is_back() {
+    let mut smtp = SmtpSink::start_down();
+    let env =
+        vec![("SMTP_HOST", "127.0.0.1".into()), ("SMTP_PORT", smtp.port.to_string()), ("SMTP_TLS", "none".into())];
+    let clock = Arc::new(ManualClock::default());
+    let app = app_with(Backend::Sqlite, env, clock.clone()).await.unwrap();
+    let user = Uuid::new_v4();
+    set_prefs(&app, user, json!({"email_address": "trader@example.com"})).await;
+    let answer = app.event(signal_event(user, 87.0), 202).await;
     let id = id_of(&answer);
     let row = until_delivery(&app, user, &id, "email", "retrying").await;
     assert_eq!(row["attempts"], 1);
-    let error = row["last_error"].as_str().unwrap();
-    assert!(error.starts_with("smtp: "), "{error}");
-    assert!(!error.contains("trader@"), "{error}");
-    // The server comes back where the hub expects it: the retry after 1 s delivers.
-    let smtp = SmtpSink::start_on(port);
+    assert!(row["last_error"].as_str().unwrap().contains("421"), "{row}");
+    // The server is well again: the retry after 1 s delivers.
+    smtp.come_up();
     clock.advance(chrono::Duration::seconds(1));
     app.state.channels.email.do_send(Wake);
     assert!(smtp.messages(1).await[0].contains("X-Envelope-To: trader@example.com"));

@@ -8,7 +8,7 @@ use p256::ecdsa::signature::Verifier;
 use p256::elliptic_curve::sec1::ToEncodedPoint;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -37,6 +37,7 @@ pub struct SmtpSink {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Child,
+    stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl SmtpSink {
@@ -44,9 +45,18 @@ impl SmtpSink {
         Self::start_with(&[])
     }
 
-    /// Listens on `port` (a server that comes back where the hub expects it).
-    pub fn start_on(port: u16) -> Self {
-        Self::start_with(&["--port", &port.to_string()])
+    /// Answers every message with 421 (unwell) until [`Self::come_up`].
+    pub fn start_down() -> Self {
+        Self::start_with(&["--start-down"])
+    }
+
+    /// Takes mail from now on; returns once the server says so.
+    pub fn come_up(&mut self) {
+        let stdin = self.child.stdin.as_mut().expect("the sink's stdin");
+        stdin.write_all(b"up\n").and_then(|()| stdin.flush()).expect("tell the sink");
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("the sink answers");
+        assert_eq!(line.trim(), "up");
     }
 
     /// Offers AUTH and refuses every login (535).
@@ -69,9 +79,10 @@ impl SmtpSink {
                 "python3 runs tests/support/smtp_sink.py (scripts/install-deps.sh --with-postgres installs aiosmtpd)",
             );
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
         let port = line.trim().parse().expect("the SMTP sink prints its port");
-        Self { port, dir, child }
+        Self { port, dir, child, stdout }
     }
 
     /// Waits for the `n`-th message (raw RFC 5322 text).

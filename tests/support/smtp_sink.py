@@ -5,7 +5,8 @@ Mailboxes whose name starts with "reject" are refused (550, quoting the address;
 capitals for "reject-shouting").
 Every message received is written to DIR as an .eml file (atomically, so a reader never
 sees half a message). Prints the port it listens on, then serves until stdin closes.
---port listens on a given port (a server coming back where the hub expects it);
+--start-down answers every MAIL with 421 (a server that is unwell) until a line "up"
+arrives on stdin, and prints "up" once it takes mail;
 --refuse-logins offers AUTH and refuses every login (535), as after a password change.
 """
 import argparse
@@ -21,8 +22,16 @@ from aiosmtpd.smtp import AuthResult
 
 
 class Saver:
-    def __init__(self, directory):
+    def __init__(self, directory, down=False):
         self.directory = directory
+        self.down = down
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if self.down:
+            return "421 4.3.2 Service not available, try again later"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         # Refuses mailboxes named reject…@ the way Postfix does, quoting the address
@@ -56,21 +65,25 @@ def free_port():
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--dir", required=True)
-    parser.add_argument("--port", type=int)
+    parser.add_argument("--start-down", action="store_true")
     parser.add_argument("--refuse-logins", action="store_true")
     args = parser.parse_args()
     os.makedirs(args.dir, exist_ok=True)
-    port = args.port or free_port()
+    port = free_port()
     auth = {}
     if args.refuse_logins:
         # AUTH over plain TCP: the hub sends a password in clear only to this machine.
         auth = dict(authenticator=refuse_every_login, auth_required=True, auth_require_tls=False)
         warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
         logging.getLogger("mail.log").setLevel(logging.ERROR)
-    controller = Controller(Saver(args.dir), hostname="127.0.0.1", port=port, **auth)
+    handler = Saver(args.dir, down=args.start_down)
+    controller = Controller(handler, hostname="127.0.0.1", port=port, **auth)
     controller.start()
     print(port, flush=True)
-    sys.stdin.read()
+    for line in sys.stdin:
+        if line.strip() == "up":
+            handler.down = False
+            print("up", flush=True)
     controller.stop()
 
 
