@@ -72,23 +72,35 @@ after(async () => {
   standIn?.close()
 })
 
-test('a test push reaches the service worker and shows a notification', async () => {
-  const user = newUser()
+/** Opens the dashboard for `user` in a fresh browser context whose subscribe() answers
+ * with a subscription at the local stand-in (the vendor's push service is unreachable
+ * here). `firstVisit`: the browser has not been asked about notifications yet, and
+ * grants when asked; otherwise permission is already granted. */
+async function openDashboard(user, { firstVisit }) {
   const context = await browser.newContext()
-  await context.grantPermissions(['notifications'], { origin: hub.url })
+  if (!firstVisit) await context.grantPermissions(['notifications'], { origin: hub.url })
   const endpoint = `http://127.0.0.1:${pushPort}/push/${user}`
   const keys = { p256dh: ecdh.getPublicKey().toString('base64url'), auth: auth.toString('base64url') }
-  // The vendor's push service is unreachable here: the browser's subscribe() answers
-  // with a subscription at the local stand-in instead.
-  await context.addInitScript(({ endpoint, keys }) => {
+  await context.addInitScript(({ endpoint, keys, firstVisit }) => {
+    if (firstVisit) {
+      let permission = 'default'
+      Object.defineProperty(Notification, 'permission', { get: () => permission })
+      Notification.requestPermission = async () => (permission = 'granted')
+    }
     PushManager.prototype.subscribe = async function () {
       return { endpoint, expirationTime: null, toJSON: () => ({ endpoint, expirationTime: null, keys }), unsubscribe: async () => true }
     }
     PushManager.prototype.getSubscription = async () => null
-  }, { endpoint, keys })
+  }, { endpoint, keys, firstVisit })
   const page = await context.newPage()
   await page.goto(`${hub.url}/#token=${token(user)}`)
   await page.getByTestId('connection').filter({ hasText: 'Live' }).waitFor()
+  return { context, page }
+}
+
+test('a test push reaches the service worker and shows a notification', async () => {
+  const user = newUser()
+  const { context, page } = await openDashboard(user, { firstVisit: false })
   await page.evaluate(() => navigator.serviceWorker.ready)
 
   const cdp = await context.newCDPSession(page)
@@ -128,22 +140,7 @@ test('a test push reaches the service worker and shows a notification', async ()
 test("the banner's Enable subscribes and switches push on: a critical exit reaches the push service", async () => {
   deliverToWorker = async () => {} // the first test's page is gone
   const user = newUser()
-  const context = await browser.newContext()
-  const endpoint = `http://127.0.0.1:${pushPort}/push/${user}`
-  const keys = { p256dh: ecdh.getPublicKey().toString('base64url'), auth: auth.toString('base64url') }
-  // A first visit: the browser has not been asked yet, and grants when asked.
-  await context.addInitScript(({ endpoint, keys }) => {
-    let permission = 'default'
-    Object.defineProperty(Notification, 'permission', { get: () => permission })
-    Notification.requestPermission = async () => (permission = 'granted')
-    PushManager.prototype.subscribe = async function () {
-      return { endpoint, expirationTime: null, toJSON: () => ({ endpoint, expirationTime: null, keys }), unsubscribe: async () => true }
-    }
-    PushManager.prototype.getSubscription = async () => null
-  }, { endpoint, keys })
-  const page = await context.newPage()
-  await page.goto(`${hub.url}/#token=${token(user)}`)
-  await page.getByTestId('connection').filter({ hasText: 'Live' }).waitFor()
+  const { context, page } = await openDashboard(user, { firstVisit: true })
   const saved = page.waitForResponse((r) => r.url().endsWith('/api/v1/notifications/preferences') && r.request().method() === 'POST')
   await page.getByRole('button', { name: 'Enable' }).click()
   assert.equal((await saved).status(), 200)

@@ -287,12 +287,19 @@ async fn transient_failures_are_retried_after_1_2_and_4_seconds_then_given_up() 
     assert!(row["last_error"].as_str().unwrap().contains("500"), "{row}");
 }
 
-#[actix_web::test]
-async fn the_breaker_opens_after_five_failures_pauses_sends_and_closes_after_a_good_trial() {
-    let mut twilio = TwilioStandIn::start().await;
+/// A hub on an injected clock whose Twilio answers the next five messages with 500,
+/// enough to open the SMS circuit.
+async fn hub_with_twilio_failing_five_times() -> (TwilioStandIn, Arc<ManualClock>, TestApp) {
+    let twilio = TwilioStandIn::start().await;
     twilio.script(&[500, 500, 500, 500, 500]);
     let clock = Arc::new(ManualClock::default());
     let app = app_with(Backend::Sqlite, twilio.env(), clock.clone()).await.unwrap();
+    (twilio, clock, app)
+}
+
+#[actix_web::test]
+async fn the_breaker_opens_after_five_failures_pauses_sends_and_closes_after_a_good_trial() {
+    let (mut twilio, clock, app) = hub_with_twilio_failing_five_times().await;
     let (user, admin) = (Uuid::new_v4(), Uuid::new_v4());
     app.get("/api/v1/notifications", &app.token(admin, Role::Admin)).await;
     let mut admin_tab = app.ws_as(admin, Role::Admin, None).await;
@@ -343,10 +350,7 @@ async fn until_metric(app: &TestApp, line: &str) {
 
 #[actix_web::test]
 async fn a_trial_that_never_reaches_the_provider_hands_the_trial_to_the_next_send() {
-    let mut twilio = TwilioStandIn::start().await;
-    twilio.script(&[500, 500, 500, 500, 500]);
-    let clock = Arc::new(ManualClock::default());
-    let app = app_with(Backend::Sqlite, twilio.env(), clock.clone()).await.unwrap();
+    let (mut twilio, clock, app) = hub_with_twilio_failing_five_times().await;
     let (quitter, other) = (Uuid::new_v4(), Uuid::new_v4());
     for user in [quitter, other] {
         set_prefs(&app, user, json!({"sms_enabled": true, "sms_phone_number": "+12345678901"})).await;
