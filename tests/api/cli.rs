@@ -134,3 +134,39 @@ fn a_second_hub_on_the_same_sqlite_file_is_refused_with_a_clear_line() {
     first.kill().unwrap();
     first.wait().unwrap();
 }
+
+/// The built UI from `NOTIFYHUB_UI_DIR`: its files, the app shell for client-side routes
+/// (what a push notification's click opens), and API paths still answered as the API.
+/// Without a built UI, the built-in page.
+#[actix_web::test]
+async fn the_built_ui_is_served_and_client_routes_get_the_app_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let ui = dir.path().join("ui");
+    std::fs::create_dir_all(ui.join("assets")).unwrap();
+    std::fs::write(ui.join("index.html"), "<!doctype html><title>app shell</title>").unwrap();
+    std::fs::write(ui.join("assets/app.js"), "console.log('app')").unwrap();
+    std::fs::write(ui.join("sw.js"), "self.addEventListener('push', () => {})").unwrap();
+    let hub = crate::helpers::HubProcess::start(dir.path(), [("NOTIFYHUB_UI_DIR", ui.as_os_str())]);
+    let client = reqwest::Client::new();
+    let get = |path: &str| client.get(format!("{}{path}", hub.base())).send();
+    for path in ["/", "/preferences", "/notifications/0190a0b1-0000-7000-8000-000000000001"] {
+        let res = get(path).await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/html"), "{path}");
+        assert!(res.text().await.unwrap().contains("app shell"), "{path}");
+    }
+    assert_eq!(get("/assets/app.js").await.unwrap().text().await.unwrap(), "console.log('app')");
+    assert_eq!(get("/sw.js").await.unwrap().status(), 200);
+    let api = get("/api/v1/no-such-route").await.unwrap();
+    assert_eq!(api.status(), 404);
+    let body: serde_json::Value = api.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "NOT_FOUND");
+    let (exit, _) = hub.terminate();
+    assert!(exit.success());
+
+    let bare = tempfile::tempdir().unwrap();
+    let hub = crate::helpers::HubProcess::start(bare.path(), [("NOTIFYHUB_UI_DIR", bare.path().join("absent"))]);
+    let page = reqwest::get(format!("{}/", hub.base())).await.unwrap().text().await.unwrap();
+    assert!(page.contains("<h1>notifyhub</h1>"), "{page}");
+    hub.terminate();
+}
