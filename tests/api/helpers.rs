@@ -323,6 +323,8 @@ impl HubProcess {
             .env("NOTIFYHUB_JWT_SECRET", JWT_SECRET)
             .env("NOTIFYHUB_SERVICE_TOKENS", SERVICE_TOKEN)
             .env("RUST_LOG", "info")
+            // Under scripts/coverage.sh the hub's own profile is counted too.
+            .envs(std::env::var_os("LLVM_PROFILE_FILE").map(|v| ("LLVM_PROFILE_FILE", v)))
             .envs(env)
             .current_dir(dir)
             .stdout(std::process::Stdio::piped())
