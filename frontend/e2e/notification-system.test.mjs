@@ -22,8 +22,8 @@ after(async () => {
   await hub?.stop()
 })
 
-async function openAs(user) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } })
+async function openAs(user, viewport = { width: 1280, height: 800 }) {
+  const context = await browser.newContext({ viewport })
   await context.grantPermissions(['notifications'], { origin: hub.url })
   const page = await context.newPage()
   await page.goto(`${hub.url}/#token=${token(user)}`)
@@ -132,6 +132,24 @@ describe('notification system', () => {
     assert.match(await missed.innerText(), /missed while offline/)
     assert.equal(await page.getByTestId('notification-3').count(), 0, 'nothing twice')
     await page.screenshot({ path: `${SHOTS}/08-replayed-after-restart.png` })
+    await page.context().close()
+  })
+
+  test("on a phone's width nothing scrolls sideways and a critical toast fits", async () => {
+    const user = newUser()
+    const page = await openAs(user, { width: 375, height: 720 })
+    await hub.event(exit(user))
+    const toast = page.getByTestId('toast-critical')
+    await toast.waitFor()
+    const width = await page.evaluate(() => document.documentElement.scrollWidth)
+    assert.ok(width <= 375, `the page is ${width} px wide`)
+    const box = await toast.boundingBox()
+    assert.ok(box.x >= 0 && box.x + box.width <= 375, JSON.stringify(box))
+    for (const link of ['Inbox', 'Preferences', 'Sandbox outbox']) {
+      const b = await page.getByRole('link', { name: link }).boundingBox()
+      assert.ok(b.x >= 0 && b.x + b.width <= 375, `${link}: ${JSON.stringify(b)}`)
+    }
+    await page.screenshot({ path: `${SHOTS}/11-phone.png` })
     await page.context().close()
   })
 
