@@ -189,10 +189,13 @@ impl DispatchCore {
         }
         let mut recipients = self.recipients(&event.audience).await?;
         if recipients.is_empty() {
-            return Ok(Outcome::Filtered(match event.audience {
-                Audience::Admins => "no_admins",
-                _ => "no_recipients",
-            }));
+            if matches!(event.audience, Audience::Admins) {
+                // Nobody would see it: the log is the only place an operator can.
+                let title = event.kind.content().title;
+                tracing::warn!(%title, "an alert for the admins reached nobody: no admin has used an admin token yet");
+                return Ok(Outcome::Filtered("no_admins"));
+            }
+            return Ok(Outcome::Filtered("no_recipients"));
         }
         let profiles = self.profiles.load(&self.store, &recipients).await?;
         let mut filtered_count = 0;

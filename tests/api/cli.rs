@@ -170,3 +170,34 @@ async fn the_built_ui_is_served_and_client_routes_get_the_app_shell() {
     assert!(page.contains("<h1>notifyhub</h1>"), "{page}");
     hub.terminate();
 }
+
+/// An alert for the admins before any admin is known reaches nobody: the bridge is told
+/// `no_admins` and the operator finds it in the log; once an admin has used their token,
+/// the next alert is theirs.
+#[actix_web::test]
+async fn an_alert_for_admins_before_any_admin_is_known_is_logged() {
+    use crate::helpers::{HubProcess, JWT_SECRET, SERVICE_TOKEN};
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(dir.path(), Vec::<(&str, &str)>::new());
+    let client = reqwest::Client::new();
+    let alert = |error_type: &str| {
+        client
+            .post(format!("{}/api/v1/events", hub.base()))
+            .bearer_auth(SERVICE_TOKEN)
+            .json(&serde_json::json!({"type": "system_error", "error": {"error_type": error_type, "message": "feed down"}}))
+            .send()
+    };
+    let res = alert("polygon_api_down").await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!((body["status"].as_str(), body["reason"].as_str()), (Some("filtered"), Some("no_admins")));
+    let admin = JwtKeys::new(JWT_SECRET).issue(uuid::Uuid::new_v4(), Role::Admin, std::time::Duration::from_secs(600));
+    let seen = client.get(format!("{}/api/v1/notifications", hub.base())).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(seen.status(), 200);
+    let res = alert("pattern_detection_crash").await.unwrap();
+    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+    let (_, logs) = hub.terminate();
+    let warned: Vec<&str> = logs.lines().filter(|l| l.contains("reached nobody")).collect();
+    assert_eq!(warned.len(), 1, "{logs}");
+    assert!(warned[0].contains("polygon_api_down") || warned[0].contains("Polygon"), "{}", warned[0]);
+}
