@@ -65,14 +65,34 @@ impl DatabaseUrl {
 
 fn redact_password(url: &str) -> String {
     // postgres://user:password@host/db → postgres://user:***@host/db
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((creds, host)) = rest.rsplit_once('@') {
-            if let Some((user, _)) = creds.split_once(':') {
-                return format!("{scheme}://{user}:***@{host}");
-            }
+    let url = match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((creds, host)) => match creds.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                None => url.to_string(),
+            },
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    };
+    // …and a password given as a parameter (`?password=…`, `sslpassword=…`).
+    match url.split_once('?') {
+        Some((base, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _))
+                        if key.eq_ignore_ascii_case("password") || key.eq_ignore_ascii_case("sslpassword") =>
+                    {
+                        format!("{key}=***")
+                    }
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{base}?{}", params.join("&"))
         }
+        None => url,
     }
-    url.to_string()
 }
 
 /// How SMTP connections are secured.
@@ -734,6 +754,10 @@ mod tests {
         assert!(matches!(DatabaseUrl::parse("postgresql://u@h/d").unwrap(), DatabaseUrl::Postgres(_)));
         assert!(DatabaseUrl::parse("sqlite://").is_err());
         assert_eq!(DatabaseUrl::Postgres("postgres://u:pw@h/d".into()).redacted(), "postgres://u:***@h/d");
+        assert_eq!(
+            DatabaseUrl::Postgres("postgres://u@h/d?sslmode=require&password=pw&sslpassword=k".into()).redacted(),
+            "postgres://u@h/d?sslmode=require&password=***&sslpassword=***"
+        );
     }
 
     #[test]

@@ -495,14 +495,26 @@ impl Handler<SendTest> for ChannelActor {
             let job = SendJob { user_id: user, content: Content::test(user, channel), prefs, subscriptions: subs };
             match send_counted(sender.as_ref(), &store, job, counted).await {
                 SendResult::Sent(_) | SendResult::Partial(_) => (Some(true), Ok(dest)),
-                SendResult::Transient(e) => (Some(false), Err(TestRefusal::Unavailable(e))),
+                SendResult::Transient(e) => {
+                    // The provider's words (a credentials hint, a server reply) are for
+                    // the operator, not for whoever pressed the button.
+                    tracing::warn!(channel = channel.as_str(), to = %dest, error = %e, "test message failed");
+                    let message =
+                        format!("the {} provider did not take the message; try again later", channel.as_str());
+                    (Some(false), Err(TestRefusal::Unavailable(message)))
+                }
                 SendResult::Final(e) => (None, Err(TestRefusal::Rejected(e))),
                 SendResult::NoAddress => (None, Err(TestRefusal::NoAddress)),
             }
         };
         let reply = msg.reply;
         ctx.spawn(fut.into_actor(self).map(move |(provider, result), act, ctx| {
-            act.record(provider, ctx);
+            // A test's failure may be its user's own (a push endpoint that never
+            // answers): only deliveries open the circuit, or one user pressing "test" a
+            // few times would pause the channel for everyone. A success still closes it.
+            if provider == Some(true) {
+                act.record(provider, ctx);
+            }
             let _ = reply.send(result);
         }));
     }

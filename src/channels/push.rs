@@ -15,18 +15,23 @@ use web_push::{ContentEncoding, SubscriptionInfo, Urgency, VapidSignatureBuilder
 pub const MAX_PAYLOAD: usize = 3000;
 
 /// Whether `endpoint` is an https URL (http only for an allowed loopback stand-in) on
-/// an allowed host. `*.example.com` allows sub-domains; `host:port` pins a port.
+/// an allowed host. `*.example.com` allows sub-domains; `host:port` pins a port. An
+/// entry without a port allows the scheme's own port only: any other port of a push
+/// service's host answers nothing, and a send that waits for its timeout there counts
+/// against the channel's breaker, for every user.
 pub fn endpoint_allowed(endpoint: &str, allowed: &[String]) -> Result<(), String> {
     let url = reqwest::Url::parse(endpoint).map_err(|_| "endpoint is not a URL".to_string())?;
     let host = url.host_str().ok_or("endpoint has no host")?.to_ascii_lowercase();
+    // `port()` is `None` for the scheme's own port, written or not.
+    let own_port = url.port().is_none();
     let port = url.port_or_known_default().unwrap_or(0);
     let host_port = format!("{host}:{port}");
     let ok = allowed.iter().any(|a| {
         let a = a.as_str();
         if let Some(suffix) = a.strip_prefix("*.") {
-            host.ends_with(&format!(".{suffix}"))
+            own_port && host.ends_with(&format!(".{suffix}"))
         } else {
-            a == host || a == host_port
+            (own_port && a == host) || a == host_port
         }
     });
     if !ok {
@@ -235,6 +240,7 @@ mod tests {
         assert!(endpoint_allowed("https://fcm.googleapis.com/fcm/send/abc", &allowed()).is_ok());
         assert!(endpoint_allowed("https://api.push.apple.com/3/device/x", &allowed()).is_ok());
         assert!(endpoint_allowed("http://127.0.0.1:9999/push/1", &allowed()).is_ok());
+        assert!(endpoint_allowed("https://fcm.googleapis.com:443/fcm/send/abc", &allowed()).is_ok());
         for bad in [
             "http://fcm.googleapis.com/x",
             "https://evil.example.com/x",
@@ -242,6 +248,8 @@ mod tests {
             "https://push.apple.com.evil.net/x",
             "http://127.0.0.1:8080/admin",
             "http://169.254.169.254/latest/meta-data",
+            "https://fcm.googleapis.com:8443/fcm/send/abc",
+            "https://api.push.apple.com:2197/3/device/x",
             "file:///etc/passwd",
             "not a url",
         ] {

@@ -375,6 +375,9 @@ pub enum SavedSubscription {
     Taken,
 }
 
+/// Browsers a user's pushes go to; registering one more forgets the longest-registered.
+pub const MAX_SUBSCRIPTIONS_PER_USER: i64 = 10;
+
 /// Saves a subscription for `user`. An endpoint already held by someone else moves to
 /// `user` only with the same keys (the same browser, now signed in as `user`): knowing
 /// an endpoint's URL is not enough to take it over.
@@ -417,9 +420,24 @@ pub async fn save_subscription(
                 push_subscriptions::user_id.eq(&uid),
                 push_subscriptions::p256dh_key.eq(&sub.p256dh),
                 push_subscriptions::auth_key.eq(&sub.auth),
+                push_subscriptions::created_at.eq(now),
             ))
             .execute(conn)
             .await?;
+        // A user keeps their newest few browsers: each push goes to every one of them,
+        // and without a bound one account could make the hub send thousands per event.
+        let stale: Vec<String> = push_subscriptions::table
+            .filter(push_subscriptions::user_id.eq(&uid))
+            .order((push_subscriptions::created_at.desc(), push_subscriptions::id.desc()))
+            .offset(MAX_SUBSCRIPTIONS_PER_USER)
+            .select(push_subscriptions::id)
+            .load(conn)
+            .await?;
+        if !stale.is_empty() {
+            diesel::delete(push_subscriptions::table.filter(push_subscriptions::id.eq_any(&stale)))
+                .execute(conn)
+                .await?;
+        }
         Ok(SavedSubscription::Saved { moved_from })
     })
 }

@@ -5,7 +5,7 @@
 
 use crate::bridge::{exit_event, signal_event};
 use crate::helpers::{assert_error, spawn_app_with, spawn_with_clock, Backend, TestApp};
-use crate::standins::{PushStandIn, SmtpSink, TwilioStandIn, TWILIO_FROM};
+use crate::standins::{BrowserKeys, PushStandIn, SmtpSink, TwilioStandIn, TWILIO_FROM};
 use notifyhub::actors::channel::Wake;
 use notifyhub::auth::Role;
 use notifyhub::clock::{Clock, ManualClock, SystemClock};
@@ -199,9 +199,35 @@ async fn refused_smtp_credentials_count_against_the_provider_and_the_password_is
     let error = row["last_error"].as_str().unwrap();
     assert!(error.contains("535") && error.contains("check SMTP_USER/SMTP_PASSWORD"), "{error}");
     assert!(!error.contains(password), "{error}");
+    // Whoever pressed "Send test email" is told it did not go, not the server's reply
+    // or the operator's settings.
     let res = app.post("/api/v1/notifications/test/email", &app.token(user, Role::User), &json!({})).await;
     let body = assert_error(res, 503, "PROVIDER_UNAVAILABLE").await;
-    assert!(!body.to_string().contains(password), "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("did not take the message"), "{body}");
+    assert!(!message.contains("535") && !message.contains("SMTP_USER") && !message.contains(password), "{body}");
+}
+
+#[actix_web::test]
+async fn failed_test_messages_never_open_the_circuit_for_everyone() {
+    let (mut twilio, _clock, app) = hub_with_twilio_failing_five_times().await;
+    twilio.script(&[500, 500, 500, 500, 500, 500]);
+    let user = Uuid::new_v4();
+    set_prefs(&app, user, json!({"sms_enabled": true, "sms_phone_number": "+12345678901"})).await;
+    let token = app.token(user, Role::User);
+    // One trader pressing "Send test SMS" again and again against a failing provider…
+    for _ in 0..6 {
+        let res = app.post("/api/v1/notifications/test/sms", &token, &json!({})).await;
+        assert_error(res, 503, "PROVIDER_UNAVAILABLE").await;
+        twilio.next().await;
+    }
+    until_metric(&app, "notifyhub_channel_circuit_state{channel=\"sms\"} 0").await;
+    // …leaves the channel open to everyone's deliveries.
+    let other = Uuid::new_v4();
+    set_prefs(&app, other, json!({"sms_enabled": true, "sms_phone_number": "+447911123456"})).await;
+    let answer = app.event(exit_event(other), 202).await;
+    assert_eq!(twilio.next().await.to, "+447911123456");
+    until_delivery(&app, other, &id_of(&answer), "sms", "retrying").await;
 }
 
 #[actix_web::test]
@@ -677,6 +703,27 @@ crate::on_both_backends! {
     assert_error(app.post("/api/v1/notifications/test/sms", &token, &json!({})).await, 429, "RATE_LIMITED").await;
     let outbox: Value = app.get("/api/v1/sandbox/outbox?limit=500", &token).await.json().await.unwrap();
     assert_eq!(outbox["data"].as_array().unwrap().len(), 30, "30 SMS in the hour, no more");
+    }
+
+    async fn a_user_keeps_their_ten_newest_push_subscriptions(app) {
+    let user = Uuid::new_v4();
+    let token = app.token(user, Role::User);
+    let endpoint = |i: usize| format!("https://fcm.googleapis.com/fcm/send/device-{i}");
+    for i in 0..12 {
+        let res = app.post("/api/v1/push/subscriptions", &token, &BrowserKeys::new().subscription(&endpoint(i))).await;
+        assert_eq!(res.status(), 201);
+    }
+    let held = app
+        .state
+        .store
+        .call(move |db| async move { notifyhub::store::outbox::subscriptions_of(&db, user).await })
+        .await
+        .unwrap();
+    let mut held: Vec<String> = held.into_iter().map(|s| s.endpoint).collect();
+    held.sort();
+    let mut newest: Vec<String> = (2..12).map(endpoint).collect();
+    newest.sort();
+    assert_eq!(held, newest, "the two registered first are forgotten");
     }
 }
 
