@@ -580,6 +580,21 @@ pub fn generate_vapid_private_key() -> String {
 }
 
 /// Reads `data_dir/secrets/name`, creating it (0600) with `generate()` on first run.
+/// Tightens a kept secret that others may read (copied in, or restored from a backup with
+/// the umask's mode) back to its owner alone. Best effort: a file the hub cannot change
+/// is still read.
+fn keep_private(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+            }
+        }
+    }
+}
+
 fn stored_secret(
     data_dir: &Path,
     name: &str,
@@ -589,7 +604,10 @@ fn stored_secret(
     let dir = data_dir.join("secrets");
     let path = dir.join(name);
     match std::fs::read_to_string(&path) {
-        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
+        Ok(s) if !s.trim().is_empty() => {
+            keep_private(&path);
+            return Ok(s.trim().to_string());
+        }
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(ConfigError::new(var, format!("cannot read {}: {e}", path.display()))),
@@ -641,8 +659,14 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("secrets/jwt_secret")).unwrap().permissions().mode();
+            let secret = dir.path().join("secrets/jwt_secret");
+            let mode = std::fs::metadata(&secret).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
+            // A kept secret others may read (restored from a backup, say) is made private.
+            std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let reread = Settings::load(&src(&[], dir.path())).unwrap();
+            assert_eq!(reread.jwt_secret, s.jwt_secret);
+            assert_eq!(std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777, 0o600);
         }
     }
 
