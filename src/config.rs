@@ -345,7 +345,13 @@ impl Settings {
             Some(raw) => parse_range("NOTIFYHUB_WORKERS", &raw, 1, 256)? as usize,
         };
         let data_dir = PathBuf::from(src.get("NOTIFYHUB_DATA_DIR").unwrap_or_else(|| "./data".into()));
-        std::fs::create_dir_all(&data_dir).map_err(|e| {
+        // Made for the hub's user alone (the database holds push keys, the sandbox outbox
+        // addresses); a directory the operator made is left as it is.
+        let mut data_dir_builder = std::fs::DirBuilder::new();
+        data_dir_builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut data_dir_builder, 0o700);
+        data_dir_builder.create(&data_dir).map_err(|e| {
             ConfigError::new("NOTIFYHUB_DATA_DIR", format!("cannot create {}: {e}", data_dir.display()))
         })?;
         let database_url = match src.get("DATABASE_URL") {
@@ -647,26 +653,29 @@ mod tests {
 
     #[test]
     fn defaults_work_and_secrets_are_generated_once_with_0600() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Settings::load(&src(&[], dir.path())).unwrap();
+        let parent = tempfile::tempdir().unwrap();
+        // A data directory that does not exist yet: the hub makes it.
+        let dir = parent.path().join("data");
+        let s = Settings::load(&src(&[], &dir)).unwrap();
         assert_eq!(s.bind.to_string(), "127.0.0.1:8080");
-        assert_eq!(s.database_url, DatabaseUrl::Sqlite(dir.path().join("notifyhub.db")));
+        assert_eq!(s.database_url, DatabaseUrl::Sqlite(dir.join("notifyhub.db")));
         assert!(s.smtp.is_none() && s.twilio.is_none());
-        let again = Settings::load(&src(&[], dir.path())).unwrap();
+        let again = Settings::load(&src(&[], &dir)).unwrap();
         assert_eq!(s.jwt_secret, again.jwt_secret);
         assert_eq!(s.pii_key, again.pii_key);
         assert_eq!(s.vapid_private_key, again.vapid_private_key);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let secret = dir.path().join("secrets/jwt_secret");
-            let mode = std::fs::metadata(&secret).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
+            let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&dir), 0o700, "the data directory is the hub's user's alone");
+            let secret = dir.join("secrets/jwt_secret");
+            assert_eq!(mode(&secret), 0o600);
             // A kept secret others may read (restored from a backup, say) is made private.
             std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
-            let reread = Settings::load(&src(&[], dir.path())).unwrap();
+            let reread = Settings::load(&src(&[], &dir)).unwrap();
             assert_eq!(reread.jwt_secret, s.jwt_secret);
-            assert_eq!(std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(mode(&secret), 0o600);
         }
     }
 
