@@ -153,6 +153,24 @@ describe('notification system', () => {
     await page.context().close()
   })
 
+  test("a login link for another trader asks before it replaces the session", async () => {
+    const [me, other] = [newUser(), newUser()]
+    const page = await openAs(me)
+    const signedInAs = () => page.evaluate(() => JSON.parse(atob(localStorage.getItem('notifyhub.token').split('.')[1].replace(/-/g, '+').replace(/_/g, '/'))).sub)
+    await page.goto(`${hub.url}/#token=${token(other)}`)
+    await page.getByRole('heading', { name: 'Switch to another account?' }).waitFor()
+    assert.equal(await signedInAs(), me)
+    await page.screenshot({ path: `${SHOTS}/12-switch-account.png` })
+    await page.getByRole('button', { name: 'Stay signed in' }).click()
+    await page.getByTestId('connection').filter({ hasText: 'Live' }).waitFor()
+    assert.equal(await signedInAs(), me)
+    await page.goto(`${hub.url}/#token=${token(other)}`)
+    await page.getByRole('button', { name: 'Switch to this account' }).click()
+    await page.getByTestId('connection').filter({ hasText: 'Live' }).waitFor()
+    assert.equal(await signedInAs(), other)
+    await page.context().close()
+  })
+
   test('an expired session gets a clear screen, not a blank page', async () => {
     const context = await browser.newContext()
     const page = await context.newPage()

@@ -9,6 +9,10 @@ import { router } from './router'
 import { captureTokenFromUrl } from './services/auth'
 
 captureTokenFromUrl()
+// A login link pasted into this tab changes only the fragment: start over to take it.
+window.addEventListener('hashchange', () => {
+  if (new URLSearchParams(location.hash.slice(1)).has('token')) location.reload()
+})
 
 createApp(App)
   .use(createPinia())

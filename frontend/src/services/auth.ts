@@ -21,14 +21,46 @@ function decode(token: string): Omit<Session, 'token'> | null {
   }
 }
 
-/** Takes a token from the URL hash (the login link), then clears it from the address bar. */
-export function captureTokenFromUrl(location: Location = window.location): void {
+/** What to do with a login link's token, given the session already here: take it, or
+ * ask first when it would sign a trader who is signed in as someone else out (a link
+ * from someone else must not silently make them enter their phone number into another
+ * account). */
+export function decideLogin(existing: Session | null, incoming: Omit<Session, 'token'> | null, now = Date.now()): 'take' | 'ask' {
+  if (!existing || isExpired(existing, now) || !incoming) return 'take'
+  return existing.userId === incoming.userId ? 'take' : 'ask'
+}
+
+let pending: Session | null = null
+
+/** Takes a token from the URL hash (the login link), then clears it from the address bar.
+ * A link for another trader than the one signed in here waits for [[acceptPendingLogin]]. */
+export function captureTokenFromUrl(location: Location = window.location, now = Date.now()): void {
   const params = new URLSearchParams(location.hash.slice(1))
   const token = params.get('token')
-  if (token) {
-    localStorage.setItem(KEY, token)
-    history.replaceState(null, '', location.pathname + location.search)
+  if (!token) return
+  history.replaceState(null, '', location.pathname + location.search)
+  const claims = decode(token)
+  if (decideLogin(currentSession(), claims, now) === 'ask' && claims) {
+    pending = { token, ...claims }
+    return
   }
+  localStorage.setItem(KEY, token)
+}
+
+/** A login link for another trader, waiting for a yes or no. */
+export function pendingLogin(): Session | null {
+  return pending
+}
+
+/** Signs in with the waiting link's token (the caller reloads the app). */
+export function acceptPendingLogin(): void {
+  if (pending) localStorage.setItem(KEY, pending.token)
+  pending = null
+}
+
+/** Keeps the session here and forgets the waiting link. */
+export function dismissPendingLogin(): void {
+  pending = null
 }
 
 export function currentSession(): Session | null {
