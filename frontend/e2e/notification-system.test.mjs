@@ -160,6 +160,7 @@ describe('notification system', () => {
     await page.goto(`${hub.url}/#token=${token(other)}`)
     await page.getByRole('heading', { name: 'Switch to another account?' }).waitFor()
     assert.equal(await signedInAs(), me)
+    assert.ok(!page.url().includes('token='), `the token stays out of the address bar: ${page.url()}`)
     await page.screenshot({ path: `${SHOTS}/12-switch-account.png` })
     await page.getByRole('button', { name: 'Stay signed in' }).click()
     await page.getByTestId('connection').filter({ hasText: 'Live' }).waitFor()
@@ -168,6 +169,7 @@ describe('notification system', () => {
     await page.getByRole('button', { name: 'Switch to this account' }).click()
     await page.getByTestId('connection').filter({ hasText: 'Live' }).waitFor()
     assert.equal(await signedInAs(), other)
+    assert.ok(!page.url().includes('token='), page.url())
     await page.context().close()
   })
 

@@ -1,3 +1,4 @@
+import './services/captureLogin'
 import { createApp } from 'vue'
 import { createPinia } from 'pinia'
 import PrimeVue from 'primevue/config'
@@ -6,9 +7,7 @@ import Aura from '@primeuix/themes/aura'
 import 'primeicons/primeicons.css'
 import App from './App.vue'
 import { router } from './router'
-import { captureTokenFromUrl } from './services/auth'
 
-captureTokenFromUrl()
 // A login link pasted into this tab changes only the fragment: start over to take it.
 window.addEventListener('hashchange', () => {
   if (new URLSearchParams(location.hash.slice(1)).has('token')) location.reload()
