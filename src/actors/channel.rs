@@ -90,6 +90,9 @@ pub struct ChannelDeps {
     pub metrics: Arc<Metrics>,
 }
 
+/// Test pushes a user may send in an hour.
+pub const PUSH_TESTS_PER_HOUR: i64 = 20;
+
 impl ChannelActor {
     /// Starts a supervised channel actor on `arbiter`.
     pub fn start(sender: Arc<dyn ChannelSender>, deps: ChannelDeps, arbiter: &ArbiterHandle) -> Addr<ChannelActor> {
@@ -463,7 +466,9 @@ impl Handler<SendTest> for ChannelActor {
             self.attempt.pii.clone(),
             self.attempt.channel,
             self.attempt.sender.clone(),
-            self.attempt.hourly_limit,
+            // Pushes have no hourly limit, but their tests do: each goes to every one of
+            // the user's browsers, on the hub's VAPID identity.
+            self.attempt.hourly_limit.or((self.attempt.channel == Channel::Push).then_some(PUSH_TESTS_PER_HOUR)),
         );
         let user = msg.user;
         let fut = async move {

@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
     responses(
         (status = 202, description = "`{success, message}`"),
         (status = 400, description = "channel disabled, no address/subscription, or refused by the provider"),
-        (status = 429, description = "`RATE_LIMITED`: the hour's SMS (30) or emails (100) are spent, tests included"),
+        (status = 429, description = "`RATE_LIMITED`: the hour's SMS (30) or emails (100) are spent, tests included, or its 20 test pushes"),
         (status = 503, description = "the channel's circuit is open or its provider is unavailable"),
     ),
     security(("bearer" = []))
@@ -96,10 +96,13 @@ pub async fn send_test(
         Err(TestRefusal::RateLimited(limit)) => refusal(
             StatusCode::TOO_MANY_REQUESTS,
             "RATE_LIMITED",
-            format!(
-                "at most {limit} {} messages per hour reach you, tests included; this hour's are spent",
-                channel.as_str()
-            ),
+            match channel {
+                Channel::Push => format!("at most {limit} test pushes an hour; this hour's are spent"),
+                _ => format!(
+                    "at most {limit} {} messages per hour reach you, tests included; this hour's are spent",
+                    channel.as_str()
+                ),
+            },
         ),
         Err(TestRefusal::Unavailable(e)) => refusal(StatusCode::SERVICE_UNAVAILABLE, "PROVIDER_UNAVAILABLE", e),
         Err(TestRefusal::Rejected(e)) => refusal(StatusCode::BAD_REQUEST, "NOTIFICATION_SEND_FAILED", e),

@@ -422,6 +422,27 @@ async fn app_with_push_service(clock: Arc<dyn Clock>) -> (TestApp, PushStandIn) 
 }
 
 #[actix_web::test]
+async fn test_pushes_are_limited_to_20_an_hour_and_deliveries_are_not() {
+    let (app, mut push) = app_with_push_service(Arc::new(SystemClock)).await;
+    let user = Uuid::new_v4();
+    let token = app.token(user, Role::User);
+    let res = app.post("/api/v1/push/subscriptions", &token, &push.keys.subscription(&push.endpoint("a"))).await;
+    assert_eq!(res.status(), 201);
+    set_prefs(&app, user, json!({"push_enabled": true})).await;
+    for _ in 0..20 {
+        assert_eq!(app.post("/api/v1/notifications/test/push", &token, &json!({})).await.status(), 202);
+        assert_eq!(push.next().await.payload["test"], true);
+    }
+    let res = app.post("/api/v1/notifications/test/push", &token, &json!({})).await;
+    let err = assert_error(res, 429, "RATE_LIMITED").await;
+    assert!(err["error"]["message"].as_str().unwrap().contains("20 test pushes"), "{err}");
+    // An emergency exit is pushed all the same.
+    let answer = app.event(exit_event(user), 202).await;
+    let got = push.next().await;
+    assert_eq!(got.payload["notification_id"], answer["notifications"][0]["notification_id"]);
+}
+
+#[actix_web::test]
 async fn push_is_signed_encrypted_and_a_gone_subscription_is_removed() {
     let (app, mut push) = app_with_push_service(Arc::new(SystemClock)).await;
     let user = Uuid::new_v4();
