@@ -8,13 +8,20 @@ use serde_json::Value;
 
 const CONTACT_FIELDS: [&str; 2] = ["email_address", "sms_phone_number"];
 
+/// What a contact field is bound to: its owner and its name, so that a sealed value
+/// copied into another user's document, or into the other field, does not decrypt.
+fn context(user: &str, field: &str) -> String {
+    format!("{user}:{field}")
+}
+
 /// Preferences → stored JSON (contact fields encrypted).
 pub fn encode(prefs: &NotificationPreferences, cipher: &PiiCipher) -> Value {
     let mut doc = serde_json::to_value(prefs).unwrap_or(Value::Null);
+    let user = prefs.user_id.to_string();
     if let Some(obj) = doc.as_object_mut() {
         for field in CONTACT_FIELDS {
             if let Some(Value::String(plain)) = obj.get(field) {
-                let sealed = cipher.encrypt(plain);
+                let sealed = cipher.encrypt(plain, &context(&user, field));
                 obj.insert(field.to_string(), Value::String(sealed));
             }
         }
@@ -37,10 +44,13 @@ pub fn decode_or_default(
 
 /// Stored JSON → preferences (contact fields decrypted).
 pub fn decode(mut doc: Value, cipher: &PiiCipher) -> Result<NotificationPreferences, StoreError> {
+    let user = doc.get("user_id").and_then(Value::as_str).unwrap_or_default().to_string();
     if let Some(obj) = doc.as_object_mut() {
         for field in CONTACT_FIELDS {
             if let Some(Value::String(sealed)) = obj.get(field) {
-                let plain = cipher.decrypt(sealed).map_err(|e| StoreError::Corrupt(format!("{field}: {e}")))?;
+                let plain = cipher
+                    .decrypt(sealed, &context(&user, field))
+                    .map_err(|e| StoreError::Corrupt(format!("{field}: {e}")))?;
                 obj.insert(field.to_string(), Value::String(plain));
             }
         }
@@ -65,6 +75,15 @@ mod tests {
         let doc = encode(&prefs, &cipher);
         let text = doc.to_string();
         assert!(!text.contains("trader@example.com") && !text.contains("12345678901"), "{text}");
-        assert_eq!(decode(doc, &cipher).unwrap(), prefs);
+        assert_eq!(decode(doc.clone(), &cipher).unwrap(), prefs);
+        // Someone with write access to the database copies Alice's sealed address into
+        // Bob's document: it does not decrypt there.
+        let mut bob = encode(&NotificationPreferences::defaults(Uuid::new_v4()), &cipher);
+        bob["email_address"] = doc["email_address"].clone();
+        assert!(matches!(decode(bob, &cipher), Err(StoreError::Corrupt(_))));
+        // Nor in the other field of the same document.
+        let mut swapped = doc.clone();
+        swapped["sms_phone_number"] = doc["email_address"].clone();
+        assert!(matches!(decode(swapped, &cipher), Err(StoreError::Corrupt(_))));
     }
 }

@@ -62,7 +62,7 @@ crate::on_both_backends! {
 
         // The contact fields are encrypted at rest.
         let raw = raw_preferences_rows(&app).await;
-        assert!(raw.contains("enc:v1:"), "{raw}");
+        assert!(raw.contains("enc:v2:"), "{raw}");
         assert!(!raw.contains("12345678901") && !raw.contains("trader@example.com"), "{raw}");
         if app.backend == Backend::Sqlite {
             let db = std::fs::read(app.data_dir.path().join("notifyhub.db")).unwrap();
