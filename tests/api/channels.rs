@@ -421,14 +421,22 @@ async fn app_with_push_service(clock: Arc<dyn Clock>) -> (TestApp, PushStandIn) 
     (app, push)
 }
 
+/// A trader with push switched on and `devices` subscribed at the stand-in; their token.
+async fn trader_with_push(app: &TestApp, push: &PushStandIn, user: Uuid, devices: &[&str]) -> String {
+    let token = app.token(user, Role::User);
+    for device in devices {
+        let res = app.post("/api/v1/push/subscriptions", &token, &push.keys.subscription(&push.endpoint(device))).await;
+        assert_eq!(res.status(), 201);
+    }
+    set_prefs(app, user, json!({"push_enabled": true})).await;
+    token
+}
+
 #[actix_web::test]
 async fn test_pushes_are_limited_to_20_an_hour_and_deliveries_are_not() {
     let (app, mut push) = app_with_push_service(Arc::new(SystemClock)).await;
     let user = Uuid::new_v4();
-    let token = app.token(user, Role::User);
-    let res = app.post("/api/v1/push/subscriptions", &token, &push.keys.subscription(&push.endpoint("a"))).await;
-    assert_eq!(res.status(), 201);
-    set_prefs(&app, user, json!({"push_enabled": true})).await;
+    let token = trader_with_push(&app, &push, user, &["a"]).await;
     for _ in 0..20 {
         assert_eq!(app.post("/api/v1/notifications/test/push", &token, &json!({})).await.status(), 202);
         assert_eq!(push.next().await.payload["test"], true);
@@ -446,10 +454,7 @@ async fn test_pushes_are_limited_to_20_an_hour_and_deliveries_are_not() {
 async fn push_is_signed_encrypted_and_a_gone_subscription_is_removed() {
     let (app, mut push) = app_with_push_service(Arc::new(SystemClock)).await;
     let user = Uuid::new_v4();
-    let token = app.token(user, Role::User);
-    let res = app.post("/api/v1/push/subscriptions", &token, &push.keys.subscription(&push.endpoint("a"))).await;
-    assert_eq!(res.status(), 201);
-    set_prefs(&app, user, json!({"push_enabled": true})).await;
+    let token = trader_with_push(&app, &push, user, &["a"]).await;
 
     let answer = app.event(exit_event(user), 202).await;
     assert_eq!(answer["notifications"][0]["channels"], json!(["toast", "push"]));
@@ -509,12 +514,7 @@ async fn a_push_that_reaches_some_devices_keeps_the_breaker_closed() {
     let (app, mut push) = app_with_push_service(clock.clone()).await;
     let (user, admin) = (Uuid::new_v4(), Uuid::new_v4());
     app.get("/api/v1/notifications", &app.token(admin, Role::Admin)).await;
-    let token = app.token(user, Role::User);
-    for device in ["a", "b"] {
-        let res = app.post("/api/v1/push/subscriptions", &token, &push.keys.subscription(&push.endpoint(device))).await;
-        assert_eq!(res.status(), 201);
-    }
-    set_prefs(&app, user, json!({"push_enabled": true})).await;
+    trader_with_push(&app, &push, user, &["a", "b"]).await;
     push.script("b", &[503, 503, 503, 503, 503]);
     let mut ids = Vec::new();
     for _ in 0..5 {
