@@ -17,6 +17,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod error;
+pub mod id_maps;
 pub mod metrics;
 pub mod startup;
 pub mod state;

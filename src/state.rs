@@ -15,7 +15,6 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store::repository;
 use actix::Addr;
-use dashmap::DashMap;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -103,7 +102,7 @@ pub async fn notify_other_nodes(store: &StoreHandle, event: crate::cluster::Clus
 /// Users recorded in the database, so a token seen again costs no write.
 #[derive(Default)]
 pub struct KnownUsers {
-    roles: DashMap<Uuid, Role>,
+    roles: crate::id_maps::IdDashMap<Uuid, Role>,
 }
 
 impl KnownUsers {

@@ -14,12 +14,11 @@ use crate::domain::delivery::NewDelivery;
 use crate::domain::events::{Audience, ErrorPayload, Event, EventKind, Throttle};
 use crate::domain::rules::{self, route, signal_passes};
 use crate::domain::{Channel, NewNotification, NotificationPreferences};
+use crate::id_maps::{IdDashMap, IdMap};
 use crate::store::repository::StoreItem;
 use crate::store::{bridge, preferences_doc, StoreError};
 use actix::prelude::*;
-use dashmap::DashMap;
 use serde::Serialize;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -39,14 +38,14 @@ pub struct Profile {
 
 /// Recipients' profiles, cached; invalidated when preferences or subscriptions change.
 pub struct ProfileCache {
-    map: DashMap<Uuid, (Arc<Profile>, Instant)>,
+    map: IdDashMap<Uuid, (Arc<Profile>, Instant)>,
     pii: PiiCipher,
 }
 
 impl ProfileCache {
     /// An empty cache.
     pub fn new(pii: PiiCipher) -> Arc<Self> {
-        Arc::new(Self { map: DashMap::new(), pii })
+        Arc::new(Self { map: IdDashMap::default(), pii })
     }
 
     /// Forgets a user's profile (their preferences or subscriptions changed).
@@ -54,8 +53,8 @@ impl ProfileCache {
         self.map.remove(&user);
     }
 
-    async fn load(&self, store: &StoreHandle, ids: &[Uuid]) -> Result<HashMap<Uuid, Arc<Profile>>, StoreError> {
-        let mut out = HashMap::with_capacity(ids.len());
+    async fn load(&self, store: &StoreHandle, ids: &[Uuid]) -> Result<IdMap<Uuid, Arc<Profile>>, StoreError> {
+        let mut out = crate::id_maps::map_with_capacity(ids.len());
         let mut missing = Vec::new();
         for id in ids {
             match self.map.get(id) {

@@ -13,10 +13,10 @@ use super::ws::{CloseSocket, Outbound, WsConnection};
 use crate::cluster::presence::Announcer;
 use crate::domain::notification::same_content;
 use crate::domain::{Notification, NotificationToast, ServerMessage, StoredNotification, ToastTemplate};
+use crate::id_maps::IdDashMap;
 use crate::store::{repository, StoreError};
 use actix::prelude::*;
 use bytestring::ByteString;
-use dashmap::DashMap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -395,7 +395,7 @@ impl Handler<UnreadChanged> for UserSession {
 
 /// The registry of connected users: `user → UserSession`.
 pub struct Sessions {
-    map: DashMap<Uuid, Addr<UserSession>>,
+    map: IdDashMap<Uuid, Addr<UserSession>>,
     store: StoreHandle,
     metrics: Arc<crate::metrics::Metrics>,
     /// In a cluster (`Some(node id)`): tells the other nodes which users have tabs here.
@@ -407,7 +407,7 @@ impl Sessions {
     pub fn new(store: StoreHandle, metrics: Arc<crate::metrics::Metrics>, cluster_node: Option<String>) -> Arc<Self> {
         Arc::new_cyclic(|me| {
             let announcer = cluster_node.map(|node| Announcer::start(node, store.clone(), me.clone()));
-            Self { map: DashMap::new(), store, metrics, announcer }
+            Self { map: IdDashMap::default(), store, metrics, announcer }
         })
     }
 

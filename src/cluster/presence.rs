@@ -18,7 +18,6 @@ use super::ClusterEvent;
 use crate::actors::persistence::StoreHandle;
 use crate::actors::session::Sessions;
 use crate::metrics::Metrics;
-use dashmap::DashMap;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use tokio::sync::mpsc;
@@ -26,7 +25,7 @@ use uuid::Uuid;
 
 /// What the other nodes told this one: user → the nodes where that user has a tab.
 pub struct RemoteTabs {
-    users: DashMap<Uuid, Vec<Arc<str>>>,
+    users: crate::id_maps::IdDashMap<Uuid, Vec<Arc<str>>>,
     metrics: Arc<Metrics>,
     membership: Membership,
 }
@@ -34,7 +33,7 @@ pub struct RemoteTabs {
 impl RemoteTabs {
     /// Nobody anywhere yet.
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { users: DashMap::new(), membership: Membership::new(metrics.clone()), metrics }
+        Self { users: Default::default(), membership: Membership::new(metrics.clone()), metrics }
     }
 
     /// Whether any other node listens at all.

@@ -385,7 +385,7 @@ impl Event {
             if list.len() > MAX_USER_IDS {
                 return Err(field("user_ids", format!("must name at most {MAX_USER_IDS} users (use audience: all)")));
             }
-            let mut seen = std::collections::HashSet::with_capacity(list.len());
+            let mut seen = crate::id_maps::set_with_capacity(list.len());
             let mut ids = Vec::with_capacity(list.len());
             for (i, v) in list.iter().enumerate() {
                 // The field's name is written only for a refusal: a broadcast names

@@ -10,13 +10,13 @@
 use super::json::JsonDoc;
 use super::repository::{uuid_text, DeliveryRow, NotificationRow, INSERT_DELIVERIES, NOTIFICATIONS_COLUMNS};
 use super::StoreError;
+use crate::id_maps::IdMap;
 use chrono::NaiveDateTime;
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment};
 use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text, Timestamp};
 use diesel::QueryResult;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
-use std::collections::HashMap;
 use uuid::Uuid;
 
 static_query_id!(BumpCounters, InsertNotifications, InsertDeliveries, NotifyAll);
@@ -176,12 +176,12 @@ pub(super) async fn bump_counters(
     mut conn: &AsyncPgConnection,
     per_user: &[(Uuid, i64)],
     now: NaiveDateTime,
-) -> Result<HashMap<Uuid, (i64, i64)>, StoreError> {
+) -> Result<IdMap<Uuid, (i64, i64)>, StoreError> {
     let ids: Vec<String> = per_user.iter().map(|(u, _)| uuid_text(u)).collect();
     let counts: Vec<i64> = per_user.iter().map(|(_, c)| *c).collect();
     let bumped: Vec<(String, i64, i64)> = BumpCounters { ids: &ids, counts: &counts, now }.load(&mut conn).await?;
-    let count_of: HashMap<Uuid, i64> = per_user.iter().copied().collect();
-    let mut starts = HashMap::with_capacity(per_user.len());
+    let count_of: IdMap<Uuid, i64> = per_user.iter().copied().collect();
+    let mut starts = crate::id_maps::map_with_capacity(per_user.len());
     for (id, last, unread) in bumped {
         let user = Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(format!("user id {id}: {e}")))?;
         let count = count_of.get(&user).copied().unwrap_or(0);

@@ -7,12 +7,12 @@ use super::schema::{notification_preferences, notifications, users};
 use super::{Db, StoreError};
 use crate::domain::delivery::{DeliveryStatus, NewDelivery};
 use crate::domain::{NewNotification, Notification, NotificationToast, NotificationType, Priority, StoredNotification};
+use crate::id_maps::IdMap;
 use crate::with_conn;
 use chrono::{DateTime, NaiveDateTime, Timelike, Utc};
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 use diesel_async::{AsyncConnection, RunQueryDsl};
-use std::collections::HashMap;
 use uuid::Uuid;
 
 /// Stored times have microsecond precision (PostgreSQL's); cut to that before storing
@@ -155,7 +155,7 @@ pub(super) struct DeliveryRow {
 /// Each user's count in a batch, in first-seen order.
 fn count_per_user(batch: &[StoreItem]) -> Vec<(Uuid, i64)> {
     let mut per_user: Vec<(Uuid, i64)> = Vec::new();
-    let mut index: HashMap<Uuid, usize> = HashMap::new();
+    let mut index: IdMap<Uuid, usize> = crate::id_maps::map_with_capacity(batch.len());
     for item in batch {
         let user = item.notification.user_id;
         match index.get(&user) {
@@ -262,7 +262,7 @@ impl RowKeys {
 /// (`starts`), in arrival order.
 pub(super) fn number_batch(
     batch: Vec<StoreItem>,
-    mut starts: HashMap<Uuid, (i64, i64)>,
+    mut starts: IdMap<Uuid, (i64, i64)>,
     now: NaiveDateTime,
 ) -> QueryResult<NumberedBatch> {
     let mut out = NumberedBatch {

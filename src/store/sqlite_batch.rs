@@ -6,13 +6,14 @@ use super::repository::{
     NOTIFICATIONS_COLUMNS,
 };
 use super::schema::users;
+use crate::id_maps::IdMap;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::result::Error;
 use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text, Timestamp};
 use diesel::sqlite::{Sqlite, SqliteConnection};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -37,7 +38,7 @@ pub(super) fn store(
     batch: Vec<StoreItem>,
 ) -> QueryResult<(NumberedBatch, Vec<Arc<str>>)> {
     conn.immediate_transaction(|conn| {
-        let mut starts: HashMap<Uuid, (i64, i64)> = HashMap::with_capacity(per_user.len());
+        let mut starts: IdMap<Uuid, (i64, i64)> = crate::id_maps::map_with_capacity(per_user.len());
         // One statement per distinct count (a broadcast: one in all) rather than two per
         // user: statements, not rows, are what a batch of many recipients costs.
         let mut by_count: BTreeMap<i64, Vec<String>> = BTreeMap::new();
@@ -259,10 +260,10 @@ fn bump(
     conn: &mut SqliteConnection,
     ids: &[String],
     count: i64,
-    starts: &mut HashMap<Uuid, (i64, i64)>,
+    starts: &mut IdMap<Uuid, (i64, i64)>,
 ) -> QueryResult<Vec<String>> {
     let bumped = run_bump(conn, ids, count)?;
-    let mut found = HashSet::with_capacity(bumped.len());
+    let mut found = crate::id_maps::set_with_capacity(bumped.len());
     for (id, last, unread) in bumped {
         let user = Uuid::parse_str(&id).map_err(|e| Error::DeserializationError(Box::new(e)))?;
         starts.insert(user, (last - count + 1, unread - count + 1));
