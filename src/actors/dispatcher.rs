@@ -248,12 +248,13 @@ impl DispatchCore {
         }
 
         let is_test = matches!(event.kind, EventKind::Test(_));
-        let mut content = event.kind.into_content();
-        let now = self.clock.now();
+        // Cut to the store's precision here, so the store need not copy the shared content.
+        let now = crate::store::repository::to_micros(self.clock.now());
+        // One copy for every recipient.
+        let shared = Arc::new(event.kind.into_content().at(now));
         let mut pending = Vec::with_capacity(recipients.len());
         let mut channels = Vec::with_capacity(recipients.len());
-        let last = recipients.len().saturating_sub(1);
-        for (i, user) in recipients.iter().enumerate() {
+        for user in &recipients {
             let default_profile;
             let profile = match profiles.get(user) {
                 Some(p) => p.as_ref(),
@@ -262,7 +263,7 @@ impl DispatchCore {
                     &default_profile
                 }
             };
-            let mut routing = route(content.priority, &profile.prefs, profile.has_push, now);
+            let mut routing = route(shared.priority, &profile.prefs, profile.has_push, now);
             if is_test {
                 routing = routing.toast_only();
                 // A test toast nobody would see stores nothing: the user is told why.
@@ -271,23 +272,12 @@ impl DispatchCore {
                     return Ok(Outcome::Filtered("toast_not_routed"));
                 }
             }
-            // The last recipient (the only one, for most events) takes the text itself.
-            let (title, message, metadata) = if i == last {
-                (std::mem::take(&mut content.title), std::mem::take(&mut content.message), content.metadata.take())
-            } else {
-                (content.title.clone(), content.message.clone(), content.metadata.clone())
-            };
             let notification = NewNotification {
                 // Time-ordered ids: inserts append to the primary-key index instead of
                 // dirtying random pages, which keeps each group commit small.
                 id: Uuid::now_v7(),
                 user_id: *user,
-                notification_type: content.notification_type,
-                priority: content.priority,
-                title,
-                message,
-                metadata,
-                created_at: now,
+                content: shared.clone(),
             };
             channels.push(routing.deliver.clone());
             pending.push(StoreItem {
@@ -318,15 +308,15 @@ impl DispatchCore {
             .into_iter()
             .zip(channels)
             .map(|(s, channels)| AcceptedNotification {
-                user_id: s.notification.user_id,
-                notification_id: s.notification.id,
-                sequence_number: s.notification.sequence_number,
+                user_id: s.user_id,
+                notification_id: s.id,
+                sequence_number: s.sequence_number,
                 channels,
             })
             .collect::<Vec<_>>();
         tracing::info!(
-            notification_type = content.notification_type.as_str(),
-            priority = content.priority.as_str(),
+            notification_type = shared.notification_type.as_str(),
+            priority = shared.priority.as_str(),
             accepted = notifications.len(),
             filtered = filtered_count,
             throttled = throttled_count,

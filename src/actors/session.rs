@@ -11,8 +11,9 @@
 use super::persistence::{Fanout, StoreHandle};
 use super::ws::{CloseSocket, Outbound, WsConnection};
 use crate::cluster::presence::Announcer;
-use crate::domain::notification::same_content;
-use crate::domain::{Notification, NotificationToast, ServerMessage, StoredNotification, ToastTemplate};
+use crate::domain::{
+    Notification, NotificationContent, NotificationToast, ServerMessage, StoredNotification, ToastTemplate,
+};
 use crate::id_maps::IdDashMap;
 use crate::store::{repository, StoreError};
 use actix::prelude::*;
@@ -500,35 +501,35 @@ impl Sessions {
 impl Fanout for Sessions {
     fn committed(&self, committed: &[StoredNotification], toast: &[bool]) {
         let now = chrono::Utc::now();
-        // A broadcast's recipients share the content of their toasts: it is serialised
-        // once per run of notifications that differ only in owner, id and numbers.
-        let mut template: Option<ToastTemplate> = None;
-        for (i, (stored, &toast)) in committed.iter().zip(toast).enumerate() {
+        // The rows of one event share their content (a broadcast's recipients): its toast
+        // is serialised once for all of them.
+        let mut template: Option<(Arc<NotificationContent>, ToastTemplate)> = None;
+        for (stored, &toast) in committed.iter().zip(toast) {
             // Serialise only for users with a socket here, once for all their tabs.
-            let Some(addr) = self.map.get(&stored.notification.user_id).map(|a| a.clone()) else { continue };
+            let Some(addr) = self.map.get(&stored.user_id) else { continue };
             let frame = if toast {
-                let n = &stored.notification;
                 match &stored.toast_frame {
                     Some(f) => ByteString::from(f.clone()),
                     None => {
-                        if !template.as_ref().is_some_and(|t| t.fits(n)) {
-                            // A template pays when a run starts here (the next notification
-                            // shares the content) or when the store's metadata text spares
-                            // serialising it; otherwise one pass writes the whole frame.
-                            let run = committed.get(i + 1).is_some_and(|next| same_content(n, &next.notification));
-                            template = (run || stored.metadata_json.is_some())
-                                .then(|| ToastTemplate::new(n, stored.metadata_json.as_deref(), now));
+                        if !template.as_ref().is_some_and(|(c, _)| Arc::ptr_eq(c, &stored.content)) {
+                            template = None;
                         }
-                        ByteString::from(match &template {
-                            Some(t) => t.frame(n, stored.unread_count),
-                            None => NotificationToast::frame(n, stored.unread_count, now),
-                        })
+                        let (_, t) = template.get_or_insert_with(|| {
+                            let t = ToastTemplate::new(&stored.content, stored.metadata_json.as_deref(), now);
+                            (stored.content.clone(), t)
+                        });
+                        ByteString::from(t.frame(
+                            stored.id,
+                            stored.user_id,
+                            stored.sequence_number,
+                            stored.unread_count,
+                        ))
                     }
                 }
             } else {
                 frame(&ServerMessage::UnreadCount { count: stored.unread_count })
             };
-            addr.do_send(Deliver { seq: stored.notification.sequence_number, frame });
+            addr.do_send(Deliver { seq: stored.sequence_number, frame });
         }
     }
 }

@@ -195,7 +195,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{NewNotification, NotificationType, Priority, StoredNotification};
+    use crate::domain::{NewNotification, NotificationContent, NotificationType, Priority, StoredNotification};
     use uuid::Uuid;
 
     async fn writer(dir: &tempfile::TempDir) -> (WriterHandle, WriterStop) {
@@ -212,12 +212,14 @@ mod tests {
                 notification: NewNotification {
                     id: Uuid::now_v7(),
                     user_id: user,
-                    notification_type: NotificationType::SystemError,
-                    priority: Priority::Info,
-                    title: format!("t{i}"),
-                    message: "m".into(),
-                    metadata: serde_json::json!({}),
-                    created_at: chrono::Utc::now(),
+                    content: std::sync::Arc::new(NotificationContent {
+                        notification_type: NotificationType::SystemError,
+                        priority: Priority::Info,
+                        title: format!("t{i}"),
+                        message: "m".into(),
+                        metadata: serde_json::json!({}),
+                        created_at: chrono::Utc::now(),
+                    }),
                 },
                 deliveries: Vec::new(),
                 toast: true,
@@ -242,7 +244,7 @@ mod tests {
         // Both answered by the time the flush is.
         let first = first_answer.try_recv().expect("answered before the flush").expect("stored");
         let second = second_answer.try_recv().expect("answered before the flush").expect("stored");
-        let seqs: Vec<i64> = first.iter().chain(&second).map(|s| s.notification.sequence_number).collect();
+        let seqs: Vec<i64> = first.iter().chain(&second).map(|s| s.sequence_number).collect();
         assert_eq!(seqs, vec![1, 2, 3]);
     }
 

@@ -259,12 +259,7 @@ mod tests {
             notification: crate::domain::NewNotification {
                 id: uuid::Uuid::nil(),
                 user_id: uuid::Uuid::nil(),
-                notification_type: c.notification_type,
-                priority: c.priority,
-                title: c.title,
-                message: c.message,
-                metadata: c.metadata,
-                created_at: chrono::Utc::now(),
+                content: std::sync::Arc::new(c.at(chrono::Utc::now())),
             }
             .into_stored(1),
             is_test: false,

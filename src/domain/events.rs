@@ -176,6 +176,20 @@ pub struct Content {
     pub metadata: Value,
 }
 
+impl Content {
+    /// What the notifications made of it say, created at `created_at`.
+    pub fn at(self, created_at: chrono::DateTime<chrono::Utc>) -> super::NotificationContent {
+        super::NotificationContent {
+            notification_type: self.notification_type,
+            priority: self.priority,
+            title: self.title,
+            message: self.message,
+            metadata: self.metadata,
+            created_at,
+        }
+    }
+}
+
 fn field(name: &str, reason: impl Into<String>) -> FieldError {
     FieldError::new(name, reason)
 }

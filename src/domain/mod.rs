@@ -13,8 +13,8 @@ pub mod typescript;
 pub mod validation;
 
 pub use notification::{
-    Channel, NewNotification, Notification, NotificationToast, NotificationType, Priority, ServerMessage,
-    StoredNotification, ToastTemplate,
+    Channel, NewNotification, Notification, NotificationContent, NotificationToast, NotificationType, Priority,
+    ServerMessage, StoredNotification, ToastTemplate,
 };
 pub use preferences::{ChannelPreferences, NotificationPreferences, PreferencesPatch, QuietHours};
 pub use validation::{FieldError, UserId};

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use ts_rs::TS;
 use uuid::Uuid;
 
@@ -140,14 +141,12 @@ impl Serialize for Notification {
     }
 }
 
-/// A notification about to be stored: everything but the sequence number, which the
-/// store assigns in the same transaction as the insert.
+/// What an event says to each of its recipients. A broadcast's thousands of rows share
+/// one copy from the dispatcher to the toasts: cloning the texts and metadata for every
+/// recipient, and freeing them, was a third of a broadcast delivery's instructions on
+/// the request thread (callgrind).
 #[derive(Debug, Clone, PartialEq)]
-pub struct NewNotification {
-    /// Unique id, chosen before storing so retries can be recognised.
-    pub id: Uuid,
-    /// The owner.
-    pub user_id: Uuid,
+pub struct NotificationContent {
     /// What happened.
     pub notification_type: NotificationType,
     /// How urgent.
@@ -162,29 +161,52 @@ pub struct NewNotification {
     pub created_at: DateTime<Utc>,
 }
 
+/// A notification about to be stored: everything but the sequence number, which the
+/// store assigns in the same transaction as the insert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewNotification {
+    /// Unique id, chosen before storing so retries can be recognised.
+    pub id: Uuid,
+    /// The owner.
+    pub user_id: Uuid,
+    /// What it says (shared with the event's other recipients).
+    pub content: Arc<NotificationContent>,
+}
+
 impl NewNotification {
     /// The stored form once a sequence number is assigned.
     pub fn into_stored(self, sequence_number: i64) -> Notification {
-        Notification {
-            id: self.id,
-            user_id: self.user_id,
-            sequence_number,
-            notification_type: self.notification_type,
-            priority: self.priority,
-            title: self.title,
-            message: self.message,
-            metadata: self.metadata,
-            read: false,
-            created_at: self.created_at,
-        }
+        notification_of(self.id, self.user_id, sequence_number, &self.content)
+    }
+}
+
+/// The notification `id` of `user_id` numbered `sequence_number`, unread, saying `content`.
+fn notification_of(id: Uuid, user_id: Uuid, sequence_number: i64, content: &NotificationContent) -> Notification {
+    Notification {
+        id,
+        user_id,
+        sequence_number,
+        notification_type: content.notification_type,
+        priority: content.priority,
+        title: content.title.clone(),
+        message: content.message.clone(),
+        metadata: content.metadata.clone(),
+        read: false,
+        created_at: content.created_at,
     }
 }
 
 /// A notification as stored, with the owner's unread count right after it was.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredNotification {
-    /// The notification.
-    pub notification: Notification,
+    /// Its id.
+    pub id: Uuid,
+    /// The owner.
+    pub user_id: Uuid,
+    /// The owner's sequence number for it.
+    pub sequence_number: i64,
+    /// What it says (shared with the rows of the same event).
+    pub content: Arc<NotificationContent>,
     /// Owner's unread count including it.
     pub unread_count: i64,
     /// Its `notification_toast` frame when already serialised (PostgreSQL writes it
@@ -192,7 +214,14 @@ pub struct StoredNotification {
     pub toast_frame: Option<String>,
     /// Its metadata as the store wrote it (SQLite's JSON text, shared by a broadcast's
     /// rows), so the toast need not serialise it again.
-    pub metadata_json: Option<std::sync::Arc<str>>,
+    pub metadata_json: Option<Arc<str>>,
+}
+
+impl StoredNotification {
+    /// The notification as the REST API returns it (a copy of the content).
+    pub fn notification(&self) -> Notification {
+        notification_of(self.id, self.user_id, self.sequence_number, &self.content)
+    }
 }
 
 /// The live toast pushed to every open tab of the owner.
@@ -233,21 +262,20 @@ fn frame_capacity(n: &Notification) -> usize {
     256 + n.title.len() + n.message.len() + super::validation::serialised_len_estimate(&n.metadata)
 }
 
-/// The toast frame of a notification many recipients share (a broadcast), with its
-/// content serialised once: only the id, owner, sequence number and unread count are
-/// written per recipient.
-pub struct ToastTemplate<'a> {
-    source: &'a Notification,
+/// The toast frame of a notification's content, serialised once for all the rows that
+/// share it (a broadcast's recipients): only the id, owner, sequence number and unread
+/// count are written per recipient.
+pub struct ToastTemplate {
     /// `"notification_type":…,"created_at":"…"}`: the notification after its sequence number.
     content: String,
     /// The serialised send time.
     timestamp: String,
 }
 
-impl<'a> ToastTemplate<'a> {
-    /// The template of `source`'s content, sent at `timestamp`. `metadata_json`: the
-    /// metadata already serialised (as the store wrote it), written as is.
-    pub fn new(source: &'a Notification, metadata_json: Option<&str>, timestamp: DateTime<Utc>) -> Self {
+impl ToastTemplate {
+    /// The template of `source`, sent at `timestamp`. `metadata_json`: the metadata
+    /// already serialised (as the store wrote it), written as is.
+    pub fn new(source: &NotificationContent, metadata_json: Option<&str>, timestamp: DateTime<Utc>) -> Self {
         // Field for field the tail of `Notification`'s own serialisation, in two parts
         // joined around the metadata, which is serialised only when not at hand: it
         // was the larger part of a toast's serialisation, done a second time here.
@@ -281,7 +309,8 @@ impl<'a> ToastTemplate<'a> {
         };
         let head =
             super::validation::to_json_sized(&head, 96 + source.title.len() + source.message.len()).unwrap_or_default();
-        let tail = Tail { read: source.read, created_at: source.created_at };
+        // A new notification is unread.
+        let tail = Tail { read: false, created_at: source.created_at };
         let tail = super::validation::to_json_sized(&tail, 64).unwrap_or_default();
         // `{"notification_type":…,"message":"…"}` and `{"read":…,"created_at":"…"}`
         // without their outer braces but the last.
@@ -296,30 +325,25 @@ impl<'a> ToastTemplate<'a> {
         for p in pieces {
             content.push_str(p);
         }
-        Self { source, content, timestamp: format!("\"{}\"", super::time_text::rfc3339(&timestamp)) }
+        Self { content, timestamp: format!("\"{}\"", super::time_text::rfc3339(&timestamp)) }
     }
 
-    /// Whether `other` has the same content as the template's source.
-    pub fn fits(&self, other: &Notification) -> bool {
-        same_content(self.source, other)
-    }
-
-    /// The frame of `n` (which [`fits`](Self::fits)), exactly as
-    /// [`NotificationToast::frame`] writes it.
-    pub fn frame(&self, n: &Notification, unread_count: i64) -> String {
+    /// The frame of notification `id` of `user_id`, numbered `sequence_number`, with
+    /// the template's content, exactly as [`NotificationToast::frame`] writes it.
+    pub fn frame(&self, id: Uuid, user_id: Uuid, sequence_number: i64, unread_count: i64) -> String {
         // Pieces joined into one allocation of the right size: `format!` grew its
         // buffer as it wrote and went through the formatting machinery for every
         // argument, 3,500 instructions per recipient of a broadcast (callgrind).
         let (mut seq, mut unread) = (itoa::Buffer::new(), itoa::Buffer::new());
-        let seq = seq.format(n.sequence_number);
-        let (mut id, mut user) = (Uuid::encode_buffer(), Uuid::encode_buffer());
+        let seq = seq.format(sequence_number);
+        let (mut id_text, mut user) = (Uuid::encode_buffer(), Uuid::encode_buffer());
         let pieces = [
             r#"{"type":"notification_toast","sequence_number":"#,
             seq,
             r#","notification":{"id":""#,
-            n.id.hyphenated().encode_lower(&mut id),
+            id.hyphenated().encode_lower(&mut id_text),
             r#"","user_id":""#,
-            n.user_id.hyphenated().encode_lower(&mut user),
+            user_id.hyphenated().encode_lower(&mut user),
             r#"","sequence_number":"#,
             seq,
             ",",
@@ -336,17 +360,6 @@ impl<'a> ToastTemplate<'a> {
         }
         out
     }
-}
-
-/// Whether two notifications differ only in id, owner and sequence number.
-pub fn same_content(a: &Notification, b: &Notification) -> bool {
-    a.notification_type == b.notification_type
-        && a.priority == b.priority
-        && a.read == b.read
-        && a.created_at == b.created_at
-        && a.title == b.title
-        && a.message == b.message
-        && a.metadata == b.metadata
 }
 
 /// Every message the server sends over the WebSocket, tagged by `type`.
@@ -400,35 +413,61 @@ mod tests {
 
     #[test]
     fn a_templated_toast_frame_is_the_frame_of_each_recipient() {
-        let first = Notification {
-            id: Uuid::now_v7(),
-            user_id: Uuid::new_v4(),
-            sequence_number: 7,
+        let content = NotificationContent {
             notification_type: NotificationType::EmergencyExit,
             priority: Priority::Critical,
             title: "Exit \"C-1\" \u{1F6A8}".into(),
             message: "tab\there, back\\slash, control \u{1}".into(),
             metadata: json!({"campaign_id": "C-1", "positions": [1, 2.5, null, true], "n": {"é": "ü"}}),
-            read: false,
             created_at: Utc::now(),
         };
-        let second = Notification { id: Uuid::now_v7(), user_id: Uuid::new_v4(), sequence_number: 1, ..first.clone() };
+        let content = Arc::new(content);
+        let first =
+            NewNotification { id: Uuid::now_v7(), user_id: Uuid::new_v4(), content: content.clone() }.into_stored(7);
+        let second =
+            NewNotification { id: Uuid::now_v7(), user_id: Uuid::new_v4(), content: content.clone() }.into_stored(1);
         let at = Utc::now();
-        let template = ToastTemplate::new(&first, None, at);
-        let stored_text = serde_json::to_string(&first.metadata).unwrap();
-        let from_text = ToastTemplate::new(&first, Some(&stored_text), at);
+        let template = ToastTemplate::new(&content, None, at);
+        let stored_text = serde_json::to_string(&content.metadata).unwrap();
+        let from_text = ToastTemplate::new(&content, Some(&stored_text), at);
         for (n, unread) in [(&first, 3), (&second, 1)] {
-            assert!(template.fits(n));
-            assert_eq!(template.frame(n, unread), NotificationToast::frame(n, unread, at));
-            assert_eq!(from_text.frame(n, unread), NotificationToast::frame(n, unread, at));
+            let expected = NotificationToast::frame(n, unread, at);
+            assert_eq!(template.frame(n.id, n.user_id, n.sequence_number, unread), expected);
+            assert_eq!(from_text.frame(n.id, n.user_id, n.sequence_number, unread), expected);
         }
         // The text is written as it is given, not serialised again.
-        let marked = ToastTemplate::new(&first, Some(r#"{"from":"the store"}"#), at).frame(&first, 3);
+        let marked =
+            ToastTemplate::new(&content, Some(r#"{"from":"the store"}"#), at).frame(first.id, first.user_id, 7, 3);
         assert!(marked.contains(r#""metadata":{"from":"the store"},"read":false"#), "{marked}");
-        let other = Notification { message: "something else".into(), ..second.clone() };
-        assert!(!template.fits(&other));
-        let other = Notification { metadata: json!({"campaign_id": "C-2"}), ..second };
-        assert!(!template.fits(&other));
+    }
+
+    #[test]
+    fn a_stored_notification_is_its_content_numbered_and_unread() {
+        let content = Arc::new(NotificationContent {
+            notification_type: NotificationType::RiskWarning,
+            priority: Priority::Warning,
+            title: "Drawdown".into(),
+            message: "near the limit".into(),
+            metadata: json!({"current": 0.18}),
+            created_at: Utc::now(),
+        });
+        let (id, user) = (Uuid::now_v7(), Uuid::new_v4());
+        let stored = StoredNotification {
+            id,
+            user_id: user,
+            sequence_number: 4,
+            content: content.clone(),
+            unread_count: 2,
+            toast_frame: None,
+            metadata_json: None,
+        };
+        assert_eq!(stored.notification(), NewNotification { id, user_id: user, content }.into_stored(4));
+        let n = stored.notification();
+        assert_eq!((n.id, n.user_id, n.sequence_number, n.read), (id, user, 4, false));
+        assert_eq!(
+            (n.title.as_str(), n.message.as_str(), &n.metadata),
+            ("Drawdown", "near the limit", &json!({"current": 0.18}))
+        );
     }
 
     #[test]
@@ -447,17 +486,15 @@ mod tests {
     #[test]
     fn notification_serialises_like_the_story() {
         let created = DateTime::parse_from_rfc3339("2024-03-13T13:05:00Z").unwrap().with_timezone(&Utc);
-        let n = NewNotification {
-            id: Uuid::nil(),
-            user_id: Uuid::nil(),
+        let content = NotificationContent {
             notification_type: NotificationType::SignalGenerated,
             priority: Priority::Warning,
             title: "New Signal: AAPL Spring".into(),
             message: "Spring pattern detected on AAPL with 87% confidence".into(),
             metadata: json!({"symbol": "AAPL", "confidence": 87}),
             created_at: created,
-        }
-        .into_stored(7);
+        };
+        let n = NewNotification { id: Uuid::nil(), user_id: Uuid::nil(), content: Arc::new(content) }.into_stored(7);
         let v = serde_json::to_value(&n).unwrap();
         assert_eq!(v["notification_type"], "signal_generated");
         assert_eq!(v["priority"], "warning");

@@ -22,6 +22,19 @@ pub struct JsonDoc;
 #[diesel(sql_type = JsonDoc)]
 pub struct Json(pub serde_json::Value);
 
+/// A JSON value bound to a [`JsonDoc`] parameter without being moved into a [`Json`]
+/// (a batch's rows share their metadata).
+#[derive(Debug, Clone, Copy)]
+pub struct JsonRef<'a>(pub &'a serde_json::Value);
+
+impl ToSql<JsonDoc, Pg> for JsonRef<'_> {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        out.write_all(&[JSONB_VERSION])?;
+        serde_json::to_writer(out, self.0)?;
+        Ok(IsNull::No)
+    }
+}
+
 /// The binary jsonb format starts with a version byte.
 const JSONB_VERSION: u8 = 1;
 

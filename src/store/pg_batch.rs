@@ -8,7 +8,8 @@
 //! its time parsing and planning them.
 
 use super::json::JsonDoc;
-use super::repository::{uuid_text, DeliveryRow, NotificationRow, INSERT_DELIVERIES, NOTIFICATIONS_COLUMNS};
+use super::json::JsonRef;
+use super::repository::{uuid_text, DeliveryRow, NewRow, INSERT_DELIVERIES, NOTIFICATIONS_COLUMNS};
 use super::StoreError;
 use crate::id_maps::IdMap;
 use chrono::NaiveDateTime;
@@ -65,7 +66,7 @@ struct InsertNotifications<'a> {
     priorities: Vec<&'a str>,
     titles: Vec<&'a str>,
     messages: Vec<&'a str>,
-    metadata: Vec<&'a super::json::Json>,
+    metadata: Vec<JsonRef<'a>>,
     read: Vec<bool>,
     toast: Vec<bool>,
     created_at: Vec<NaiveDateTime>,
@@ -191,23 +192,21 @@ pub(super) async fn bump_counters(
 }
 
 /// Inserts the rows in one statement.
-pub(super) async fn insert_notifications(
-    mut conn: &AsyncPgConnection,
-    rows: &[NotificationRow],
-) -> Result<(), StoreError> {
-    let text = |f: fn(&NotificationRow) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
+pub(super) async fn insert_notifications(mut conn: &AsyncPgConnection, rows: &[NewRow]) -> Result<(), StoreError> {
+    let text = |f: fn(&NewRow) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
+    let created_at: Vec<NaiveDateTime> = rows.iter().map(|r| r.content.created_at.naive_utc()).collect();
     InsertNotifications {
-        ids: text(|r| &r.id),
-        user_ids: text(|r| &r.user_id),
+        ids: text(|r| &r.id_text),
+        user_ids: text(|r| &r.user_id_text),
         sequence_numbers: rows.iter().map(|r| r.sequence_number).collect(),
-        types: text(|r| &r.notification_type),
-        priorities: text(|r| &r.priority),
-        titles: text(|r| &r.title),
-        messages: text(|r| &r.message),
-        metadata: rows.iter().map(|r| &r.metadata).collect(),
-        read: rows.iter().map(|r| r.read).collect(),
+        types: text(|r| r.content.notification_type.as_str()),
+        priorities: text(|r| r.content.priority.as_str()),
+        titles: text(|r| &r.content.title),
+        messages: text(|r| &r.content.message),
+        metadata: rows.iter().map(|r| JsonRef(&r.content.metadata)).collect(),
+        read: vec![false; rows.len()],
         toast: rows.iter().map(|r| r.toast).collect(),
-        created_at: rows.iter().map(|r| r.created_at).collect(),
+        created_at,
     }
     .execute(&mut conn)
     .await?;

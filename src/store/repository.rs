@@ -6,13 +6,14 @@ use super::json::Json;
 use super::schema::{notification_preferences, notifications, users};
 use super::{Db, StoreError};
 use crate::domain::delivery::{DeliveryStatus, NewDelivery};
-use crate::domain::{NewNotification, Notification, NotificationToast, NotificationType, Priority, StoredNotification};
+use crate::domain::{NewNotification, Notification, NotificationContent, NotificationToast, StoredNotification};
 use crate::id_maps::IdMap;
 use crate::with_conn;
 use chrono::{DateTime, NaiveDateTime, Timelike, Utc};
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 use diesel_async::{AsyncConnection, RunQueryDsl};
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// Stored times have microsecond precision (PostgreSQL's); cut to that before storing
@@ -63,22 +64,6 @@ impl NotificationRow {
             read: self.read,
             created_at: self.created_at.and_utc(),
         })
-    }
-
-    fn from_new(n: NewNotification, sequence_number: i64, toast: bool) -> Self {
-        Self {
-            id: uuid_text(&n.id),
-            user_id: uuid_text(&n.user_id),
-            sequence_number,
-            notification_type: n.notification_type.as_str().to_string(),
-            priority: n.priority.as_str().to_string(),
-            title: n.title,
-            message: n.message,
-            metadata: Json(n.metadata),
-            read: false,
-            toast,
-            created_at: n.created_at.naive_utc(),
-        }
     }
 }
 
@@ -169,43 +154,45 @@ fn count_per_user(batch: &[StoreItem]) -> Vec<(Uuid, i64)> {
     per_user
 }
 
+/// A `notifications` row about to be inserted: its keys, as text for the statement and
+/// as the domain has them (so the stored form is rebuilt without parsing text back),
+/// and the content it shares with its event's other rows.
+pub(super) struct NewRow {
+    pub(super) id: Uuid,
+    pub(super) user_id: Uuid,
+    pub(super) id_text: String,
+    pub(super) user_id_text: String,
+    pub(super) sequence_number: i64,
+    pub(super) content: Arc<NotificationContent>,
+    pub(super) toast: bool,
+}
+
+impl NewRow {
+    /// The stored form, unread count included.
+    fn stored(&self, unread_count: i64) -> StoredNotification {
+        StoredNotification {
+            id: self.id,
+            user_id: self.user_id,
+            sequence_number: self.sequence_number,
+            content: self.content.clone(),
+            unread_count,
+            toast_frame: None,
+            metadata_json: None,
+        }
+    }
+}
+
 /// A batch's rows, numbered.
 pub(super) struct NumberedBatch {
-    pub(super) notifications: Vec<NotificationRow>,
-    /// Each row's ids, type and priority as the domain had them, so that the stored form
-    /// is rebuilt without parsing the row's text back (two UUIDs and two names per
-    /// notification, a broadcast's every recipient).
-    keys: Vec<RowKeys>,
+    pub(super) notifications: Vec<NewRow>,
     pub(super) deliveries: Vec<DeliveryRow>,
     pub(super) unread: Vec<i64>,
 }
 
-/// What [`NumberedBatch::keys`] keeps of a notification.
-struct RowKeys {
-    id: Uuid,
-    user_id: Uuid,
-    notification_type: NotificationType,
-    priority: Priority,
-}
-
 impl NumberedBatch {
-    /// The stored notifications, each with whether its toast goes out.
-    fn into_stored(self) -> Vec<(StoredNotification, bool)> {
-        self.notifications
-            .into_iter()
-            .zip(self.keys)
-            .zip(self.unread)
-            .map(|((row, keys), unread_count)| {
-                let toast = row.toast;
-                let stored = StoredNotification {
-                    notification: keys.notification(row),
-                    unread_count,
-                    toast_frame: None,
-                    metadata_json: None,
-                };
-                (stored, toast)
-            })
-            .collect()
+    /// The stored notifications.
+    fn into_stored(self) -> Vec<StoredNotification> {
+        self.notifications.iter().zip(self.unread).map(|(row, unread)| row.stored(unread)).collect()
     }
 
     /// What the other nodes are told of the batch (see [`crate::cluster::committed_payloads`]),
@@ -218,18 +205,18 @@ impl NumberedBatch {
         remote_tabs: Option<&crate::cluster::presence::RemoteTabs>,
     ) -> (Vec<String>, Vec<Option<String>>) {
         let sent_at = Utc::now();
-        let rows = self.notifications.iter().zip(&self.keys).zip(&self.unread);
+        let rows = self.notifications.iter().zip(&self.unread);
         let frames: Vec<Option<String>> = rows
             .clone()
-            .map(|((row, keys), unread)| {
-                let elsewhere = row.toast && remote_tabs.is_some_and(|r| r.elsewhere(&keys.user_id));
-                // A copy of the row, for the few users with tabs elsewhere.
-                elsewhere.then(|| NotificationToast::frame(&keys.notification(row.clone()), *unread, sent_at))
+            .map(|(row, unread)| {
+                let elsewhere = row.toast && remote_tabs.is_some_and(|r| r.elsewhere(&row.user_id));
+                // A copy of the content, for the few users with tabs elsewhere.
+                elsewhere.then(|| NotificationToast::frame(&row.stored(*unread).notification(), *unread, sent_at))
             })
             .collect();
-        let committed = rows.zip(&frames).map(|(((row, keys), unread), frame)| crate::cluster::CommittedRow {
+        let committed = rows.zip(&frames).map(|((row, unread), frame)| crate::cluster::CommittedRow {
             row: crate::cluster::Committed {
-                user: keys.user_id,
+                user: row.user_id,
                 seq: row.sequence_number,
                 toast: row.toast,
                 unread: *unread,
@@ -237,24 +224,6 @@ impl NumberedBatch {
             frame: frame.as_deref(),
         });
         (crate::cluster::committed_payloads(node, committed), frames)
-    }
-}
-
-impl RowKeys {
-    /// The domain's notification, from its row and these keys.
-    fn notification(&self, row: NotificationRow) -> Notification {
-        Notification {
-            id: self.id,
-            user_id: self.user_id,
-            sequence_number: row.sequence_number,
-            notification_type: self.notification_type,
-            priority: self.priority,
-            title: row.title,
-            message: row.message,
-            metadata: row.metadata.0,
-            read: row.read,
-            created_at: row.created_at.and_utc(),
-        }
     }
 }
 
@@ -267,18 +236,25 @@ pub(super) fn number_batch(
 ) -> QueryResult<NumberedBatch> {
     let mut out = NumberedBatch {
         notifications: Vec::with_capacity(batch.len()),
-        keys: Vec::with_capacity(batch.len()),
         deliveries: Vec::new(),
         unread: Vec::with_capacity(batch.len()),
     };
     for item in batch {
-        let n = &item.notification;
+        let n = item.notification;
         let (seq, unread) = starts.get_mut(&n.user_id).ok_or_else(|| {
             diesel::result::Error::QueryBuilderError("sequence range missing for a user of the batch".into())
         })?;
-        let (id, user_id, created_at) = (n.id, n.user_id, n.created_at);
-        out.keys.push(RowKeys { id, user_id, notification_type: n.notification_type, priority: n.priority });
-        out.notifications.push(NotificationRow::from_new(item.notification, *seq, item.toast));
+        let (id, user_id, created_at) = (n.id, n.user_id, n.content.created_at);
+        let (id_text, user_id_text) = (uuid_text(&id), uuid_text(&user_id));
+        out.notifications.push(NewRow {
+            id,
+            user_id,
+            id_text,
+            user_id_text,
+            sequence_number: *seq,
+            content: n.content,
+            toast: item.toast,
+        });
         out.unread.push(*unread);
         *seq += 1;
         *unread += 1;
@@ -329,10 +305,10 @@ pub fn store_batch_sqlite(
     log_restart.before_write(conn);
     let (numbered, metadata) = super::sqlite_batch::store(conn, &per_user, now, batch)?;
     let mut stored = numbered.into_stored();
-    for ((s, _), text) in stored.iter_mut().zip(metadata) {
+    for (s, text) in stored.iter_mut().zip(metadata) {
         s.metadata_json = Some(text);
     }
-    Ok(stored.into_iter().map(|(s, _)| s).collect())
+    Ok(stored)
 }
 
 /// The PostgreSQL half of the group commit (see [`store_batch_sqlite`]), which also
@@ -408,10 +384,10 @@ async fn write_batch_pg(
     )?;
     (&mut &*conn).batch_execute("COMMIT").await?;
     let mut stored = numbered.into_stored();
-    for ((s, _), frame) in stored.iter_mut().zip(frames) {
+    for (s, frame) in stored.iter_mut().zip(frames) {
         s.toast_frame = frame;
     }
-    Ok(stored.into_iter().map(|(s, _)| s).collect())
+    Ok(stored)
 }
 
 /// A batch ready for either backend: its times cut to microseconds (see [`to_micros`]),
@@ -428,13 +404,28 @@ impl Prepared {
         if batch.is_empty() {
             return None;
         }
-        let batch: Vec<StoreItem> = batch
-            .into_iter()
-            .map(|mut item| {
-                item.notification.created_at = to_micros(item.notification.created_at);
-                item
-            })
-            .collect();
+        let mut batch = batch;
+        // The rows of one event share their content: a time to cut is cut once for all of
+        // them (the dispatcher's times come cut already).
+        let mut last_cut: Option<(Arc<NotificationContent>, Arc<NotificationContent>)> = None;
+        for item in &mut batch {
+            let content = &item.notification.content;
+            if to_micros(content.created_at) == content.created_at {
+                continue;
+            }
+            let cut = match &last_cut {
+                Some((original, cut)) if Arc::ptr_eq(original, content) => cut.clone(),
+                _ => {
+                    let cut = Arc::new(NotificationContent {
+                        created_at: to_micros(content.created_at),
+                        ..(**content).clone()
+                    });
+                    last_cut = Some((content.clone(), cut.clone()));
+                    cut
+                }
+            };
+            item.notification.content = cut;
+        }
         let per_user = count_per_user(&batch);
         Some(Prepared { batch, per_user, now: Utc::now().naive_utc() })
     }

@@ -2,10 +2,11 @@
 //! [`repository::store_batch_sqlite`](super::repository::store_batch_sqlite)).
 
 use super::repository::{
-    new_user_row, number_batch, uuid_text, DeliveryRow, NotificationRow, NumberedBatch, StoreItem, INSERT_DELIVERIES,
+    new_user_row, number_batch, uuid_text, DeliveryRow, NewRow, NumberedBatch, StoreItem, INSERT_DELIVERIES,
     NOTIFICATIONS_COLUMNS,
 };
 use super::schema::users;
+use crate::domain::NotificationContent;
 use crate::id_maps::IdMap;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -62,27 +63,26 @@ pub(super) fn store(
             }
         }
         let numbered = number_batch(batch, starts, now)?;
-        // A broadcast's rows share their metadata and time: each is written once for all
-        // of them (escaping the metadata was a few per cent of each stored delivery).
+        // An event's rows share their content (a broadcast's thousands): its metadata and
+        // time are written once for all of them (escaping the metadata was a few per
+        // cent of each stored delivery).
         let (mut texts, mut times): (Vec<Arc<str>>, Vec<String>) = (Vec::new(), Vec::new());
-        let (mut last_metadata, mut last_time) = (None, None);
+        let mut last_content: Option<&Arc<NotificationContent>> = None;
         let mut prepared = Vec::with_capacity(numbered.notifications.len());
         for row in &numbered.notifications {
-            if last_metadata != Some(&row.metadata.0) {
-                let capacity = crate::domain::validation::serialised_len_estimate(&row.metadata.0);
-                let text = crate::domain::validation::to_json_sized(&row.metadata.0, capacity)
+            if !last_content.is_some_and(|c| Arc::ptr_eq(c, &row.content)) {
+                let metadata = &row.content.metadata;
+                let capacity = crate::domain::validation::serialised_len_estimate(metadata);
+                let text = crate::domain::validation::to_json_sized(metadata, capacity)
                     .map_err(|e| Error::SerializationError(Box::new(e)))?;
                 texts.push(Arc::from(text));
-                last_metadata = Some(&row.metadata.0);
+                times.push(crate::domain::time_text::sqlite(&row.content.created_at.naive_utc()));
+                last_content = Some(&row.content);
             }
-            if last_time != Some(&row.created_at) {
-                times.push(crate::domain::time_text::sqlite(&row.created_at));
-                last_time = Some(&row.created_at);
-            }
-            prepared.push((row, texts.len() - 1, times.len() - 1));
+            prepared.push((row, texts.len() - 1));
         }
         let rows: Vec<RowBinds> =
-            prepared.iter().map(|&(row, m, t)| RowBinds { row, metadata: &texts[m], created_at: &times[t] }).collect();
+            prepared.iter().map(|&(row, c)| RowBinds { row, metadata: &texts[c], created_at: &times[c] }).collect();
         // Several rows per statement, in a few fixed shapes that each stay prepared (a
         // shape per batch size would be parsed anew for most batches): every statement
         // costs SQLite its own start, cursors and halt, a few thousand instructions.
@@ -98,17 +98,17 @@ pub(super) fn store(
         for row in &numbered.deliveries {
             InsertDelivery(row).execute(conn)?;
         }
-        let row_metadata = prepared.iter().map(|&(_, m, _)| texts[m].clone()).collect();
+        let row_metadata = prepared.iter().map(|&(_, c)| texts[c].clone()).collect();
         Ok((numbered, row_metadata))
     })
 }
 
 /// A row to insert, with the texts bound for it.
 struct RowBinds<'a> {
-    row: &'a NotificationRow,
-    /// `row.metadata` serialised (what `JsonDoc` writes on SQLite: the JSON text).
+    row: &'a NewRow,
+    /// The row's metadata serialised (what `JsonDoc` writes on SQLite: the JSON text).
     metadata: &'a str,
-    /// `row.created_at` as diesel writes a SQLite `TIMESTAMP`, written without chrono's
+    /// The row's time as diesel writes a SQLite `TIMESTAMP`, written without chrono's
     /// formatter (see `domain::time_text`).
     created_at: &'a str,
 }
@@ -147,15 +147,15 @@ impl<const ROWS: usize> QueryFragment<Sqlite> for InsertNotifications<'_, ROWS> 
             let r = b.row;
             out.push_sql(if i == 0 { "(" } else { ", (" });
             push_binds!(out,
-                Text => &r.id,
-                Text => &r.user_id,
+                Text => &r.id_text,
+                Text => &r.user_id_text,
                 BigInt => &r.sequence_number,
-                Text => &r.notification_type,
-                Text => &r.priority,
-                Text => &r.title,
-                Text => &r.message,
+                Text => r.content.notification_type.as_str(),
+                Text => r.content.priority.as_str(),
+                Text => r.content.title.as_str(),
+                Text => r.content.message.as_str(),
                 Text => b.metadata,
-                Bool => &r.read,
+                Bool => &false,
                 Bool => &r.toast,
                 Text => b.created_at,
             );

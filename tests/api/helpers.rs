@@ -4,7 +4,7 @@
 use notifyhub::auth::{JwtKeys, Role};
 use notifyhub::clock::{Clock, SystemClock};
 use notifyhub::config::{Settings, Source};
-use notifyhub::domain::{NewNotification, Notification, NotificationType, Priority};
+use notifyhub::domain::{NewNotification, Notification, NotificationContent, NotificationType, Priority};
 use notifyhub::startup::Application;
 use notifyhub::state::AppState;
 use notifyhub::store::repository::StoreItem;
@@ -263,7 +263,7 @@ impl TestApp {
             .await
             .expect("store")
             .into_iter()
-            .map(|s| s.notification)
+            .map(|s| s.notification())
             .collect()
     }
 
@@ -476,12 +476,14 @@ pub fn new_notification(user: Uuid, kind: NotificationType, title: &str) -> NewN
     NewNotification {
         id: Uuid::new_v4(),
         user_id: user,
-        notification_type: kind,
-        priority: Priority::Info,
-        title: title.to_string(),
-        message: format!("{title} message"),
-        metadata: serde_json::json!({"source": "test"}),
-        created_at: chrono::Utc::now(),
+        content: std::sync::Arc::new(NotificationContent {
+            notification_type: kind,
+            priority: Priority::Info,
+            title: title.to_string(),
+            message: format!("{title} message"),
+            metadata: serde_json::json!({"source": "test"}),
+            created_at: chrono::Utc::now(),
+        }),
     }
 }
 

@@ -4,7 +4,7 @@ use crate::helpers::{new_notification, spawn_with_env, TestApp};
 use notifyhub::actors::persistence::StoreHandle;
 use notifyhub::auth::Role;
 use notifyhub::config::{Settings, Source};
-use notifyhub::domain::NotificationType;
+use notifyhub::domain::{NewNotification, NotificationType};
 use notifyhub::store::repository::StoreItem;
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -34,7 +34,7 @@ crate::on_both_backends! {
                     }
                     let pending = batch.into_iter().map(|notification| StoreItem { notification, deliveries: Vec::new(), toast: true }).collect();
                     let stored = store.store_notifications(pending).await.expect("store");
-                    seqs.extend(stored.iter().map(|s| &s.notification).filter(|n| n.user_id == user).map(|n| n.sequence_number));
+                    seqs.extend(stored.iter().filter(|s| s.user_id == user).map(|s| s.sequence_number));
                 }
                 seqs
             }));
@@ -88,7 +88,7 @@ crate::on_both_backends! {
         let pending = batch.into_iter().map(|notification| StoreItem { notification, deliveries: Vec::new(), toast: true }).collect();
         let stored = app.state.store.store_notifications(pending).await.expect("store");
         let got: Vec<(&str, i64, i64)> =
-            stored.iter().map(|s| (s.notification.title.as_str(), s.notification.sequence_number, s.unread_count)).collect();
+            stored.iter().map(|s| (s.content.title.as_str(), s.sequence_number, s.unread_count)).collect();
         // (title, sequence number, unread count after it)
         assert_eq!(got, vec![("n1", 1, 1), ("k3", 3, 3), ("n2", 2, 2), ("k4", 4, 4), ("x1", 1, 1)]);
     }
@@ -110,8 +110,8 @@ crate::on_both_backends! {
         assert_eq!(stored.len(), users.len());
         for (i, (user, s)) in users.iter().zip(&stored).enumerate() {
             let before = if i % 3 == 0 { (i % 4) as i64 + 1 } else { 0 };
-            assert_eq!(s.notification.user_id, *user);
-            assert_eq!((s.notification.sequence_number, s.unread_count), (before + 1, before + 1), "recipient {i}");
+            assert_eq!(s.user_id, *user);
+            assert_eq!((s.sequence_number, s.unread_count), (before + 1, before + 1), "recipient {i}");
         }
     }
 
@@ -124,7 +124,7 @@ crate::on_both_backends! {
             .iter()
             .map(|(title, m)| {
                 let mut notification = new_notification(user, NotificationType::SignalGenerated, title);
-                notification.metadata = m.clone();
+                std::sync::Arc::make_mut(&mut notification.content).metadata = m.clone();
                 StoreItem { notification, deliveries: Vec::new(), toast: true }
             })
             .collect();
@@ -149,7 +149,7 @@ crate::on_both_backends! {
         let batch = (0..87)
             .map(|i| {
                 let mut notification = new_notification(users[i % 3], NotificationType::SignalGenerated, &format!("row {i}"));
-                notification.metadata = json!({"row": i, "shared": i / 10});
+                std::sync::Arc::make_mut(&mut notification.content).metadata = json!({"row": i, "shared": i / 10});
                 StoreItem { notification, deliveries: Vec::new(), toast: i % 5 != 0 }
             })
             .collect();
@@ -191,7 +191,7 @@ crate::on_both_backends! {
             app.state.store.store_notifications(vec![item])
         });
         let stored = futures_util::future::join_all(requests).await;
-        let seqs: Vec<i64> = stored.into_iter().map(|s| s.expect("store")[0].notification.sequence_number).collect();
+        let seqs: Vec<i64> = stored.into_iter().map(|s| s.expect("store")[0].sequence_number).collect();
         assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
         assert_eq!(app.counter("notifyhub_store_batches_total").await - before, 1, "ten requests of one turn took more than one transaction");
     }
@@ -217,7 +217,7 @@ crate::on_both_backends! {
         for (b, batch) in stored.into_iter().enumerate() {
             let batch = batch.expect("store");
             assert_eq!(batch.len(), users.len());
-            assert!(batch.iter().all(|s| s.notification.sequence_number == b as i64 + 1), "broadcast {b} numbered out of order");
+            assert!(batch.iter().all(|s| s.sequence_number == b as i64 + 1), "broadcast {b} numbered out of order");
         }
         assert_eq!(app.counter("notifyhub_store_batches_total").await - before, 1, "three broadcasts of one turn took more than one transaction");
     }
@@ -240,7 +240,7 @@ crate::on_both_backends! {
             .store_notifications(vec![item(new_notification(user, NotificationType::SignalGenerated, "next"))])
             .await
             .expect("the batch after a failed one");
-        assert_eq!(next[0].notification.sequence_number, 2, "the failed batch kept a sequence number");
+        assert_eq!(next[0].sequence_number, 2, "the failed batch kept a sequence number");
         let res = app.get("/api/v1/notifications", &app.token(user, Role::User)).await;
         let body: serde_json::Value = res.json().await.unwrap();
         let titles: Vec<&str> = body["data"].as_array().unwrap().iter().map(|n| n["title"].as_str().unwrap()).collect();
@@ -338,25 +338,50 @@ fn sqlite_migration_seven_keeps_every_row_and_the_outbox_key() {
     assert!(duplicate.is_err());
 }
 
-/// A SQLite batch hands back each row's metadata as it wrote it, one text for a run of
-/// rows that share it, so their toasts need not serialise it again.
+/// A SQLite batch hands back each row's metadata as it wrote it, one text for the rows
+/// of one event (which share their content), so their toasts need not serialise it again.
 #[actix_web::test]
 async fn a_sqlite_batch_hands_back_the_metadata_text_it_wrote() {
     let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite).await.unwrap();
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     let mut own = new_notification(a, NotificationType::RiskWarning, "own");
-    own.metadata = json!({"current": 0.18, "note": "quote \" and é"});
-    let batch = vec![
-        new_notification(a, NotificationType::SignalGenerated, "shared"),
-        new_notification(b, NotificationType::SignalGenerated, "shared"),
-        own,
-    ];
+    std::sync::Arc::make_mut(&mut own.content).metadata = json!({"current": 0.18, "note": "quote \" and é"});
+    let to_a = new_notification(a, NotificationType::SignalGenerated, "shared");
+    let to_b = NewNotification { id: Uuid::new_v4(), user_id: b, content: to_a.content.clone() };
+    let batch = vec![to_a, to_b, own];
     let pending = batch.into_iter().map(|notification| StoreItem { notification, deliveries: Vec::new(), toast: true });
     let stored = app.state.store.store_notifications(pending.collect()).await.expect("store");
     let texts: Vec<_> = stored.iter().map(|s| s.metadata_json.clone().expect("the stored text")).collect();
     for (s, text) in stored.iter().zip(&texts) {
-        assert_eq!(**text, serde_json::to_string(&s.notification.metadata).unwrap());
+        assert_eq!(**text, serde_json::to_string(&s.content.metadata).unwrap());
     }
-    assert!(std::sync::Arc::ptr_eq(&texts[0], &texts[1]), "a run of equal metadata shares one text");
+    assert!(std::sync::Arc::ptr_eq(&texts[0], &texts[1]), "the rows of one event share one text");
     assert!(!std::sync::Arc::ptr_eq(&texts[1], &texts[2]));
+}
+
+/// The rows of one event share their content. Stored with a time finer than the
+/// store's microseconds, every row, its toast and the REST API agree on the cut time.
+#[actix_web::test]
+async fn an_events_rows_sharing_a_time_finer_than_microseconds_all_keep_the_cut_time() {
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite).await.unwrap();
+    let users: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    let mut first = new_notification(users[0], NotificationType::SystemError, "fine time");
+    let fine =
+        chrono::DateTime::parse_from_rfc3339("2026-12-07T10:00:00.123456789Z").unwrap().with_timezone(&chrono::Utc);
+    std::sync::Arc::make_mut(&mut first.content).created_at = fine;
+    let content = first.content.clone();
+    let mut batch = vec![StoreItem { notification: first, deliveries: Vec::new(), toast: true }];
+    for user in &users[1..] {
+        let notification = NewNotification { id: Uuid::new_v4(), user_id: *user, content: content.clone() };
+        batch.push(StoreItem { notification, deliveries: Vec::new(), toast: true });
+    }
+    let stored = app.state.store.store_notifications(batch).await.expect("store");
+    let cut = chrono::DateTime::parse_from_rfc3339("2026-12-07T10:00:00.123456Z").unwrap().with_timezone(&chrono::Utc);
+    assert!(stored.iter().all(|s| s.content.created_at == cut), "every row's time is cut");
+    assert!(std::sync::Arc::ptr_eq(&stored[1].content, &stored[2].content), "cut once for all the rows");
+    for user in &users {
+        let res = app.get("/api/v1/notifications?limit=5", &app.token(*user, Role::User)).await;
+        let page: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(page["data"][0]["created_at"], "2026-12-07T10:00:00.123456Z", "{page}");
+    }
 }
