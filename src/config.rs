@@ -510,7 +510,7 @@ fn load_smtp(src: &Source) -> Result<Option<SmtpSettings>, ConfigError> {
         Some(raw) => parse_range("SMTP_PORT", &raw, 1, 65535)? as u16,
     };
     let from_raw = src.get("SMTP_FROM_EMAIL").unwrap_or_else(|| "notifyhub@notifyhub.local".into());
-    let from = EmailAddress::parse(&from_raw).map_err(|m| ConfigError::new("SMTP_FROM_EMAIL", m))?;
+    let from = EmailAddress::parse_deliverable(&from_raw).map_err(|m| ConfigError::new("SMTP_FROM_EMAIL", m))?;
     let user = src.get("SMTP_USER");
     let password = src.get("SMTP_PASSWORD");
     if user.is_some() != password.is_some() {

@@ -172,6 +172,14 @@ impl ChannelSender for SmtpSender {
         let from = self.from.clone();
         Box::pin(async move {
             let Some(to) = job.prefs.email_address.clone() else { return SendResult::NoAddress };
+            // Saved before such addresses were refused (see `EmailAddress::parse_deliverable`).
+            if !to.local_part_is_ascii() {
+                return SendResult::Final(format!(
+                    "address {} is not deliverable: it {}",
+                    mask_email(to.as_str()),
+                    crate::domain::validation::LOCAL_PART_NOT_ASCII
+                ));
+            }
             let to_mailbox: Mailbox = match with_ascii_domain(to.as_str()).parse() {
                 Ok(m) => m,
                 Err(_) => return SendResult::Final(format!("address {} is not deliverable", mask_email(to.as_str()))),
@@ -219,7 +227,7 @@ fn is_authentication_failure(code: &str) -> bool {
 /// The address with its domain in ASCII (`bücher.example` → `xn--bcher-kva.example`):
 /// lettre would put the domain in the envelope and the `To:` header as UTF-8, which a
 /// mail server without SMTPUTF8 refuses, while the ASCII form is the same domain to every
-/// server. A local part outside ASCII still needs SMTPUTF8; it is left as written.
+/// server. (A local part outside ASCII would need SMTPUTF8: such addresses are refused.)
 fn with_ascii_domain(address: &str) -> String {
     match address.rsplit_once('@') {
         Some((local, domain)) if !domain.is_ascii() => match idna::domain_to_ascii(domain) {

@@ -128,7 +128,9 @@ impl NotificationPreferences {
         if let Some(v) = patch.email_address.into_option() {
             next.email_address = match blank_to_none(v) {
                 None => None,
-                Some(raw) => Some(EmailAddress::parse(&raw).map_err(|r| FieldError::new("email_address", r))?),
+                Some(raw) => {
+                    Some(EmailAddress::parse_deliverable(&raw).map_err(|r| FieldError::new("email_address", r))?)
+                }
             };
         }
         if let Some(v) = patch.sms_phone_number.into_option() {

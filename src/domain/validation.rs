@@ -250,11 +250,35 @@ impl EmailAddress {
         Ok(Self(s.to_string()))
     }
 
+    /// Validates `raw` as an address the hub can send to: [`parse`](Self::parse), and
+    /// nothing but ASCII before the `@`. A domain in any script goes out in its ASCII
+    /// form, but a local part outside ASCII needs SMTPUTF8 (RFC 6531) on every server on
+    /// the way, which the hub's sender does not negotiate and which has no fallback:
+    /// refused when typed, rather than accepted and never delivered. Stored documents
+    /// are read with `parse`, so an address saved before this rule still loads (its
+    /// emails fail with [`LOCAL_PART_NOT_ASCII`]).
+    pub fn parse_deliverable(raw: &str) -> Result<Self, String> {
+        let address = Self::parse(raw)?;
+        if !address.local_part_is_ascii() {
+            return Err(LOCAL_PART_NOT_ASCII.into());
+        }
+        Ok(address)
+    }
+
+    /// Whether the part before the `@` is ASCII (see [`parse_deliverable`](Self::parse_deliverable)).
+    pub fn local_part_is_ascii(&self) -> bool {
+        self.0.rsplit_once('@').is_some_and(|(local, _)| local.is_ascii())
+    }
+
     /// The address as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
+
+/// Why an address with international characters before the `@` is refused.
+pub const LOCAL_PART_NOT_ASCII: &str =
+    "must have only ASCII characters before the @ (international characters are fine after it)";
 
 impl TryFrom<String> for EmailAddress {
     type Error = String;
@@ -574,6 +598,20 @@ mod tests {
         for ok in ["trader@example.com", "a.b+tag@sub.example.co.uk", "x@y-z.io", "用户@例子.广告"] {
             assert!(EmailAddress::parse(ok).is_ok(), "{ok}");
         }
+    }
+
+    #[test]
+    fn a_deliverable_email_has_an_ascii_local_part_and_any_domain() {
+        for ok in ["trader@example.com", "trader@例子.广告", "a.b+tag@bücher.example"] {
+            assert!(EmailAddress::parse_deliverable(ok).is_ok(), "{ok}");
+        }
+        for international in ["用户@例子.广告", "jörg@example.com", "trädér@bücher.example"] {
+            assert_eq!(EmailAddress::parse_deliverable(international), Err(LOCAL_PART_NOT_ASCII.to_string()));
+            // Still read back from a stored document.
+            let stored = EmailAddress::parse(international).unwrap();
+            assert!(!stored.local_part_is_ascii(), "{international}");
+        }
+        assert!(EmailAddress::parse_deliverable("plain").is_err());
     }
 
     #[test]

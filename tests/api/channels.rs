@@ -102,6 +102,48 @@ async fn an_address_at_an_international_domain_goes_out_with_the_domain_in_ascii
     until_delivery(&app, user, &id_of(&answer), "email", "sent").await;
 }
 
+/// An address with international characters before the @, saved before the hub refused
+/// them, still loads; its emails fail at once with the reason, not at the server, and the
+/// other channels go on.
+#[actix_web::test]
+async fn an_address_saved_with_an_international_local_part_fails_its_emails_with_the_reason() {
+    let smtp = SmtpSink::start();
+    let env =
+        vec![("SMTP_HOST", "127.0.0.1".into()), ("SMTP_PORT", smtp.port.to_string()), ("SMTP_TLS", "none".into())];
+    let app = app_with(Backend::Sqlite, env, Arc::new(SystemClock)).await.unwrap();
+    let user = Uuid::new_v4();
+    // Saved as an older hub saved it: the document written straight to the store.
+    let prefs: notifyhub::domain::NotificationPreferences = serde_json::from_value(json!({
+        "user_id": user, "email_enabled": true, "email_address": "jörg@example.com", "sms_enabled": false,
+        "push_enabled": false, "sms_phone_number": null, "min_confidence_threshold": 80,
+        "quiet_hours": {"enabled": false, "start_time": "22:00", "end_time": "07:00", "timezone": "UTC"},
+        "channel_preferences": {"critical_channels": ["toast", "email"], "warning_channels": ["toast", "email"], "info_channels": ["toast"]}
+    }))
+    .unwrap();
+    let doc = notifyhub::store::preferences_doc::encode(&prefs, &app.state.pii);
+    let saved = app
+        .state
+        .store
+        .call(move |db| async move {
+            notifyhub::store::repository::insert_user_if_absent(&db, user).await?;
+            notifyhub::store::repository::save_preferences_if(&db, user, doc, chrono::Utc::now(), None).await
+        })
+        .await;
+    assert!(saved.unwrap());
+    let got: Value =
+        app.get("/api/v1/notifications/preferences", &app.token(user, Role::User)).await.json().await.unwrap();
+    assert_eq!(got["email_address"], "jörg@example.com", "still loads");
+    let mut ws = app.ws(user, None).await;
+    ws.until_ready().await;
+    let answer = app.event(signal_event(user, 87.0), 202).await;
+    assert_eq!(ws.next_toast().await["notification"]["id"], id_of(&answer), "the toast goes on");
+    let row = until_delivery(&app, user, &id_of(&answer), "email", "failed").await;
+    let reason = row["reason"].as_str().unwrap();
+    assert!(reason.contains("jör***@example.com") && reason.contains("only ASCII characters before the @"), "{reason}");
+    assert!(!reason.contains("jörg@"), "{reason}");
+    assert_eq!(row["attempts"], 1, "not retried: {row}");
+}
+
 #[actix_web::test]
 async fn a_refused_mailbox_fails_the_email_and_the_server_reply_is_stored_masked() {
     let smtp = SmtpSink::start();

@@ -121,6 +121,7 @@ crate::on_both_backends! {
             (json!([null, null, null, null, null, null, 80]), "body"),
             (json!({"quiet_hours": {"enabled": true, "start_time": "10:00", "end_time": "10:00"}}), "quiet_hours.end_time"),
             (json!({"email_address": "ok@example.com", "min_confidence_threshold": 100}), "min_confidence_threshold"),
+            (json!({"email_address": "jörg@example.com"}), "email_address"),
         ] {
             let res = app.post("/api/v1/notifications/preferences", &token, &body).await;
             let err = assert_error(res, 422, "VALIDATION_FAILED").await;
@@ -129,6 +130,12 @@ crate::on_both_backends! {
             assert!(!message.contains("i64") && !message.contains("struct "), "in words, not Rust's types: {message}");
         }
         assert_eq!(prefs(&app, &token).await, before, "a refused update changes nothing");
+        // International characters: refused before the @ (no SMTPUTF8), kept after it.
+        let res = app.post("/api/v1/notifications/preferences", &token, &json!({"email_address": "用户@例子.广告"})).await;
+        let err = assert_error(res, 422, "VALIDATION_FAILED").await;
+        assert!(err["error"]["message"].as_str().unwrap().contains("only ASCII characters before the @"), "{err}");
+        let res = app.post("/api/v1/notifications/preferences", &token, &json!({"email_address": "trader@例子.广告"})).await;
+        assert_eq!(res.status(), 200);
         for t in [70, 95] {
             let res = app.post("/api/v1/notifications/preferences", &token, &json!({"min_confidence_threshold": t})).await;
             assert_eq!(res.status(), 200, "{t} is within bounds");

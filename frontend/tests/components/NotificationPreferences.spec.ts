@@ -25,6 +25,8 @@ describe('validation like the server', () => {
     expect(phoneError('')).toBeNull()
     expect(emailError('me@example.com')).toBeNull()
     expect(emailError('me@localhost')).toMatch(/name@example.com/)
+    expect(emailError('jörg@example.com')).toMatch(/only ASCII characters before the @/)
+    expect(emailError('trader@bücher.example')).toBeNull()
     expect(thresholdError(70)).toBeNull()
     expect(thresholdError(96)).not.toBeNull()
     expect(nowIn('UTC', new Date('2026-01-01T21:05:00Z'))).toBe('21:05')

@@ -11,6 +11,8 @@ export function emailError(value: string): string | null {
   const v = value.trim()
   if (!v) return null
   if (v.length > 254 || !/^[^\s@]+@[^\s@.]+(\.[^\s@.]+)+$/.test(v)) return 'Enter an address like name@example.com'
+  // The hub sends without SMTPUTF8: international characters only after the @.
+  if (!/^[\x21-\x7e]+@/.test(v)) return 'Use only ASCII characters before the @ (international characters are fine after it)'
   return null
 }
 
