@@ -6,7 +6,7 @@ use super::json::Json;
 use super::schema::{notification_preferences, notifications, users};
 use super::{Db, StoreError};
 use crate::domain::delivery::{DeliveryStatus, NewDelivery};
-use crate::domain::{NewNotification, Notification, NotificationContent, NotificationToast, StoredNotification};
+use crate::domain::{NewNotification, Notification, NotificationContent, StoredNotification, ToastTemplate};
 use crate::id_maps::IdMap;
 use crate::with_conn;
 use chrono::{DateTime, NaiveDateTime, Timelike, Utc};
@@ -206,12 +206,20 @@ impl NumberedBatch {
     ) -> (Vec<String>, Vec<Option<String>>) {
         let sent_at = Utc::now();
         let rows = self.notifications.iter().zip(&self.unread);
+        // An event's content is serialised once for all its rows (see `ToastTemplate`).
+        let mut template: Option<(&Arc<NotificationContent>, ToastTemplate)> = None;
         let frames: Vec<Option<String>> = rows
             .clone()
             .map(|(row, unread)| {
                 let elsewhere = row.toast && remote_tabs.is_some_and(|r| r.elsewhere(&row.user_id));
-                // A copy of the content, for the few users with tabs elsewhere.
-                elsewhere.then(|| NotificationToast::frame(&row.stored(*unread).notification(), *unread, sent_at))
+                elsewhere.then(|| {
+                    if !template.as_ref().is_some_and(|(c, _)| Arc::ptr_eq(c, &row.content)) {
+                        template = None;
+                    }
+                    let (_, t) =
+                        template.get_or_insert_with(|| (&row.content, ToastTemplate::new(&row.content, None, sent_at)));
+                    t.frame(row.id, row.user_id, row.sequence_number, *unread)
+                })
             })
             .collect();
         let committed = rows.zip(&frames).map(|((row, unread), frame)| crate::cluster::CommittedRow {

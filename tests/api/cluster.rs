@@ -117,12 +117,17 @@ async fn a_broadcast_crosses_nodes_with_every_frame() {
     let reads = b.counter("notifyhub_ws_replay_reads_total").await;
     let event = json!({"type": "notification", "user_ids": users, "notification_type": "signal_generated",
                        "priority": "info", "title": "to all six", "message": "m", "metadata": {"k": 1}});
-    assert_eq!(a.event(event, 202).await["accepted_count"], 6);
-    for (user, tab) in users.iter().zip(&mut tabs) {
+    let answer = a.event(event, 202).await;
+    assert_eq!(answer["accepted_count"], 6);
+    for (i, (user, tab)) in users.iter().zip(&mut tabs).enumerate() {
+        // Each frame is its own recipient's, around the content the rows share.
         let toast = tab.next_toast().await;
+        assert_eq!(toast["notification"]["id"], answer["notifications"][i]["notification_id"]);
         assert_eq!(toast["notification"]["user_id"], user.to_string());
         assert_eq!(toast["notification"]["title"], "to all six");
+        assert_eq!(toast["notification"]["metadata"], json!({"k": 1}));
         assert_eq!(toast["sequence_number"], 1);
+        assert_eq!(toast["unread_count"], 1);
     }
     assert_eq!(b.counter("notifyhub_ws_replay_reads_total").await, reads, "a toast was read back from the database");
 }
