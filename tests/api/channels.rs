@@ -55,12 +55,8 @@ async fn app_with(backend: Backend, env: Vec<(&'static str, String)>, clock: Arc
 
 async fn email_over_smtp(backend: Backend) {
     let smtp = SmtpSink::start();
-    let env = vec![
-        ("SMTP_HOST", "127.0.0.1".into()),
-        ("SMTP_PORT", smtp.port.to_string()),
-        ("SMTP_TLS", "none".into()),
-        ("SMTP_FROM_EMAIL", "alerts@notifyhub.test".into()),
-    ];
+    let mut env = smtp.env();
+    env.push(("SMTP_FROM_EMAIL", "alerts@notifyhub.test".into()));
     let Some(app) = app_with(backend, env, Arc::new(SystemClock)).await else { return };
     let user = Uuid::new_v4();
     set_prefs(&app, user, json!({"email_address": "trader@example.com"})).await;
@@ -86,8 +82,7 @@ async fn email_over_smtp(backend: Backend) {
 #[actix_web::test]
 async fn an_address_at_an_international_domain_goes_out_with_the_domain_in_ascii() {
     let smtp = SmtpSink::start();
-    let env =
-        vec![("SMTP_HOST", "127.0.0.1".into()), ("SMTP_PORT", smtp.port.to_string()), ("SMTP_TLS", "none".into())];
+    let env = smtp.env();
     let app = app_with(Backend::Sqlite, env, Arc::new(SystemClock)).await.unwrap();
     let user = Uuid::new_v4();
     set_prefs(&app, user, json!({"email_address": "trader@bücher.example"})).await;
@@ -108,8 +103,7 @@ async fn an_address_at_an_international_domain_goes_out_with_the_domain_in_ascii
 #[actix_web::test]
 async fn an_address_saved_with_an_international_local_part_fails_its_emails_with_the_reason() {
     let smtp = SmtpSink::start();
-    let env =
-        vec![("SMTP_HOST", "127.0.0.1".into()), ("SMTP_PORT", smtp.port.to_string()), ("SMTP_TLS", "none".into())];
+    let env = smtp.env();
     let app = app_with(Backend::Sqlite, env, Arc::new(SystemClock)).await.unwrap();
     let user = Uuid::new_v4();
     // Saved as an older hub saved it: the document written straight to the store.
@@ -147,8 +141,7 @@ async fn an_address_saved_with_an_international_local_part_fails_its_emails_with
 #[actix_web::test]
 async fn a_refused_mailbox_fails_the_email_and_the_server_reply_is_stored_masked() {
     let smtp = SmtpSink::start();
-    let env =
-        vec![("SMTP_HOST", "127.0.0.1".into()), ("SMTP_PORT", smtp.port.to_string()), ("SMTP_TLS", "none".into())];
+    let env = smtp.env();
     let app = app_with(Backend::Sqlite, env, Arc::new(SystemClock)).await.unwrap();
     // The server quotes the address as it got it: as written, in capitals, or with the
     // domain in ASCII (as an international domain is sent).
@@ -200,8 +193,7 @@ async fn an_smtp_server_that_refuses_connections_leaves_the_email_retrying_and_t
 #[actix_web::test]
 async fn an_unwell_smtp_server_is_retried_and_the_email_goes_out_once_it_is_back() {
     let mut smtp = SmtpSink::start_down();
-    let env =
-        vec![("SMTP_HOST", "127.0.0.1".into()), ("SMTP_PORT", smtp.port.to_string()), ("SMTP_TLS", "none".into())];
+    let env = smtp.env();
     let clock = Arc::new(ManualClock::default());
     let app = app_with(Backend::Sqlite, env, clock.clone()).await.unwrap();
     let user = Uuid::new_v4();
@@ -224,13 +216,8 @@ async fn an_unwell_smtp_server_is_retried_and_the_email_goes_out_once_it_is_back
 async fn refused_smtp_credentials_count_against_the_provider_and_the_password_is_never_shown() {
     let smtp = SmtpSink::start_refusing_logins();
     let password = "a-rotated-password-0123456789";
-    let env = vec![
-        ("SMTP_HOST", "127.0.0.1".into()),
-        ("SMTP_PORT", smtp.port.to_string()),
-        ("SMTP_TLS", "none".into()),
-        ("SMTP_USER", "alerts".into()),
-        ("SMTP_PASSWORD", password.into()),
-    ];
+    let mut env = smtp.env();
+    env.extend([("SMTP_USER", "alerts".into()), ("SMTP_PASSWORD", password.into())]);
     let app = app_with(Backend::Sqlite, env, Arc::new(SystemClock)).await.unwrap();
     let user = Uuid::new_v4();
     set_prefs(&app, user, json!({"email_address": "trader@example.com"})).await;

@@ -45,6 +45,11 @@ impl SmtpSink {
         Self::start_with(&[])
     }
 
+    /// The hub's settings for sending through this sink, in plain SMTP.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![("SMTP_HOST", "127.0.0.1".into()), ("SMTP_PORT", self.port.to_string()), ("SMTP_TLS", "none".into())]
+    }
+
     /// Answers every message with 421 (unwell) until [`Self::come_up`].
     pub fn start_down() -> Self {
         Self::start_with(&["--start-down"])
