@@ -506,7 +506,8 @@ impl Fanout for Sessions {
         let mut template: Option<(Arc<NotificationContent>, ToastTemplate)> = None;
         for (stored, &toast) in committed.iter().zip(toast) {
             // Serialise only for users with a socket here, once for all their tabs.
-            let Some(addr) = self.map.get(&stored.user_id) else { continue };
+            // Cloned, so the map's lock is not held while the frame is written.
+            let Some(addr) = self.map.get(&stored.user_id).map(|a| a.clone()) else { continue };
             let frame = if toast {
                 match &stored.toast_frame {
                     Some(f) => ByteString::from(f.clone()),
