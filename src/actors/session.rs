@@ -11,9 +11,7 @@
 use super::persistence::{Fanout, StoreHandle};
 use super::ws::{CloseSocket, Outbound, WsConnection};
 use crate::cluster::presence::Announcer;
-use crate::domain::{
-    Notification, NotificationContent, NotificationToast, ServerMessage, StoredNotification, ToastTemplate,
-};
+use crate::domain::{Notification, NotificationToast, ServerMessage, StoredNotification, ToastFrames};
 use crate::id_maps::IdDashMap;
 use crate::store::{repository, StoreError};
 use actix::prelude::*;
@@ -500,33 +498,21 @@ impl Sessions {
 
 impl Fanout for Sessions {
     fn committed(&self, committed: &[StoredNotification], toast: &[bool]) {
-        let now = chrono::Utc::now();
-        // The rows of one event share their content (a broadcast's recipients): its toast
-        // is serialised once for all of them.
-        let mut template: Option<(Arc<NotificationContent>, ToastTemplate)> = None;
+        let mut frames = ToastFrames::new(chrono::Utc::now());
         for (stored, &toast) in committed.iter().zip(toast) {
             // Serialise only for users with a socket here, once for all their tabs.
             // Cloned, so the map's lock is not held while the frame is written.
             let Some(addr) = self.map.get(&stored.user_id).map(|a| a.clone()) else { continue };
             let frame = if toast {
-                match &stored.toast_frame {
-                    Some(f) => ByteString::from(f.clone()),
-                    None => {
-                        if !template.as_ref().is_some_and(|(c, _)| Arc::ptr_eq(c, &stored.content)) {
-                            template = None;
-                        }
-                        let (_, t) = template.get_or_insert_with(|| {
-                            let t = ToastTemplate::new(&stored.content, stored.metadata_json.as_deref(), now);
-                            (stored.content.clone(), t)
-                        });
-                        ByteString::from(t.frame(
-                            stored.id,
-                            stored.user_id,
-                            stored.sequence_number,
-                            stored.unread_count,
-                        ))
-                    }
-                }
+                ByteString::from(match &stored.toast_frame {
+                    Some(f) => f.clone(),
+                    None => frames.frame(
+                        &stored.content,
+                        stored.metadata_json.as_deref(),
+                        (stored.id, stored.user_id, stored.sequence_number),
+                        stored.unread_count,
+                    ),
+                })
             } else {
                 frame(&ServerMessage::UnreadCount { count: stored.unread_count })
             };

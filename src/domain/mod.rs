@@ -14,7 +14,7 @@ pub mod validation;
 
 pub use notification::{
     Channel, NewNotification, Notification, NotificationContent, NotificationToast, NotificationType, Priority,
-    ServerMessage, StoredNotification, ToastTemplate,
+    ServerMessage, StoredNotification, ToastFrames, ToastTemplate,
 };
 pub use preferences::{ChannelPreferences, NotificationPreferences, PreferencesPatch, QuietHours};
 pub use validation::{FieldError, UserId};

@@ -362,6 +362,38 @@ impl ToastTemplate {
     }
 }
 
+/// The toast frames of a batch's rows, sent at one time: the rows of one event come one
+/// after another and share their content, which is serialised once for all of them.
+pub struct ToastFrames {
+    timestamp: DateTime<Utc>,
+    last: Option<(Arc<NotificationContent>, ToastTemplate)>,
+}
+
+impl ToastFrames {
+    /// Frames sent at `timestamp`.
+    pub fn new(timestamp: DateTime<Utc>) -> Self {
+        Self { timestamp, last: None }
+    }
+
+    /// The frame of notification `id` of `user_id`, numbered `sequence_number`, saying
+    /// `content`. `metadata_json`: the metadata as the store wrote it, when at hand.
+    pub fn frame(
+        &mut self,
+        content: &Arc<NotificationContent>,
+        metadata_json: Option<&str>,
+        (id, user_id, sequence_number): (Uuid, Uuid, i64),
+        unread_count: i64,
+    ) -> String {
+        if !self.last.as_ref().is_some_and(|(c, _)| Arc::ptr_eq(c, content)) {
+            self.last = None;
+        }
+        let timestamp = self.timestamp;
+        let (_, template) =
+            self.last.get_or_insert_with(|| (content.clone(), ToastTemplate::new(content, metadata_json, timestamp)));
+        template.frame(id, user_id, sequence_number, unread_count)
+    }
+}
+
 /// Every message the server sends over the WebSocket, tagged by `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -439,6 +471,29 @@ mod tests {
         let marked =
             ToastTemplate::new(&content, Some(r#"{"from":"the store"}"#), at).frame(first.id, first.user_id, 7, 3);
         assert!(marked.contains(r#""metadata":{"from":"the store"},"read":false"#), "{marked}");
+    }
+
+    #[test]
+    fn toast_frames_follow_each_rows_own_content_as_events_alternate() {
+        let content = |title: &str| {
+            Arc::new(NotificationContent {
+                notification_type: NotificationType::SignalGenerated,
+                priority: Priority::Info,
+                title: title.into(),
+                message: format!("{title} \"quoted\""),
+                metadata: json!({"title": title}),
+                created_at: Utc::now(),
+            })
+        };
+        let (a, b) = (content("a"), content("b"));
+        let at = Utc::now();
+        let mut frames = ToastFrames::new(at);
+        for (i, c) in [&a, &a, &b, &a, &b].into_iter().enumerate() {
+            let n = NewNotification { id: Uuid::now_v7(), user_id: Uuid::new_v4(), content: c.clone() }
+                .into_stored(i as i64);
+            let frame = frames.frame(c, None, (n.id, n.user_id, n.sequence_number), 2);
+            assert_eq!(frame, NotificationToast::frame(&n, 2, at), "row {i}");
+        }
     }
 
     #[test]

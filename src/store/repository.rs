@@ -6,7 +6,7 @@ use super::json::Json;
 use super::schema::{notification_preferences, notifications, users};
 use super::{Db, StoreError};
 use crate::domain::delivery::{DeliveryStatus, NewDelivery};
-use crate::domain::{NewNotification, Notification, NotificationContent, StoredNotification, ToastTemplate};
+use crate::domain::{NewNotification, Notification, NotificationContent, StoredNotification, ToastFrames};
 use crate::id_maps::IdMap;
 use crate::with_conn;
 use chrono::{DateTime, NaiveDateTime, Timelike, Utc};
@@ -204,22 +204,13 @@ impl NumberedBatch {
         node: &str,
         remote_tabs: Option<&crate::cluster::presence::RemoteTabs>,
     ) -> (Vec<String>, Vec<Option<String>>) {
-        let sent_at = Utc::now();
         let rows = self.notifications.iter().zip(&self.unread);
-        // An event's content is serialised once for all its rows (see `ToastTemplate`).
-        let mut template: Option<(&Arc<NotificationContent>, ToastTemplate)> = None;
+        let mut toasts = ToastFrames::new(Utc::now());
         let frames: Vec<Option<String>> = rows
             .clone()
             .map(|(row, unread)| {
                 let elsewhere = row.toast && remote_tabs.is_some_and(|r| r.elsewhere(&row.user_id));
-                elsewhere.then(|| {
-                    if !template.as_ref().is_some_and(|(c, _)| Arc::ptr_eq(c, &row.content)) {
-                        template = None;
-                    }
-                    let (_, t) =
-                        template.get_or_insert_with(|| (&row.content, ToastTemplate::new(&row.content, None, sent_at)));
-                    t.frame(row.id, row.user_id, row.sequence_number, *unread)
-                })
+                elsewhere.then(|| toasts.frame(&row.content, None, (row.id, row.user_id, row.sequence_number), *unread))
             })
             .collect();
         let committed = rows.zip(&frames).map(|((row, unread), frame)| crate::cluster::CommittedRow {
