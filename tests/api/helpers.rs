@@ -534,3 +534,48 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// A `notifications` row as stored, every column.
+pub struct StoredRow {
+    pub user_id: String,
+    pub sequence_number: i64,
+    pub notification_type: String,
+    pub title: String,
+    pub metadata: serde_json::Value,
+    pub read: bool,
+    pub toast: bool,
+    pub created_at: chrono::NaiveDateTime,
+}
+
+/// The stored rows of these notifications, by id, read straight from the table.
+pub async fn notification_rows(app: &TestApp, ids: Vec<String>) -> HashMap<String, StoredRow> {
+    app.state
+        .store
+        .call(move |db| async move {
+            use diesel::prelude::*;
+            use diesel_async::RunQueryDsl;
+            use notifyhub::store::json::Json;
+            use notifyhub::store::schema::notifications as n;
+            type Row = (String, String, i64, String, String, Json, bool, bool, chrono::NaiveDateTime);
+            let rows: Vec<Row> = notifyhub::with_conn!(&db, conn => {
+                n::table
+                    .filter(n::id.eq_any(&ids))
+                    .select((n::id, n::user_id, n::sequence_number, n::notification_type, n::title, n::metadata, n::read, n::toast, n::created_at))
+                    .load(conn)
+                    .await?
+            });
+            Ok(rows
+                .into_iter()
+                .map(|(id, user_id, sequence_number, notification_type, title, metadata, read, toast, created_at)| {
+                    (id, StoredRow { user_id, sequence_number, notification_type, title, metadata: metadata.0, read, toast, created_at })
+                })
+                .collect())
+        })
+        .await
+        .expect("rows read back")
+}
+
+/// `t` as the REST API writes times: RFC 3339, microseconds.
+pub fn rfc3339_micros(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}

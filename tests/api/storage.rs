@@ -176,6 +176,57 @@ crate::on_both_backends! {
         }
     }
 
+    async fn runs_of_an_events_rows_land_whole_beside_rows_of_their_own(app) {
+        // On SQLite a run of 4 or more rows sharing their content binds it once per
+        // statement (64 + 16 + 4 rows, then row by row for the tail), and the rows around
+        // such runs go in statements of whole rows: every column of every row must be its
+        // own, whichever statement took it.
+        let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&chrono::Utc);
+        let shared = |title: &str, time: &str| {
+            let mut n = new_notification(Uuid::nil(), NotificationType::EmergencyExit, title);
+            let c = std::sync::Arc::make_mut(&mut n.content);
+            c.metadata = json!({"run": title, "quote": "\"é\""});
+            c.created_at = at(time);
+            n.content
+        };
+        let (x, y, z) = (shared("x", "2026-12-07T10:00:01.000001Z"), shared("y", "2026-12-07T10:00:02Z"), shared("z", "2026-12-07T10:00:03Z"));
+        let alone = Uuid::new_v4();
+        let mut batch = Vec::new();
+        // (owner, title, toast, time) expected of each row, in the batch's order.
+        let mut expected: Vec<(Uuid, String, bool, String)> = Vec::new();
+        let mut push = |batch: &mut Vec<StoreItem>, notification: NewNotification, toast: bool| {
+            let c = &notification.content;
+            expected.push((notification.user_id, c.title.clone(), toast, crate::helpers::rfc3339_micros(c.created_at)));
+            batch.push(StoreItem { notification, deliveries: Vec::new(), toast });
+        };
+        push(&mut batch, new_notification(alone, NotificationType::SignalGenerated, "before"), true);
+        for i in 0..87 {
+            push(&mut batch, NewNotification { id: Uuid::now_v7(), user_id: Uuid::new_v4(), content: x.clone() }, i % 5 != 0);
+        }
+        push(&mut batch, new_notification(alone, NotificationType::SignalGenerated, "between"), false);
+        for _ in 0..5 {
+            push(&mut batch, NewNotification { id: Uuid::now_v7(), user_id: Uuid::new_v4(), content: y.clone() }, true);
+        }
+        for _ in 0..2 {
+            push(&mut batch, NewNotification { id: Uuid::now_v7(), user_id: Uuid::new_v4(), content: z.clone() }, true);
+        }
+        push(&mut batch, new_notification(alone, NotificationType::SignalGenerated, "after"), true);
+        let ids: Vec<String> = batch.iter().map(|b| b.notification.id.to_string()).collect();
+        let stored = app.state.store.store_notifications(batch).await.expect("store");
+        assert_eq!(stored.len(), expected.len());
+        let rows = crate::helpers::notification_rows(&app, ids.clone()).await;
+        for (k, (id, (owner, title, toast, time))) in ids.iter().zip(&expected).enumerate() {
+            let row = &rows[id];
+            let seq = if *owner == alone { [0, 88, 96].iter().position(|&p| p == k).unwrap() as i64 + 1 } else { 1 };
+            assert_eq!(row.user_id, owner.to_string(), "row {k}");
+            assert_eq!((row.sequence_number, row.title.as_str(), row.toast, row.read), (seq, title.as_str(), *toast, false), "row {k}");
+            assert_eq!(crate::helpers::rfc3339_micros(row.created_at.and_utc()), *time, "row {k}");
+            let metadata = if *owner == alone { json!({"source": "test"}) } else { json!({"run": title, "quote": "\"é\""}) };
+            assert_eq!(row.metadata, metadata, "row {k}");
+            assert_eq!(row.notification_type, if *owner == alone { "signal_generated" } else { "emergency_exit" }, "row {k}");
+        }
+    }
+
     async fn requests_made_in_one_turn_share_one_transaction(app) {
         // Ten requests made before the thread yields (as the events one turn of a
         // worker's loop parses) reach the writer together: one transaction, not a first
