@@ -36,6 +36,17 @@ describe('NotificationCenter', () => {
     expect(store.setFilter).toHaveBeenCalledWith('warnings')
   })
 
+  it("labels a trader's own test toast as a test, not a system error", async () => {
+    const test = notification({ title: 'Test notification', notification_type: 'system_error', priority: 'info', metadata: { test: true } })
+    const error = notification({ title: 'Polygon API down', notification_type: 'system_error', sequence_number: 2, metadata: { test: 'no' } })
+    setup({ unreadCount: 2, notifications: [error, test], total: 2 })
+    await fireEvent.click(screen.getByRole('button', { name: 'Notifications, 2 unread' }))
+    const testItem = await screen.findByRole('button', { name: 'Unread. Test: Test notification' })
+    expect(testItem.querySelector('i')?.className).toBe('pi pi-check-circle')
+    const errorItem = screen.getByRole('button', { name: 'Unread. System error: Polygon API down' })
+    expect(errorItem.querySelector('i')?.className).toBe('pi pi-times-circle')
+  })
+
   it('marks an item read and goes to its page on click; mark all in one call', async () => {
     const n = notification({ title: 'Risk warning: portfolio heat 8.6%', notification_type: 'risk_warning' })
     const { store, router } = setup({ unreadCount: 1, notifications: [n], total: 1 })

@@ -15,6 +15,22 @@ export const TYPE_LABEL: Record<NotificationType, string> = {
   system_error: 'System error',
 }
 
+/** Whether `n` is the test toast a trader sent themselves (stored as an info system error). */
+export function isTest(n: Notification): boolean {
+  const m = n.metadata
+  return typeof m === 'object' && m !== null && !Array.isArray(m) && m.test === true
+}
+
+/** What `n` is, in words: a trader's own test is not shown as a system error. */
+export function typeLabel(n: Notification): string {
+  return isTest(n) ? 'Test' : TYPE_LABEL[n.notification_type]
+}
+
+/** The icon of `n`'s kind (see `typeLabel`). */
+export function typeIcon(n: Notification): string {
+  return isTest(n) ? 'pi pi-check-circle' : TYPE_ICON[n.notification_type]
+}
+
 /** "just now", "5 min ago", "3 h ago", "2 d ago". */
 export function relativeTime(iso: string, now = Date.now()): string {
   const s = Math.max(0, Math.round((now - new Date(iso).getTime()) / 1000))
