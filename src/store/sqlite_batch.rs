@@ -172,25 +172,41 @@ fn insert_rows<'r, 'a, const ROWS: usize>(
     Ok(rest)
 }
 
-/// `ROWS` rows' `INSERT`, a statement of its own static id per shape: diesel's insert
-/// builder writes the statement's text anew for every execution to find it among the
-/// prepared ones.
-struct InsertNotifications<'a, const ROWS: usize>(&'a [RowBinds<'a>]);
-
-impl<const ROWS: usize> QueryId for InsertNotifications<'_, ROWS> {
-    type QueryId = InsertNotifications<'static, ROWS>;
-    const HAS_STATIC_QUERY_ID: bool = true;
+/// Gives each shape of these statements (a lifetime and a row count) a static query id of
+/// its own: diesel's insert builder wrote the statement's text anew for every execution
+/// to find it among the prepared ones.
+macro_rules! static_shape_id {
+    ($($t:ident),+) => {
+        $(
+            impl<const ROWS: usize> QueryId for $t<'_, ROWS> {
+                type QueryId = $t<'static, ROWS>;
+                const HAS_STATIC_QUERY_ID: bool = true;
+            }
+            impl<Conn, const ROWS: usize> RunQueryDsl<Conn> for $t<'_, ROWS> {}
+        )+
+    };
 }
+static_shape_id!(InsertNotifications, InsertSharing);
+
+/// `INSERT OR FAIL INTO notifications (…)`, the start of both row statements, once `rows`
+/// are checked to be `ROWS`.
+fn push_insert_into<const ROWS: usize>(out: &mut AstPass<'_, '_, Sqlite>, rows: &[RowBinds<'_>]) -> QueryResult<()> {
+    if rows.len() != ROWS {
+        return Err(Error::QueryBuilderError(format!("{} rows for a {ROWS}-row insert", rows.len()).into()));
+    }
+    out.push_sql("INSERT ");
+    out.push_sql(ON_CONFLICT);
+    out.push_sql(" INTO ");
+    out.push_sql(NOTIFICATIONS_COLUMNS);
+    Ok(())
+}
+
+/// `ROWS` whole rows' `INSERT`.
+struct InsertNotifications<'a, const ROWS: usize>(&'a [RowBinds<'a>]);
 
 impl<const ROWS: usize> QueryFragment<Sqlite> for InsertNotifications<'_, ROWS> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
-        if self.0.len() != ROWS {
-            return Err(Error::QueryBuilderError(format!("{} rows for a {ROWS}-row insert", self.0.len()).into()));
-        }
-        out.push_sql("INSERT ");
-        out.push_sql(ON_CONFLICT);
-        out.push_sql(" INTO ");
-        out.push_sql(NOTIFICATIONS_COLUMNS);
+        push_insert_into::<ROWS>(&mut out, self.0)?;
         out.push_sql(" VALUES ");
         for (i, b) in self.0.iter().enumerate() {
             let r = b.row;
@@ -214,30 +230,18 @@ impl<const ROWS: usize> QueryFragment<Sqlite> for InsertNotifications<'_, ROWS> 
     }
 }
 
-impl<Conn, const ROWS: usize> RunQueryDsl<Conn> for InsertNotifications<'_, ROWS> {}
-
 /// `ROWS` rows of one content's `INSERT`: the content is bound once, and each row binds
 /// its id, owner, sequence number and whether its toast went out.
 struct InsertSharing<'a, const ROWS: usize>(&'a [RowBinds<'a>]);
 
-impl<const ROWS: usize> QueryId for InsertSharing<'_, ROWS> {
-    type QueryId = InsertSharing<'static, ROWS>;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
 impl<const ROWS: usize> QueryFragment<Sqlite> for InsertSharing<'_, ROWS> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
         let [first, ..] = self.0 else { return Err(Error::QueryBuilderError("no rows to insert".into())) };
-        if self.0.len() != ROWS || !self.0.iter().all(|b| Arc::ptr_eq(&b.row.content, &first.row.content)) {
-            return Err(Error::QueryBuilderError(
-                format!("{} rows for a {ROWS}-row shared insert", self.0.len()).into(),
-            ));
+        if !self.0.iter().all(|b| Arc::ptr_eq(&b.row.content, &first.row.content)) {
+            return Err(Error::QueryBuilderError("rows of different contents for a shared insert".into()));
         }
         let c = &first.row.content;
-        out.push_sql("INSERT ");
-        out.push_sql(ON_CONFLICT);
-        out.push_sql(" INTO ");
-        out.push_sql(NOTIFICATIONS_COLUMNS);
+        push_insert_into::<ROWS>(&mut out, self.0)?;
         // In the columns' order: the rows' own values come from the `VALUES` list.
         out.push_sql(" SELECT column1, column2, column3, ");
         push_binds!(out,
@@ -265,8 +269,6 @@ impl<const ROWS: usize> QueryFragment<Sqlite> for InsertSharing<'_, ROWS> {
         Ok(())
     }
 }
-
-impl<Conn, const ROWS: usize> RunQueryDsl<Conn> for InsertSharing<'_, ROWS> {}
 
 /// One outbox row's `INSERT`, a statement of its own static id (see
 /// [`InsertNotification`]).
