@@ -127,10 +127,10 @@ fn insert_each(conn: &mut SqliteConnection, rows: &[RowBinds<'_>]) -> QueryResul
     let mut rest = rows;
     while !rest.is_empty() {
         rest = match rest.len() {
-            64.. => insert_rows::<64>(conn, rest)?,
-            16.. => insert_rows::<16>(conn, rest)?,
-            4.. => insert_rows::<4>(conn, rest)?,
-            _ => insert_rows::<1>(conn, rest)?,
+            64.. => insert_first::<64>(conn, rest, Rows::Whole)?,
+            16.. => insert_first::<16>(conn, rest, Rows::Whole)?,
+            4.. => insert_first::<4>(conn, rest, Rows::Whole)?,
+            _ => insert_first::<1>(conn, rest, Rows::Whole)?,
         };
     }
     Ok(())
@@ -144,31 +144,34 @@ fn insert_sharing(conn: &mut SqliteConnection, rows: &[RowBinds<'_>]) -> QueryRe
     let mut rest = rows;
     while rest.len() >= SHARED_RUN {
         rest = match rest.len() {
-            64.. => insert_shared::<64>(conn, rest)?,
-            16.. => insert_shared::<16>(conn, rest)?,
-            _ => insert_shared::<SHARED_RUN>(conn, rest)?,
+            64.. => insert_first::<64>(conn, rest, Rows::Sharing)?,
+            16.. => insert_first::<16>(conn, rest, Rows::Sharing)?,
+            _ => insert_first::<SHARED_RUN>(conn, rest, Rows::Sharing)?,
         };
     }
     insert_each(conn, rest)
 }
 
-/// Inserts the first `ROWS` of `rows`, which share their content; answers the rest.
-fn insert_shared<'r, 'a, const ROWS: usize>(
-    conn: &mut SqliteConnection,
-    rows: &'r [RowBinds<'a>],
-) -> QueryResult<&'r [RowBinds<'a>]> {
-    let (now, rest) = rows.split_at(ROWS);
-    InsertSharing::<ROWS>(now).execute(conn)?;
-    Ok(rest)
+/// Which statement takes a group of rows.
+#[derive(Clone, Copy)]
+enum Rows {
+    /// Every row binds all its columns ([`InsertNotifications`]).
+    Whole,
+    /// The rows share their content, bound once ([`InsertSharing`]).
+    Sharing,
 }
 
-/// Inserts the first `ROWS` of `rows`; answers the rest.
-fn insert_rows<'r, 'a, const ROWS: usize>(
+/// Inserts the first `ROWS` of `rows` as `kind` says; answers the rest.
+fn insert_first<'r, 'a, const ROWS: usize>(
     conn: &mut SqliteConnection,
     rows: &'r [RowBinds<'a>],
+    kind: Rows,
 ) -> QueryResult<&'r [RowBinds<'a>]> {
     let (now, rest) = rows.split_at(ROWS);
-    InsertNotifications::<ROWS>(now).execute(conn)?;
+    match kind {
+        Rows::Whole => InsertNotifications::<ROWS>(now).execute(conn)?,
+        Rows::Sharing => InsertSharing::<ROWS>(now).execute(conn)?,
+    };
     Ok(rest)
 }
 
@@ -201,6 +204,27 @@ fn push_insert_into<const ROWS: usize>(out: &mut AstPass<'_, '_, Sqlite>, rows: 
     Ok(())
 }
 
+/// `(…), (…), …`: each row's id, owner and sequence number, then the parameters `rest`
+/// pushes for it (after a comma of its own).
+fn push_tuples<'b, 'a: 'b>(
+    out: &mut AstPass<'_, 'b, Sqlite>,
+    rows: &'b [RowBinds<'a>],
+    rest: impl Fn(&mut AstPass<'_, 'b, Sqlite>, &'b RowBinds<'a>) -> QueryResult<()>,
+) -> QueryResult<()> {
+    for (i, b) in rows.iter().enumerate() {
+        let r = b.row;
+        out.push_sql(if i == 0 { "(" } else { ", (" });
+        push_binds!(out,
+            Text => &r.id_text,
+            Text => &r.user_id_text,
+            BigInt => &r.sequence_number,
+        );
+        rest(out, b)?;
+        out.push_sql(")");
+    }
+    Ok(())
+}
+
 /// `ROWS` whole rows' `INSERT`.
 struct InsertNotifications<'a, const ROWS: usize>(&'a [RowBinds<'a>]);
 
@@ -208,13 +232,10 @@ impl<const ROWS: usize> QueryFragment<Sqlite> for InsertNotifications<'_, ROWS> 
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
         push_insert_into::<ROWS>(&mut out, self.0)?;
         out.push_sql(" VALUES ");
-        for (i, b) in self.0.iter().enumerate() {
+        push_tuples(&mut out, self.0, |out, b| {
             let r = b.row;
-            out.push_sql(if i == 0 { "(" } else { ", (" });
+            out.push_sql(", ");
             push_binds!(out,
-                Text => &r.id_text,
-                Text => &r.user_id_text,
-                BigInt => &r.sequence_number,
                 Text => r.content.notification_type.as_str(),
                 Text => r.content.priority.as_str(),
                 Text => r.content.title.as_str(),
@@ -224,9 +245,8 @@ impl<const ROWS: usize> QueryFragment<Sqlite> for InsertNotifications<'_, ROWS> 
                 Bool => &r.toast,
                 Text => b.created_at,
             );
-            out.push_sql(")");
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }
 
@@ -254,17 +274,10 @@ impl<const ROWS: usize> QueryFragment<Sqlite> for InsertSharing<'_, ROWS> {
         out.push_sql(", FALSE, column4, ");
         out.push_bind_param::<Text, _>(first.created_at)?;
         out.push_sql(" FROM (VALUES ");
-        for (i, b) in self.0.iter().enumerate() {
-            let r = b.row;
-            out.push_sql(if i == 0 { "(" } else { ", (" });
-            push_binds!(out,
-                Text => &r.id_text,
-                Text => &r.user_id_text,
-                BigInt => &r.sequence_number,
-                Bool => &r.toast,
-            );
-            out.push_sql(")");
-        }
+        push_tuples(&mut out, self.0, |out, b| {
+            out.push_sql(", ");
+            out.push_bind_param::<Bool, _>(&b.row.toast)
+        })?;
         out.push_sql(")");
         Ok(())
     }
