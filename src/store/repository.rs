@@ -169,12 +169,12 @@ pub(super) struct NewRow {
 
 impl NewRow {
     /// The stored form, unread count included.
-    fn stored(&self, unread_count: i64) -> StoredNotification {
+    fn into_stored(self, unread_count: i64) -> StoredNotification {
         StoredNotification {
             id: self.id,
             user_id: self.user_id,
             sequence_number: self.sequence_number,
-            content: self.content.clone(),
+            content: self.content,
             unread_count,
             toast_frame: None,
             metadata_json: None,
@@ -192,7 +192,7 @@ pub(super) struct NumberedBatch {
 impl NumberedBatch {
     /// The stored notifications.
     fn into_stored(self) -> Vec<StoredNotification> {
-        self.notifications.iter().zip(self.unread).map(|(row, unread)| row.stored(unread)).collect()
+        self.notifications.into_iter().zip(self.unread).map(|(row, unread)| row.into_stored(unread)).collect()
     }
 
     /// What the other nodes are told of the batch (see [`crate::cluster::committed_payloads`]),
@@ -243,25 +243,14 @@ pub(super) fn number_batch(
         let (seq, unread) = starts.get_mut(&n.user_id).ok_or_else(|| {
             diesel::result::Error::QueryBuilderError("sequence range missing for a user of the batch".into())
         })?;
-        let (id, user_id, created_at) = (n.id, n.user_id, n.content.created_at);
-        let (id_text, user_id_text) = (uuid_text(&id), uuid_text(&user_id));
-        out.notifications.push(NewRow {
-            id,
-            user_id,
-            id_text,
-            user_id_text,
-            sequence_number: *seq,
-            content: n.content,
-            toast: item.toast,
-        });
-        out.unread.push(*unread);
-        *seq += 1;
-        *unread += 1;
+        let (id_text, user_id_text) = (uuid_text(&n.id), uuid_text(&n.user_id));
+        let created_at = n.content.created_at;
+        // Its outbox rows, from the ids as the row has them written.
         for d in item.deliveries {
             out.deliveries.push(DeliveryRow {
                 id: uuid_text(&Uuid::now_v7()),
-                notification_id: uuid_text(&id),
-                user_id: uuid_text(&user_id),
+                notification_id: id_text.clone(),
+                user_id: user_id_text.clone(),
                 channel: d.channel.as_str().to_string(),
                 status: d.status.as_str().to_string(),
                 reason: d.reason,
@@ -275,6 +264,18 @@ pub(super) fn number_batch(
                 updated_at: now,
             });
         }
+        out.notifications.push(NewRow {
+            id: n.id,
+            user_id: n.user_id,
+            id_text,
+            user_id_text,
+            sequence_number: *seq,
+            content: n.content,
+            toast: item.toast,
+        });
+        out.unread.push(*unread);
+        *seq += 1;
+        *unread += 1;
     }
     Ok(out)
 }

@@ -53,6 +53,11 @@ async fn app_with(backend: Backend, env: Vec<(&'static str, String)>, clock: Arc
     spawn_app_with(backend, &refs, clock).await
 }
 
+/// A hub on SQLite that sends its email through `smtp`.
+async fn app_sending_to(smtp: &SmtpSink) -> TestApp {
+    app_with(Backend::Sqlite, smtp.env(), Arc::new(SystemClock)).await.unwrap()
+}
+
 async fn email_over_smtp(backend: Backend) {
     let smtp = SmtpSink::start();
     let mut env = smtp.env();
@@ -82,8 +87,7 @@ async fn email_over_smtp(backend: Backend) {
 #[actix_web::test]
 async fn an_address_at_an_international_domain_goes_out_with_the_domain_in_ascii() {
     let smtp = SmtpSink::start();
-    let env = smtp.env();
-    let app = app_with(Backend::Sqlite, env, Arc::new(SystemClock)).await.unwrap();
+    let app = app_sending_to(&smtp).await;
     let user = Uuid::new_v4();
     set_prefs(&app, user, json!({"email_address": "trader@bücher.example"})).await;
     let prefs: Value =
@@ -103,8 +107,7 @@ async fn an_address_at_an_international_domain_goes_out_with_the_domain_in_ascii
 #[actix_web::test]
 async fn an_address_saved_with_an_international_local_part_fails_its_emails_with_the_reason() {
     let smtp = SmtpSink::start();
-    let env = smtp.env();
-    let app = app_with(Backend::Sqlite, env, Arc::new(SystemClock)).await.unwrap();
+    let app = app_sending_to(&smtp).await;
     let user = Uuid::new_v4();
     // Saved as an older hub saved it: the document written straight to the store.
     let prefs: notifyhub::domain::NotificationPreferences = serde_json::from_value(json!({
@@ -141,8 +144,7 @@ async fn an_address_saved_with_an_international_local_part_fails_its_emails_with
 #[actix_web::test]
 async fn a_refused_mailbox_fails_the_email_and_the_server_reply_is_stored_masked() {
     let smtp = SmtpSink::start();
-    let env = smtp.env();
-    let app = app_with(Backend::Sqlite, env, Arc::new(SystemClock)).await.unwrap();
+    let app = app_sending_to(&smtp).await;
     // The server quotes the address as it got it: as written, in capitals, or with the
     // domain in ASCII (as an international domain is sent).
     for (address, masked, hidden) in [
