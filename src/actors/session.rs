@@ -9,7 +9,7 @@
 //! sequence number once, in order, whatever races the replay.
 
 use super::persistence::{Fanout, StoreHandle};
-use super::ws::{CloseSocket, Outbound, WsConnection};
+use super::ws::{CloseSocket, SocketOutbox, WsConnection};
 use crate::cluster::presence::Announcer;
 use crate::domain::{Notification, NotificationToast, ServerMessage, StoredNotification, ToastFrames};
 use crate::id_maps::IdDashMap;
@@ -17,7 +17,6 @@ use crate::store::{repository, StoreError};
 use actix::prelude::*;
 use bytestring::ByteString;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -44,10 +43,8 @@ pub struct Join {
     pub addr: Addr<WsConnection>,
     /// The client's last seen sequence number.
     pub since: Option<i64>,
-    /// Set to end the socket's stream when its client is too slow.
-    pub abort: Arc<AtomicBool>,
-    /// Bytes the socket actor has taken from its mailbox.
-    pub written: Arc<AtomicU64>,
+    /// Where the socket's frames go.
+    pub outbox: Arc<SocketOutbox>,
 }
 
 /// A socket closed.
@@ -115,10 +112,7 @@ enum Cursor {
 struct Conn {
     addr: Addr<WsConnection>,
     cursor: Cursor,
-    abort: Arc<AtomicBool>,
-    /// Bytes queued to the socket actor, and the actor's count of those it took.
-    sent: std::cell::Cell<u64>,
-    written: Arc<AtomicU64>,
+    outbox: Arc<SocketOutbox>,
 }
 
 /// One connected user.
@@ -170,19 +164,13 @@ impl UserSession {
 
     /// Queues a frame; a backlog past `ws::MAX_BACKLOG_BYTES` marks the client too slow.
     fn send(conn: &Conn, frame: ByteString) {
-        let backlog = conn.sent.get().saturating_sub(conn.written.load(Ordering::Relaxed));
-        if backlog > super::ws::MAX_BACKLOG_BYTES {
-            conn.abort.store(true, Ordering::Relaxed);
-            return;
-        }
-        conn.sent.set(conn.sent.get() + frame.len() as u64);
-        conn.addr.do_send(Outbound(frame));
+        conn.outbox.push(frame.as_bytes());
     }
 
     /// Drops the sockets marked too slow (their streams end with a close frame).
     fn drop_slow(&mut self, ctx: &mut Context<Self>) {
         let before = self.conns.len();
-        self.conns.retain(|_, c| !c.abort.load(Ordering::Relaxed));
+        self.conns.retain(|_, c| !c.outbox.is_aborted());
         for _ in self.conns.len()..before {
             tracing::warn!(user_id = %self.user, "slow consumer: socket cut off, it will catch up by replay");
             self.registry.metrics.add_slow_consumer();
@@ -209,9 +197,7 @@ impl Handler<Join> for UserSession {
             Conn {
                 addr: msg.addr,
                 cursor: Cursor::Replaying { buffered: Vec::new(), first: true, recheck: false },
-                abort: msg.abort,
-                sent: std::cell::Cell::new(0),
-                written: msg.written,
+                outbox: msg.outbox,
             },
         );
         self.replay(msg.conn_id, msg.since, ctx);

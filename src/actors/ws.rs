@@ -1,23 +1,19 @@
 //! `WsConnection`: one actor per dashboard socket (actix-web-actors). It pings every
 //! heartbeat interval and closes the socket when nothing was heard for the timeout;
-//! frames for it come from its user's `UserSession`. All socket I/O lives in this
-//! module, so a move to `actix-ws` stays small.
+//! its user's `UserSession` queues frames for it in its [`SocketOutbox`]. All socket I/O
+//! lives in this module, so a move to `actix-ws` stays small.
 
 use super::session::{Join, Sessions};
 use actix::prelude::*;
+use actix_web::web::BytesMut;
 use actix_web_actors::ws;
-use bytestring::ByteString;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
-
-/// A text frame to write.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Outbound(pub ByteString);
 
 /// Close the socket with a code and reason.
 #[derive(Message)]
@@ -46,25 +42,109 @@ pub struct Heartbeat {
 }
 
 /// Bytes of frames a socket may have waiting before its client counts as too slow. The
-/// socket actor runs inside its response stream, which the HTTP layer stops polling
-/// while the client does not read: frames then wait in the actor's mailbox. Past this
-/// bound the client is cut off (it catches up by replay when it reconnects with
-/// `since`), so memory stays bounded and nobody else waits for it. It holds a full
-/// replay page of the largest notifications (200 × 17 KiB).
-pub const MAX_BACKLOG_BYTES: u64 = 4 * 1024 * 1024;
+/// HTTP layer stops taking frames from a socket's response body while the client does not
+/// read, so they wait in its [`SocketOutbox`]. Past this bound the client is cut off (it
+/// catches up by replay when it reconnects with `since`), so memory stays bounded and
+/// nobody else waits for it. It holds a full replay page of the largest notifications
+/// (200 × 17 KiB).
+pub const MAX_BACKLOG_BYTES: usize = 4 * 1024 * 1024;
 
-/// A WebSocket response stream that can be ended from outside with a close frame
-/// (1013, "client too slow") — the socket's actor cannot be reached while stalled.
+/// Largest outbox buffer kept for the next frames once its frames are taken.
+const REUSED_BUFFER_BYTES: usize = 16 * 1024;
+
+/// The text frames on their way to one socket, already framed: its user's session queues
+/// them, and the socket's response body ([`AbortableBody`]) hands them to the HTTP layer
+/// whole, ahead of the socket actor's own frames (pings, pongs, close).
+///
+/// Toasts bypass the socket's actor: a message to it per frame (an envelope, its mailbox,
+/// a turn of the actor, a copy into its context's buffer) cost more than the rest of a
+/// delivery on the request thread. A session runs on one worker's thread and a socket
+/// possibly on another, hence the lock; it is uncontended but for those hand-overs.
+#[derive(Default)]
+pub struct SocketOutbox {
+    queue: Mutex<Queued>,
+    /// Set when the client is too slow: the body then ends the socket.
+    abort: AtomicBool,
+}
+
+#[derive(Default)]
+struct Queued {
+    frames: BytesMut,
+    /// The body's task, woken when frames arrive in an empty queue.
+    waker: Option<Waker>,
+}
+
+impl SocketOutbox {
+    fn queued(&self) -> std::sync::MutexGuard<'_, Queued> {
+        // A panic while holding the lock leaves whole frames behind: carry on.
+        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues a text frame. A backlog past [`MAX_BACKLOG_BYTES`] marks the client too slow
+    /// instead: its frames are dropped and the socket is closed (false).
+    pub fn push(&self, text: &[u8]) -> bool {
+        if self.is_aborted() {
+            return false;
+        }
+        let mut queued = self.queued();
+        let was_empty = queued.frames.is_empty();
+        if queued.frames.len() + text.len() > MAX_BACKLOG_BYTES {
+            queued.frames = BytesMut::new();
+            self.abort.store(true, Ordering::Relaxed);
+        } else {
+            actix_http::ws::Parser::write_message(&mut queued.frames, text, actix_http::ws::OpCode::Text, true, false);
+        }
+        // Woken once per batch of frames: a waiting body takes all of them.
+        let waker = if was_empty || self.is_aborted() { queued.waker.clone() } else { None };
+        drop(queued);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        !self.is_aborted()
+    }
+
+    /// Whether the client was found too slow.
+    pub fn is_aborted(&self) -> bool {
+        self.abort.load(Ordering::Relaxed)
+    }
+
+    /// The frames queued so far, if any; otherwise `cx`'s task is woken when some come.
+    fn take(&self, cx: &std::task::Context<'_>) -> Option<actix_web::web::Bytes> {
+        let mut queued = self.queued();
+        if queued.frames.is_empty() {
+            if !queued.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                queued.waker = Some(cx.waker().clone());
+            }
+            return None;
+        }
+        // Split off rather than moved out: once the HTTP layer has copied them and let go,
+        // the next frames reuse the allocation (a `malloc` per frame was ~800
+        // instructions, callgrind). A buffer a burst grew large goes with its frames.
+        let frames = if queued.frames.capacity() > REUSED_BUFFER_BYTES {
+            std::mem::take(&mut queued.frames)
+        } else {
+            queued.frames.split()
+        };
+        Some(frames.freeze())
+    }
+}
+
+/// A WebSocket response stream that also sends its [`SocketOutbox`]'s frames, and that
+/// ends with a close frame (1013, "client too slow") once the outbox is marked so — the
+/// socket's actor cannot be reached while stalled.
 pub struct AbortableBody {
     inner: actix_web::body::BoxBody,
-    abort: Arc<AtomicBool>,
+    outbox: Arc<SocketOutbox>,
     closed: bool,
+    /// The actor's turn comes first on the next poll: a flood of toasts must not keep
+    /// its pings and pongs waiting.
+    inner_turn: bool,
 }
 
 impl AbortableBody {
     /// Wraps a WebSocket response body.
-    pub fn new(inner: actix_web::body::BoxBody, abort: Arc<AtomicBool>) -> Self {
-        Self { inner, abort, closed: false }
+    pub fn new(inner: actix_web::body::BoxBody, outbox: Arc<SocketOutbox>) -> Self {
+        Self { inner, outbox, closed: false, inner_turn: false }
     }
 }
 
@@ -90,12 +170,26 @@ impl actix_web::body::MessageBody for AbortableBody {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<actix_web::web::Bytes, Self::Error>>> {
-        if self.abort.load(Ordering::Relaxed) {
+        if self.outbox.is_aborted() {
             if self.closed {
                 return std::task::Poll::Ready(None);
             }
             self.closed = true;
             return std::task::Poll::Ready(Some(Ok(close_frame("client too slow; reconnect with since"))));
+        }
+        let inner_polled = std::mem::take(&mut self.inner_turn);
+        if inner_polled {
+            let next = std::pin::Pin::new(&mut self.inner).poll_next(cx);
+            if next.is_ready() {
+                return next;
+            }
+        }
+        if let Some(frames) = self.outbox.take(cx) {
+            self.inner_turn = true;
+            return std::task::Poll::Ready(Some(Ok(frames)));
+        }
+        if inner_polled {
+            return std::task::Poll::Pending;
         }
         std::pin::Pin::new(&mut self.inner).poll_next(cx)
     }
@@ -109,8 +203,7 @@ pub struct WsConnection {
     sessions: Arc<Sessions>,
     heartbeat: Heartbeat,
     last_heard: Instant,
-    abort: Arc<AtomicBool>,
-    written: Arc<AtomicU64>,
+    outbox: Arc<SocketOutbox>,
     /// When the token the socket was opened with expires (seconds since the epoch).
     expires_at: Option<i64>,
 }
@@ -124,16 +217,15 @@ impl WsConnection {
         self
     }
 
-    /// A socket for `user`, replaying after `since`; `abort` is shared with its
+    /// A socket for `user`, replaying after `since`; `outbox` is shared with its
     /// [`AbortableBody`].
     pub fn new(
         user: Uuid,
         since: Option<i64>,
         sessions: Arc<Sessions>,
         heartbeat: Heartbeat,
-        abort: Arc<AtomicBool>,
+        outbox: Arc<SocketOutbox>,
     ) -> Self {
-        let written = Arc::new(AtomicU64::new(0));
         Self {
             id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
             user,
@@ -141,8 +233,7 @@ impl WsConnection {
             sessions,
             heartbeat,
             last_heard: Instant::now(),
-            abort,
-            written,
+            outbox,
             expires_at: None,
         }
     }
@@ -174,28 +265,13 @@ impl Actor for WsConnection {
                 ctx.ping(b"");
             }
         });
-        let join = Join {
-            conn_id: self.id,
-            addr: ctx.address(),
-            since: self.since,
-            abort: self.abort.clone(),
-            written: self.written.clone(),
-        };
+        let join = Join { conn_id: self.id, addr: ctx.address(), since: self.since, outbox: self.outbox.clone() };
         let (sessions, user) = (self.sessions.clone(), self.user);
         ctx.spawn(async move { sessions.join(user, join).await }.into_actor(self));
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.sessions.leave(self.user, self.id);
-    }
-}
-
-impl Handler<Outbound> for WsConnection {
-    type Result = ();
-
-    fn handle(&mut self, msg: Outbound, ctx: &mut Self::Context) {
-        self.written.fetch_add(msg.0.len() as u64, Ordering::Relaxed);
-        ctx.text(msg.0);
     }
 }
 
@@ -232,5 +308,104 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsConnection {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::{Context, Wake};
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    impl Wakes {
+        fn count(&self) -> usize {
+            self.0.load(Ordering::Relaxed)
+        }
+    }
+
+    /// A server's unmasked text frame (RFC 6455 §5.2) with `text`.
+    fn text_frame(text: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x81];
+        match text.len() {
+            n if n < 126 => f.push(n as u8),
+            n if n <= 0xFFFF => {
+                f.push(126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(text);
+        f
+    }
+
+    #[test]
+    fn queued_frames_come_out_whole_in_order_in_one_chunk() {
+        let outbox = SocketOutbox::default();
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(wakes.clone());
+        let cx = Context::from_waker(&waker);
+        assert!(outbox.take(&cx).is_none(), "nothing queued yet");
+        let long = "x".repeat(300);
+        assert!(outbox.push(b"first"));
+        assert!(outbox.push(long.as_bytes()));
+        let mut expected = text_frame(b"first");
+        expected.extend(text_frame(long.as_bytes()));
+        assert_eq!(outbox.take(&cx).unwrap().as_ref(), expected.as_slice());
+        assert!(outbox.take(&cx).is_none(), "taken once");
+        // The buffer is reused for what comes next.
+        assert!(outbox.push(b"third"));
+        assert_eq!(outbox.take(&cx).unwrap().as_ref(), text_frame(b"third").as_slice());
+    }
+
+    #[test]
+    fn the_waiting_body_is_woken_once_per_batch_of_frames() {
+        let outbox = SocketOutbox::default();
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(wakes.clone());
+        let cx = Context::from_waker(&waker);
+        outbox.push(b"before the body waits");
+        assert_eq!(wakes.count(), 0, "no body waiting yet");
+        outbox.take(&cx).unwrap();
+        assert!(outbox.take(&cx).is_none(), "the body now waits");
+        outbox.push(b"one");
+        outbox.push(b"two");
+        assert_eq!(wakes.count(), 1, "woken by the first frame into an empty queue only");
+        outbox.take(&cx).unwrap();
+        outbox.push(b"three");
+        assert_eq!(wakes.count(), 2);
+    }
+
+    #[test]
+    fn a_backlog_past_the_bound_drops_the_frames_and_marks_the_client_too_slow() {
+        let outbox = SocketOutbox::default();
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(wakes.clone());
+        let cx = Context::from_waker(&waker);
+        assert!(outbox.take(&cx).is_none());
+        let frame = vec![b'x'; 64 * 1024];
+        let fits = MAX_BACKLOG_BYTES / (frame.len() + 10);
+        for _ in 0..fits {
+            assert!(outbox.push(&frame));
+        }
+        assert!(!outbox.is_aborted());
+        assert!(!outbox.push(&frame), "one more passes the bound");
+        assert!(outbox.is_aborted());
+        assert_eq!(wakes.count(), 2, "the body is woken to close the socket");
+        assert!(outbox.take(&cx).is_none(), "the backlog is let go");
+        assert!(!outbox.push(b"later"), "nothing more is queued");
+        assert!(outbox.take(&cx).is_none());
     }
 }

@@ -1,14 +1,13 @@
 //! `GET /ws?token=JWT[&since=N]`: the dashboard's live channel. The token is checked
 //! before the upgrade, so a bad one gets a 401 in the error format, not a socket.
 
-use crate::actors::ws::{AbortableBody, WsConnection};
+use crate::actors::ws::{AbortableBody, SocketOutbox, WsConnection};
 use crate::auth::authenticate_user;
 use crate::error::ApiError;
 use crate::state::AppState;
 use actix_web::{get, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 /// Query of the upgrade request.
@@ -41,12 +40,12 @@ pub async fn connect(
             }
         },
     };
-    let abort = Arc::new(AtomicBool::new(false));
-    let actor = WsConnection::new(user.user_id, since, state.sessions.clone(), state.heartbeat, abort.clone())
+    let outbox = Arc::new(SocketOutbox::default());
+    let actor = WsConnection::new(user.user_id, since, state.sessions.clone(), state.heartbeat, outbox.clone())
         .until(user.expires_at);
     let res = actix_web_actors::ws::WsResponseBuilder::new(actor, &req, stream)
         .frame_size(MAX_CLIENT_FRAME)
         .start()
         .map_err(|e| ApiError::bad_request(format!("WebSocket handshake failed: {e}")))?;
-    Ok(res.map_body(|_, body| AbortableBody::new(body, abort)).map_into_boxed_body())
+    Ok(res.map_body(|_, body| AbortableBody::new(body, outbox)).map_into_boxed_body())
 }
