@@ -7,6 +7,11 @@
 //! the socket goes *live*. A live socket that sees a sequence number jump (a toast it
 //! never got) goes back to replaying from its cursor. So every socket receives every
 //! sequence number once, in order, whatever races the replay.
+//!
+//! The sockets and their cursors ([`Tabs`]) sit behind a lock that the actor shares with
+//! the fan-out: a live toast goes from the thread that stored it straight into each
+//! live socket's outbox, without a message to the actor. Only what needs the actor —
+//! a replay to start, a socket found too slow — is sent to it.
 
 use super::persistence::{Fanout, StoreHandle};
 use super::ws::{CloseSocket, SocketOutbox, WsConnection};
@@ -17,15 +22,14 @@ use crate::store::{repository, StoreError};
 use actix::prelude::*;
 use bytestring::ByteString;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use uuid::Uuid;
 
 /// Notifications read per replay round trip.
 const REPLAY_PAGE: i64 = 200;
 
 /// A frame for one user's sockets, serialised once for all of them.
-#[derive(Message, Clone)]
-#[rtype(result = "()")]
+#[derive(Clone)]
 pub struct Deliver {
     /// The notification's sequence number.
     pub seq: i64,
@@ -77,6 +81,23 @@ pub struct RemoteCommitted {
     pub frame: Option<ByteString>,
 }
 
+/// What a live delivery left for the actor: replays to start (sockets that saw a gap), and
+/// sockets found too slow.
+#[derive(Message, Default)]
+#[rtype(result = "()")]
+struct FollowUp {
+    /// Sockets to replay, each after its cursor.
+    replays: Vec<(u64, i64)>,
+    /// Some socket's client was found too slow.
+    slow: bool,
+}
+
+impl FollowUp {
+    fn is_empty(&self) -> bool {
+        self.replays.is_empty() && !self.slow
+    }
+}
+
 /// Check the database for anything missed (the cluster listener was down).
 #[derive(Message, Clone, Copy)]
 #[rtype(result = "()")]
@@ -115,10 +136,57 @@ struct Conn {
     outbox: Arc<SocketOutbox>,
 }
 
+/// One user's open sockets, by socket id: shared by the user's session actor and the
+/// fan-out (see the module's introduction).
+#[derive(Default)]
+struct Tabs {
+    conns: HashMap<u64, Conn>,
+}
+
+/// [`Tabs`] behind their lock.
+#[derive(Default)]
+struct SharedTabs(Mutex<Tabs>);
+
+impl SharedTabs {
+    fn lock(&self) -> MutexGuard<'_, Tabs> {
+        // Every change under the lock leaves the cursors consistent: carry on after a panic.
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Tabs {
+    /// Sends a live frame to each live socket it follows on, buffers it for replaying
+    /// ones, and moves sockets that see a gap back to replaying.
+    fn deliver(&mut self, d: &Deliver) -> FollowUp {
+        let mut follow = FollowUp::default();
+        for (id, conn) in self.conns.iter_mut() {
+            match &mut conn.cursor {
+                Cursor::Replaying { buffered, .. } => buffered.push(d.clone()),
+                Cursor::Live { last } => {
+                    if d.seq <= *last {
+                        continue;
+                    }
+                    if d.seq == *last + 1 {
+                        *last = d.seq;
+                        follow.slow |= !conn.outbox.push(d.frame.as_bytes());
+                    } else {
+                        // A toast never reached us (another node, a lost message):
+                        // fetch the missing ones before going on.
+                        let after = *last;
+                        conn.cursor = Cursor::Replaying { buffered: vec![d.clone()], first: false, recheck: false };
+                        follow.replays.push((*id, after));
+                    }
+                }
+            }
+        }
+        follow
+    }
+}
+
 /// One connected user.
 pub struct UserSession {
     user: Uuid,
-    conns: HashMap<u64, Conn>,
+    tabs: Arc<SharedTabs>,
     store: StoreHandle,
     registry: Arc<Sessions>,
 }
@@ -163,19 +231,20 @@ impl UserSession {
     }
 
     /// Queues a frame; a backlog past `ws::MAX_BACKLOG_BYTES` marks the client too slow.
-    fn send(conn: &Conn, frame: ByteString) {
+    fn send(conn: &Conn, frame: &str) {
         conn.outbox.push(frame.as_bytes());
     }
 
     /// Drops the sockets marked too slow (their streams end with a close frame).
     fn drop_slow(&mut self, ctx: &mut Context<Self>) {
-        let before = self.conns.len();
-        self.conns.retain(|_, c| !c.outbox.is_aborted());
-        for _ in self.conns.len()..before {
+        let mut tabs = self.tabs.lock();
+        let before = tabs.conns.len();
+        tabs.conns.retain(|_, c| !c.outbox.is_aborted());
+        for _ in tabs.conns.len()..before {
             tracing::warn!(user_id = %self.user, "slow consumer: socket cut off, it will catch up by replay");
             self.registry.metrics.add_slow_consumer();
         }
-        if before > 0 && self.conns.is_empty() {
+        if before > 0 && tabs.conns.is_empty() {
             ctx.stop();
         }
     }
@@ -185,14 +254,15 @@ impl Handler<Join> for UserSession {
     type Result = ();
 
     fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) {
+        let mut tabs = self.tabs.lock();
         if !msg.addr.connected() {
             // Closed before it joined.
-            if self.conns.is_empty() {
+            if tabs.conns.is_empty() {
                 ctx.stop();
             }
             return;
         }
-        self.conns.insert(
+        tabs.conns.insert(
             msg.conn_id,
             Conn {
                 addr: msg.addr,
@@ -200,6 +270,7 @@ impl Handler<Join> for UserSession {
                 outbox: msg.outbox,
             },
         );
+        drop(tabs);
         self.replay(msg.conn_id, msg.since, ctx);
     }
 }
@@ -208,8 +279,9 @@ impl Handler<Leave> for UserSession {
     type Result = ();
 
     fn handle(&mut self, msg: Leave, ctx: &mut Context<Self>) {
-        self.conns.remove(&msg.conn_id);
-        if self.conns.is_empty() {
+        let mut tabs = self.tabs.lock();
+        tabs.conns.remove(&msg.conn_id);
+        if tabs.conns.is_empty() {
             ctx.stop();
         }
     }
@@ -219,7 +291,9 @@ impl Handler<ReplayPage> for UserSession {
     type Result = ();
 
     fn handle(&mut self, msg: ReplayPage, ctx: &mut Context<Self>) {
-        let Some(conn) = self.conns.get_mut(&msg.conn_id) else { return };
+        let tabs = self.tabs.clone();
+        let mut tabs = tabs.lock();
+        let Some(conn) = tabs.conns.get_mut(&msg.conn_id) else { return };
         let (page, unread, after, last) = match msg.result {
             Ok(r) => r,
             Err(e) => {
@@ -237,9 +311,9 @@ impl Handler<ReplayPage> for UserSession {
         for (n, toast) in page {
             cursor = n.sequence_number;
             if first_round || toast {
-                Self::send(conn, toast_frame(&n, unread));
+                Self::send(conn, &toast_frame(&n, unread));
             } else {
-                Self::send(conn, frame(&ServerMessage::UnreadCount { count: unread }));
+                Self::send(conn, &frame(&ServerMessage::UnreadCount { count: unread }));
             }
         }
         if full_page || again {
@@ -263,7 +337,7 @@ impl Handler<ReplayPage> for UserSession {
                 continue;
             } else if d.seq == cursor + 1 {
                 cursor = d.seq;
-                Self::send(conn, d.frame);
+                Self::send(conn, &d.frame);
             } else {
                 gap = true;
                 rest.push(d);
@@ -276,38 +350,18 @@ impl Handler<ReplayPage> for UserSession {
         }
         conn.cursor = Cursor::Live { last: cursor };
         if first_round {
-            Self::send(conn, frame(&ServerMessage::Ready { last_sequence_number: cursor }));
+            Self::send(conn, &frame(&ServerMessage::Ready { last_sequence_number: cursor }));
         }
+        drop(tabs);
         self.drop_slow(ctx);
     }
 }
 
-impl Handler<Deliver> for UserSession {
+impl Handler<FollowUp> for UserSession {
     type Result = ();
 
-    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
-        let mut catch_up = Vec::new();
-        for (id, conn) in self.conns.iter_mut() {
-            match &mut conn.cursor {
-                Cursor::Replaying { buffered, .. } => buffered.push(msg.clone()),
-                Cursor::Live { last } => {
-                    if msg.seq <= *last {
-                        continue;
-                    }
-                    if msg.seq == *last + 1 {
-                        *last = msg.seq;
-                        Self::send(conn, msg.frame.clone());
-                    } else {
-                        // A toast never reached us (another node, a lost message):
-                        // fetch the missing ones before going on.
-                        let after = *last;
-                        conn.cursor = Cursor::Replaying { buffered: vec![msg.clone()], first: false, recheck: false };
-                        catch_up.push((*id, after));
-                    }
-                }
-            }
-        }
-        for (id, after) in catch_up {
+    fn handle(&mut self, msg: FollowUp, ctx: &mut Context<Self>) {
+        for (id, after) in msg.replays {
             self.replay(id, Some(after), ctx);
         }
         self.drop_slow(ctx);
@@ -319,7 +373,7 @@ impl UserSession {
     /// `None`); replaying ones read once more when done.
     fn catch_up(&mut self, seq: Option<i64>, ctx: &mut Context<Self>) {
         let mut start = Vec::new();
-        for (id, conn) in self.conns.iter_mut() {
+        for (id, conn) in self.tabs.lock().conns.iter_mut() {
             match &mut conn.cursor {
                 Cursor::Replaying { recheck, .. } => *recheck = true,
                 Cursor::Live { last } => {
@@ -345,11 +399,11 @@ impl Handler<RemoteCommitted> for UserSession {
         // moves) or when the storing node sent the toast along.
         let next = if msg.toast { msg.frame } else { Some(frame(&ServerMessage::UnreadCount { count: msg.unread })) };
         if let Some(f) = next {
-            for conn in self.conns.values_mut() {
+            for conn in self.tabs.lock().conns.values_mut() {
                 if let Cursor::Live { last } = &mut conn.cursor {
                     if *last + 1 == msg.seq {
                         *last = msg.seq;
-                        Self::send(conn, f.clone());
+                        Self::send(conn, &f);
                     }
                 }
             }
@@ -371,16 +425,23 @@ impl Handler<UnreadChanged> for UserSession {
 
     fn handle(&mut self, msg: UnreadChanged, ctx: &mut Context<Self>) {
         let f = frame(&ServerMessage::UnreadCount { count: msg.count });
-        for conn in self.conns.values() {
-            Self::send(conn, f.clone());
+        for conn in self.tabs.lock().conns.values() {
+            Self::send(conn, &f);
         }
         self.drop_slow(ctx);
     }
 }
 
+/// A connected user's session, and its tabs for the fan-out to reach directly.
+#[derive(Clone)]
+struct SessionEntry {
+    addr: Addr<UserSession>,
+    tabs: Arc<SharedTabs>,
+}
+
 /// The registry of connected users: `user → UserSession`.
 pub struct Sessions {
-    map: IdDashMap<Uuid, Addr<UserSession>>,
+    map: IdDashMap<Uuid, SessionEntry>,
     store: StoreHandle,
     metrics: Arc<crate::metrics::Metrics>,
     /// In a cluster (`Some(node id)`): tells the other nodes which users have tabs here.
@@ -410,8 +471,8 @@ impl Sessions {
 
     /// Drops `user`'s entry if it is still `session`'s.
     fn remove(&self, user: Uuid, session: &Addr<UserSession>) {
-        self.map.remove_if(&user, |_, addr| {
-            let mine = addr == session;
+        self.map.remove_if(&user, |_, entry| {
+            let mine = entry.addr == *session;
             // Under the map's lock, so announcements queue in the order of the changes.
             if let (true, Some(a)) = (mine, &self.announcer) {
                 a.gone(user);
@@ -431,9 +492,12 @@ impl Sessions {
                     if let Some(a) = &self.announcer {
                         a.here(user);
                     }
-                    UserSession { user, conns: HashMap::new(), store: self.store.clone(), registry: self.clone() }
-                        .start()
+                    let tabs = Arc::new(SharedTabs::default());
+                    let session =
+                        UserSession { user, tabs: tabs.clone(), store: self.store.clone(), registry: self.clone() };
+                    SessionEntry { addr: session.start(), tabs }
                 })
+                .addr
                 .clone();
             let Some(msg) = join.take() else { return };
             match addr.try_send(msg) {
@@ -453,31 +517,31 @@ impl Sessions {
 
     /// A socket closed.
     pub fn leave(&self, user: Uuid, conn_id: u64) {
-        if let Some(addr) = self.map.get(&user) {
-            addr.do_send(Leave { conn_id });
+        if let Some(entry) = self.map.get(&user) {
+            entry.addr.do_send(Leave { conn_id });
         }
     }
 
     /// Tells a user's open tabs their unread count changed.
     pub fn unread_changed(&self, user: Uuid, count: i64) {
-        if let Some(addr) = self.map.get(&user) {
-            addr.do_send(UnreadChanged { count });
+        if let Some(entry) = self.map.get(&user) {
+            entry.addr.do_send(UnreadChanged { count });
         }
     }
 
     /// Another node stored a notification for `user` (with its toast frame when the
     /// NOTIFY payload had room for it).
     pub fn remote_committed(&self, row: crate::cluster::Committed, frame: Option<String>) {
-        if let Some(addr) = self.map.get(&row.user) {
+        if let Some(entry) = self.map.get(&row.user) {
             let crate::cluster::Committed { seq, toast, unread, .. } = row;
-            addr.do_send(RemoteCommitted { seq, toast, unread, frame: frame.map(ByteString::from) });
+            entry.addr.do_send(RemoteCommitted { seq, toast, unread, frame: frame.map(ByteString::from) });
         }
     }
 
     /// Every session checks the database for anything it missed.
     pub fn catch_up_all(&self) {
         for entry in self.map.iter() {
-            entry.value().do_send(CatchUp);
+            entry.value().addr.do_send(CatchUp);
         }
     }
 }
@@ -487,8 +551,9 @@ impl Fanout for Sessions {
         let mut frames = ToastFrames::new(chrono::Utc::now());
         for (stored, &toast) in committed.iter().zip(toast) {
             // Serialise only for users with a socket here, once for all their tabs.
-            // Cloned, so the map's lock is not held while the frame is written.
-            let Some(addr) = self.map.get(&stored.user_id).map(|a| a.clone()) else { continue };
+            // Their tabs are taken out, so the map's lock is not held while the frame is
+            // written.
+            let Some(tabs) = self.map.get(&stored.user_id).map(|e| e.tabs.clone()) else { continue };
             let frame = if toast {
                 ByteString::from(match &stored.toast_frame {
                     Some(f) => f.clone(),
@@ -502,7 +567,112 @@ impl Fanout for Sessions {
             } else {
                 frame(&ServerMessage::UnreadCount { count: stored.unread_count })
             };
-            addr.do_send(Deliver { seq: stored.sequence_number, frame });
+            let follow = tabs.lock().deliver(&Deliver { seq: stored.sequence_number, frame });
+            if !follow.is_empty() {
+                // Rare (a gap, a slow client): over to the session, if it is still there.
+                match self.map.get(&stored.user_id) {
+                    Some(entry) if Arc::ptr_eq(&entry.tabs, &tabs) => entry.addr.do_send(follow),
+                    _ => {}
+                }
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix::dev::channel::{channel, AddressReceiver};
+    use std::task::{Context, Waker};
+
+    /// A socket with `cursor`; the receiver keeps its (actor-less) address open.
+    fn tab(cursor: Cursor) -> (Conn, Arc<SocketOutbox>, AddressReceiver<WsConnection>) {
+        let (tx, rx) = channel::<WsConnection>(16);
+        let outbox = Arc::new(SocketOutbox::default());
+        (Conn { addr: Addr::new(tx), cursor, outbox: outbox.clone() }, outbox, rx)
+    }
+
+    fn live(last: i64) -> Cursor {
+        Cursor::Live { last }
+    }
+
+    fn replaying() -> Cursor {
+        Cursor::Replaying { buffered: Vec::new(), first: true, recheck: false }
+    }
+
+    fn toast(seq: i64) -> Deliver {
+        Deliver { seq, frame: ByteString::from(format!("toast {seq}")) }
+    }
+
+    /// The text of the frames queued for a socket, in order.
+    fn sent(outbox: &SocketOutbox) -> Vec<String> {
+        let Some(bytes) = outbox.take(&Context::from_waker(Waker::noop())) else { return Vec::new() };
+        let mut texts = Vec::new();
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            // Short unmasked text frames: 0x81, length, payload.
+            assert_eq!(rest[0], 0x81);
+            let len = rest[1] as usize;
+            texts.push(String::from_utf8(rest[2..2 + len].to_vec()).unwrap());
+            rest = &rest[2 + len..];
+        }
+        texts
+    }
+
+    #[test]
+    fn a_live_socket_gets_each_next_number_once() {
+        let (conn, outbox, _rx) = tab(live(4));
+        let mut tabs = Tabs::default();
+        tabs.conns.insert(1, conn);
+        for seq in [5, 5, 3, 6] {
+            assert!(tabs.deliver(&toast(seq)).is_empty());
+        }
+        assert_eq!(sent(&outbox), ["toast 5", "toast 6"]);
+        assert!(matches!(tabs.conns[&1].cursor, Cursor::Live { last: 6 }));
+    }
+
+    #[test]
+    fn a_gap_sends_the_socket_back_to_replay_from_its_cursor() {
+        let (conn, outbox, _rx) = tab(live(4));
+        let (other, other_outbox, _other_rx) = tab(live(6));
+        let mut tabs = Tabs::default();
+        tabs.conns.insert(1, conn);
+        tabs.conns.insert(2, other);
+        let follow = tabs.deliver(&toast(7));
+        assert_eq!(follow.replays, [(1, 4)], "only the socket that missed 5 and 6 replays");
+        assert!(!follow.slow);
+        assert!(sent(&outbox).is_empty(), "nothing out of order");
+        assert_eq!(sent(&other_outbox), ["toast 7"]);
+        match &tabs.conns[&1].cursor {
+            Cursor::Replaying { buffered, first: false, .. } => assert_eq!(buffered.len(), 1),
+            _ => panic!("the socket replays (a catch-up, not a first replay)"),
+        }
+        // Meanwhile later toasts wait for the replay.
+        assert!(tabs.deliver(&toast(8)).is_empty());
+        let Cursor::Replaying { buffered, .. } = &tabs.conns[&1].cursor else { panic!("still replaying") };
+        assert_eq!(buffered.iter().map(|d| d.seq).collect::<Vec<_>>(), [7, 8]);
+    }
+
+    #[test]
+    fn a_replaying_socket_buffers_live_toasts() {
+        let (conn, outbox, _rx) = tab(replaying());
+        let mut tabs = Tabs::default();
+        tabs.conns.insert(1, conn);
+        assert!(tabs.deliver(&toast(1)).is_empty());
+        assert!(sent(&outbox).is_empty());
+        let Cursor::Replaying { buffered, .. } = &tabs.conns[&1].cursor else { panic!("still replaying") };
+        assert_eq!(buffered.len(), 1);
+    }
+
+    #[test]
+    fn a_client_too_slow_is_reported_to_the_session() {
+        let (conn, outbox, _rx) = tab(live(0));
+        let mut tabs = Tabs::default();
+        tabs.conns.insert(1, conn);
+        let huge = Deliver { seq: 1, frame: ByteString::from("x".repeat(super::super::ws::MAX_BACKLOG_BYTES + 1)) };
+        let follow = tabs.deliver(&huge);
+        assert!(follow.slow);
+        assert!(follow.replays.is_empty());
+        assert!(outbox.is_aborted());
     }
 }

@@ -109,7 +109,7 @@ impl SocketOutbox {
     }
 
     /// The frames queued so far, if any; otherwise `cx`'s task is woken when some come.
-    fn take(&self, cx: &std::task::Context<'_>) -> Option<actix_web::web::Bytes> {
+    pub(super) fn take(&self, cx: &std::task::Context<'_>) -> Option<actix_web::web::Bytes> {
         let mut queued = self.queued();
         if queued.frames.is_empty() {
             if !queued.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
