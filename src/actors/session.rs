@@ -8,7 +8,7 @@
 //! never got) goes back to replaying from its cursor. So every socket receives every
 //! sequence number once, in order, whatever races the replay.
 //!
-//! The sockets and their cursors ([`Tabs`]) sit behind a lock that the actor shares with
+//! The sockets and their cursors (`Tabs`) sit behind a lock that the actor shares with
 //! the fan-out: a live toast goes from the thread that stored it straight into each
 //! live socket's outbox, without a message to the actor. Only what needs the actor —
 //! a replay to start, a socket found too slow — is sent to it.
