@@ -291,30 +291,40 @@ impl Handler<ReplayPage> for UserSession {
     type Result = ();
 
     fn handle(&mut self, msg: ReplayPage, ctx: &mut Context<Self>) {
+        let first_round = match self.tabs.lock().conns.get(&msg.conn_id) {
+            Some(Conn { cursor: Cursor::Replaying { first, .. }, addr, .. }) => match &msg.result {
+                Ok(_) => *first,
+                Err(e) => {
+                    tracing::warn!(user_id = %self.user, error = %e, "replay failed; closing the socket so the client retries");
+                    addr.do_send(CloseSocket::try_again_later("replay failed: database unavailable"));
+                    return;
+                }
+            },
+            _ => return,
+        };
+        let Ok((page, unread, after, last)) = msg.result else { return };
+        // The page's frames are written before the tabs are locked again: the thread
+        // that stores notifications waits for that lock to hand this user's toasts over.
+        // Meanwhile that thread can only add to the socket's buffer (the rest of its state
+        // changes on this actor), which is read below.
+        let full_page = page.len() as i64 == REPLAY_PAGE;
+        let mut cursor = after;
+        let unread_frame = frame(&ServerMessage::UnreadCount { count: unread });
+        let frames: Vec<ByteString> = page
+            .iter()
+            .map(|(n, toast)| if first_round || *toast { toast_frame(n, unread) } else { unread_frame.clone() })
+            .collect();
+        if let Some((n, _)) = page.last() {
+            cursor = n.sequence_number;
+        }
         let tabs = self.tabs.clone();
         let mut tabs = tabs.lock();
         let Some(conn) = tabs.conns.get_mut(&msg.conn_id) else { return };
-        let (page, unread, after, last) = match msg.result {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(user_id = %self.user, error = %e, "replay failed; closing the socket so the client retries");
-                conn.addr.do_send(CloseSocket::try_again_later("replay failed: database unavailable"));
-                return;
-            }
-        };
-        let Cursor::Replaying { buffered, first, recheck } = &mut conn.cursor else { return };
-        let first_round = *first;
+        let Cursor::Replaying { buffered, recheck, .. } = &mut conn.cursor else { return };
         let again = std::mem::take(recheck);
         let mut buffered = std::mem::take(buffered);
-        let full_page = page.len() as i64 == REPLAY_PAGE;
-        let mut cursor = after;
-        for (n, toast) in page {
-            cursor = n.sequence_number;
-            if first_round || toast {
-                Self::send(conn, &toast_frame(&n, unread));
-            } else {
-                Self::send(conn, &frame(&ServerMessage::UnreadCount { count: unread }));
-            }
+        for f in &frames {
+            Self::send(conn, f);
         }
         if full_page || again {
             conn.cursor = Cursor::Replaying { buffered, first: first_round, recheck: false };
