@@ -137,7 +137,7 @@ pub struct AbortableBody {
     outbox: Arc<SocketOutbox>,
     closed: bool,
     /// The actor's turn comes first on the next poll: a flood of toasts must not keep
-    /// its pings and pongs waiting.
+    /// its pings and pongs waiting, nor follow its close frame.
     inner_turn: bool,
 }
 
@@ -159,6 +159,22 @@ fn close_frame(reason: &str) -> actix_web::web::Bytes {
     actix_web::web::Bytes::from(f)
 }
 
+impl AbortableBody {
+    /// The actor's next frames. Once it has some, it keeps the next turn until it has
+    /// none: its close frame is followed by the stream's end, never by a queued toast.
+    fn poll_inner(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<actix_web::web::Bytes, Box<dyn std::error::Error>>>> {
+        use actix_web::body::MessageBody;
+        let next = std::pin::Pin::new(&mut self.inner).poll_next(cx);
+        if let std::task::Poll::Ready(Some(_)) = next {
+            self.inner_turn = true;
+        }
+        next
+    }
+}
+
 impl actix_web::body::MessageBody for AbortableBody {
     type Error = Box<dyn std::error::Error>;
 
@@ -177,9 +193,9 @@ impl actix_web::body::MessageBody for AbortableBody {
             self.closed = true;
             return std::task::Poll::Ready(Some(Ok(close_frame("client too slow; reconnect with since"))));
         }
-        let inner_polled = std::mem::take(&mut self.inner_turn);
-        if inner_polled {
-            let next = std::pin::Pin::new(&mut self.inner).poll_next(cx);
+        let inner_first = std::mem::take(&mut self.inner_turn);
+        if inner_first {
+            let next = self.poll_inner(cx);
             if next.is_ready() {
                 return next;
             }
@@ -188,10 +204,10 @@ impl actix_web::body::MessageBody for AbortableBody {
             self.inner_turn = true;
             return std::task::Poll::Ready(Some(Ok(frames)));
         }
-        if inner_polled {
+        if inner_first {
             return std::task::Poll::Pending;
         }
-        std::pin::Pin::new(&mut self.inner).poll_next(cx)
+        self.poll_inner(cx)
     }
 }
 
@@ -386,6 +402,44 @@ mod tests {
         outbox.take(&cx).unwrap();
         outbox.push(b"three");
         assert_eq!(wakes.count(), 2);
+    }
+
+    /// Polls `body` once.
+    fn next_chunk(body: &mut AbortableBody) -> std::task::Poll<Option<Vec<u8>>> {
+        use actix_web::body::MessageBody;
+        let mut cx = Context::from_waker(Waker::noop());
+        std::pin::Pin::new(body).poll_next(&mut cx).map(|c| c.map(|r| r.expect("no error").to_vec()))
+    }
+
+    #[test]
+    fn the_socket_actors_close_frame_ends_the_stream_before_any_later_toast() {
+        use std::task::Poll;
+        let chunks = vec![Ok::<_, std::io::Error>(actix_web::web::Bytes::from_static(b"CLOSE"))];
+        let inner = actix_web::body::BoxBody::new(actix_web::body::BodyStream::new(futures_util::stream::iter(chunks)));
+        let outbox = Arc::new(SocketOutbox::default());
+        let mut body = AbortableBody::new(inner, outbox.clone());
+        outbox.push(b"a");
+        assert_eq!(next_chunk(&mut body), Poll::Ready(Some(text_frame(b"a"))), "queued toasts go first");
+        outbox.push(b"b");
+        assert_eq!(next_chunk(&mut body), Poll::Ready(Some(b"CLOSE".to_vec())), "then the actor's turn");
+        outbox.push(b"c");
+        assert_eq!(next_chunk(&mut body), Poll::Ready(None), "nothing after the close frame");
+    }
+
+    #[test]
+    fn a_client_found_too_slow_gets_a_close_frame_and_the_end_of_its_stream() {
+        use std::task::Poll;
+        let inner = actix_web::body::BoxBody::new(actix_web::body::BodyStream::new(futures_util::stream::pending::<
+            Result<actix_web::web::Bytes, std::io::Error>,
+        >()));
+        let outbox = Arc::new(SocketOutbox::default());
+        let mut body = AbortableBody::new(inner, outbox.clone());
+        assert_eq!(next_chunk(&mut body), Poll::Pending);
+        assert!(!outbox.push(&vec![b'x'; MAX_BACKLOG_BYTES + 1]));
+        let Poll::Ready(Some(close)) = next_chunk(&mut body) else { panic!("a close frame") };
+        assert_eq!(&close[..4], &[0x88, close[1], 0x03, 0xF5], "close 1013");
+        assert!(String::from_utf8_lossy(&close[4..]).contains("client too slow"));
+        assert_eq!(next_chunk(&mut body), Poll::Ready(None));
     }
 
     #[test]
