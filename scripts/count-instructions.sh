@@ -12,7 +12,9 @@
 # scheduling makes the batches), a few hundred per broadcast delivery.
 #
 # Knobs: HUB_BIN (another build of the hub, to compare two builds), SCENARIOS ("user
-# broadcast"), CLIENTS (200), IN_FLIGHT (16). valgrind runs the threads one at a time, so
+# broadcast"), CLIENTS (200), IN_FLIGHT (16), KEEP (a directory: keep each scenario's
+# callgrind dumps there, to read function by function with `callgrind_annotate
+# --inclusive=yes KEEP/SCENARIO/cg.out.2-NN`; the busiest file is the request thread). valgrind runs the threads one at a time, so
 # batches are smaller than in the benchmark: compare these figures with each other only.
 # Output: a table, and JSON in test-output/instructions/.
 set -euo pipefail
@@ -99,5 +101,10 @@ json.dump(doc, open(out, "w"), indent=2)
 parts = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in sorted(split.items(), key=lambda kv: -kv[1]))
 print(f"{scenario}: {doc['instructions']:,} instructions per {doc['unit']} ({parts})")
 PY
+  if [ -n "${KEEP:-}" ]; then
+    mkdir -p "$KEEP/$s"
+    cp "$dir"/cg.out* "$KEEP/$s/"
+    echo "    callgrind dumps kept in $KEEP/$s (cg.out.1-*: small round, cg.out.2-*: large round)"
+  fi
   rm -rf "$dir"
 done
