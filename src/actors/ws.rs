@@ -344,6 +344,12 @@ mod tests {
     }
 
     impl Wakes {
+        /// A waker counting into the returned counter.
+        fn waker() -> (Arc<Self>, Waker) {
+            let wakes = Arc::new(Self::default());
+            (wakes.clone(), Waker::from(wakes))
+        }
+
         fn count(&self) -> usize {
             self.0.load(Ordering::Relaxed)
         }
@@ -370,9 +376,7 @@ mod tests {
     #[test]
     fn queued_frames_come_out_whole_in_order_in_one_chunk() {
         let outbox = SocketOutbox::default();
-        let wakes = Arc::new(Wakes::default());
-        let waker = Waker::from(wakes.clone());
-        let cx = Context::from_waker(&waker);
+        let cx = Context::from_waker(Waker::noop());
         assert!(outbox.take(&cx).is_none(), "nothing queued yet");
         let long = "x".repeat(300);
         assert!(outbox.push(b"first"));
@@ -389,8 +393,7 @@ mod tests {
     #[test]
     fn the_waiting_body_is_woken_once_per_batch_of_frames() {
         let outbox = SocketOutbox::default();
-        let wakes = Arc::new(Wakes::default());
-        let waker = Waker::from(wakes.clone());
+        let (wakes, waker) = Wakes::waker();
         let cx = Context::from_waker(&waker);
         outbox.push(b"before the body waits");
         assert_eq!(wakes.count(), 0, "no body waiting yet");
@@ -445,8 +448,7 @@ mod tests {
     #[test]
     fn a_backlog_past_the_bound_drops_the_frames_and_marks_the_client_too_slow() {
         let outbox = SocketOutbox::default();
-        let wakes = Arc::new(Wakes::default());
-        let waker = Waker::from(wakes.clone());
+        let (wakes, waker) = Wakes::waker();
         let cx = Context::from_waker(&waker);
         assert!(outbox.take(&cx).is_none());
         let frame = vec![b'x'; 64 * 1024];
