@@ -115,7 +115,7 @@ impl SocketOutbox {
             return None;
         }
         // Moved out whole, so a socket between toasts keeps no buffer. Kept for the next
-        // frames instead, it saved a `malloc` per toast (~500 instructions, callgrind)
+        // frames instead, it saved a `malloc` per toast (150–500 instructions, callgrind)
         // but cost ~0.1 KiB per socket held after a toast (`scripts/hold.sh`: 6.06
         // against 5.96 KiB).
         Some(std::mem::take(&mut queued.frames).freeze())
