@@ -136,6 +136,14 @@ struct Conn {
     outbox: Arc<SocketOutbox>,
 }
 
+impl Conn {
+    /// Queues a frame; false when a backlog past `ws::MAX_BACKLOG_BYTES` marks the client
+    /// too slow instead.
+    fn send(&self, frame: &str) -> bool {
+        self.outbox.push(frame.as_bytes())
+    }
+}
+
 /// One user's open sockets, by socket id: shared by the user's session actor and the
 /// fan-out (see the module's introduction).
 #[derive(Default)]
@@ -168,7 +176,7 @@ impl Tabs {
                     }
                     if d.seq == *last + 1 {
                         *last = d.seq;
-                        follow.slow |= !conn.outbox.push(d.frame.as_bytes());
+                        follow.slow |= !conn.send(&d.frame);
                     } else {
                         // A toast never reached us (another node, a lost message):
                         // fetch the missing ones before going on.
@@ -228,11 +236,6 @@ impl UserSession {
         ctx.spawn(fut.into_actor(self).map(move |result, _, ctx| {
             ctx.notify(ReplayPage { conn_id, result });
         }));
-    }
-
-    /// Queues a frame; a backlog past `ws::MAX_BACKLOG_BYTES` marks the client too slow.
-    fn send(conn: &Conn, frame: &str) {
-        conn.outbox.push(frame.as_bytes());
     }
 
     /// Drops the sockets marked too slow (their streams end with a close frame).
@@ -324,7 +327,7 @@ impl Handler<ReplayPage> for UserSession {
         let again = std::mem::take(recheck);
         let mut buffered = std::mem::take(buffered);
         for f in &frames {
-            Self::send(conn, f);
+            conn.send(f);
         }
         if full_page || again {
             conn.cursor = Cursor::Replaying { buffered, first: first_round, recheck: false };
@@ -347,7 +350,7 @@ impl Handler<ReplayPage> for UserSession {
                 continue;
             } else if d.seq == cursor + 1 {
                 cursor = d.seq;
-                Self::send(conn, &d.frame);
+                conn.send(&d.frame);
             } else {
                 gap = true;
                 rest.push(d);
@@ -360,7 +363,7 @@ impl Handler<ReplayPage> for UserSession {
         }
         conn.cursor = Cursor::Live { last: cursor };
         if first_round {
-            Self::send(conn, &frame(&ServerMessage::Ready { last_sequence_number: cursor }));
+            conn.send(&frame(&ServerMessage::Ready { last_sequence_number: cursor }));
         }
         drop(tabs);
         self.drop_slow(ctx);
@@ -413,7 +416,7 @@ impl Handler<RemoteCommitted> for UserSession {
                 if let Cursor::Live { last } = &mut conn.cursor {
                     if *last + 1 == msg.seq {
                         *last = msg.seq;
-                        Self::send(conn, &f);
+                        conn.send(&f);
                     }
                 }
             }
@@ -436,7 +439,7 @@ impl Handler<UnreadChanged> for UserSession {
     fn handle(&mut self, msg: UnreadChanged, ctx: &mut Context<Self>) {
         let f = frame(&ServerMessage::UnreadCount { count: msg.count });
         for conn in self.tabs.lock().conns.values() {
-            Self::send(conn, &f);
+            conn.send(&f);
         }
         self.drop_slow(ctx);
     }

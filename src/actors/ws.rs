@@ -85,19 +85,20 @@ impl SocketOutbox {
         }
         let mut queued = self.queued();
         let was_empty = queued.frames.is_empty();
-        if queued.frames.len() + text.len() > MAX_BACKLOG_BYTES {
+        let too_slow = queued.frames.len() + text.len() > MAX_BACKLOG_BYTES;
+        if too_slow {
             queued.frames = BytesMut::new();
             self.abort.store(true, Ordering::Relaxed);
         } else {
             actix_http::ws::Parser::write_message(&mut queued.frames, text, actix_http::ws::OpCode::Text, true, false);
         }
-        // Woken once per batch of frames: a waiting body takes all of them.
-        let waker = if was_empty || self.is_aborted() { queued.waker.clone() } else { None };
+        // Woken once per batch of frames (a waiting body takes all of them), and to close.
+        let waker = if was_empty || too_slow { queued.waker.clone() } else { None };
         drop(queued);
         if let Some(w) = waker {
             w.wake();
         }
-        !self.is_aborted()
+        !too_slow
     }
 
     /// Whether the client was found too slow.
@@ -141,15 +142,13 @@ impl AbortableBody {
     }
 }
 
-/// A close frame, 1013 "try again later", with a reason.
+/// A close frame, 1013 "try again later", with a reason (short: a control frame's payload
+/// ends at 125 bytes).
 fn close_frame(reason: &str) -> actix_web::web::Bytes {
-    let reason = &reason.as_bytes()[..reason.len().min(120)];
-    let mut f = Vec::with_capacity(4 + reason.len());
-    f.push(0x88);
-    f.push((2 + reason.len()) as u8);
-    f.extend_from_slice(&1013u16.to_be_bytes());
-    f.extend_from_slice(reason);
-    actix_web::web::Bytes::from(f)
+    let mut f = BytesMut::new();
+    let reason = ws::CloseReason { code: ws::CloseCode::Again, description: Some(reason.to_string()) };
+    actix_http::ws::Parser::write_close(&mut f, Some(reason), false);
+    f.freeze()
 }
 
 impl AbortableBody {
