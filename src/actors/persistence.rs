@@ -347,11 +347,11 @@ impl StoreHandle {
         let spawned = arbiter.spawn(async move {
             let opened = async {
                 let db = Db::connect(&url, pool_size).await?;
-                let writer = match &url {
-                    crate::config::DatabaseUrl::Sqlite(path) => {
-                        Some(sqlite_writer::start(path.clone(), hooks.metrics.clone()).await?)
+                let writer = match (&url, &db) {
+                    (crate::config::DatabaseUrl::Sqlite(path), Db::Sqlite(sqlite)) => {
+                        Some(sqlite_writer::start(path.clone(), sqlite.counters.clone(), hooks.metrics.clone()).await?)
                     }
-                    crate::config::DatabaseUrl::Postgres(_) => None,
+                    _ => None,
                 };
                 Ok::<_, StoreError>((db, writer))
             };

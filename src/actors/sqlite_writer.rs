@@ -23,6 +23,7 @@
 use super::persistence::{answer_batch, Fanout, RequestQueue, Store};
 use crate::metrics::Metrics;
 use crate::store::sqlite_checkpoint::{Checkpointer, LogRestart};
+use crate::store::sqlite_counters::UserCounters;
 use crate::store::{repository, StoreError};
 use diesel::sqlite::SqliteConnection;
 use std::path::PathBuf;
@@ -70,7 +71,11 @@ impl Drop for WriterStop {
 
 /// Starts the writer thread on the database at `path`; answers once its connection is
 /// open.
-pub(super) async fn start(path: PathBuf, metrics: Arc<Metrics>) -> Result<(WriterHandle, WriterStop), StoreError> {
+pub(super) async fn start(
+    path: PathBuf,
+    counters: Arc<UserCounters>,
+    metrics: Arc<Metrics>,
+) -> Result<(WriterHandle, WriterStop), StoreError> {
     let (tx, rx) = mpsc::channel();
     let (ready, opened) = oneshot::channel();
     std::thread::Builder::new()
@@ -92,6 +97,7 @@ pub(super) async fn start(path: PathBuf, metrics: Arc<Metrics>) -> Result<(Write
                 conn: Some(conn),
                 _checkpointer: checkpointer,
                 restart: LogRestart::default(),
+                counters,
                 metrics,
                 fanout: None,
                 queue: RequestQueue::default(),
@@ -111,6 +117,8 @@ struct Writer {
     /// Checkpoints while the writer lives.
     _checkpointer: Checkpointer,
     restart: LogRestart,
+    /// The users' counters it numbers from (shared with whatever forgets them).
+    counters: Arc<UserCounters>,
     metrics: Arc<Metrics>,
     fanout: Option<Arc<dyn Fanout>>,
     queue: RequestQueue,
@@ -182,7 +190,7 @@ impl Writer {
             Some(conn) => conn,
             None => self.conn.insert(crate::store::open_sqlite(&self.path)?),
         };
-        let result = repository::store_batch_sqlite(conn, items, &mut self.restart);
+        let result = repository::store_batch_sqlite(conn, items, &mut self.restart, &self.counters);
         if matches!(result, Err(StoreError::Unavailable(_))) {
             // A connection whose transaction could not be closed refuses every later
             // one: start afresh.
@@ -201,7 +209,7 @@ mod tests {
     async fn writer(dir: &tempfile::TempDir) -> (WriterHandle, WriterStop) {
         let path = dir.path().join("w.db");
         crate::store::run_migrations_blocking(&crate::config::DatabaseUrl::Sqlite(path.clone())).unwrap();
-        start(path, Arc::new(Metrics::default())).await.unwrap()
+        start(path, Arc::default(), Arc::new(Metrics::default())).await.unwrap()
     }
 
     type Answer = oneshot::Receiver<Result<Vec<StoredNotification>, StoreError>>;

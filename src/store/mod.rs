@@ -44,6 +44,7 @@ pub mod repository;
 pub mod schema;
 mod sqlite_batch;
 pub mod sqlite_checkpoint;
+pub mod sqlite_counters;
 pub mod sqlite_page_cache;
 pub mod sqlite_runtime;
 pub mod sqlite_wal_writes;
@@ -81,11 +82,21 @@ pub type SqlitePool = bb8::Pool<AsyncDieselConnectionManager<SqliteConn>>;
 /// Pool of PostgreSQL connections.
 pub type PgPool = bb8::Pool<AsyncDieselConnectionManager<AsyncPgConnection>>;
 
+/// The embedded database: its pool, and the per-user counters its writer thread numbers
+/// from (see [`sqlite_counters`]).
+#[derive(Clone)]
+pub struct SqliteDb {
+    /// Connections for everything but the group commit.
+    pub pool: SqlitePool,
+    /// Shared with the writer thread.
+    pub counters: std::sync::Arc<sqlite_counters::UserCounters>,
+}
+
 /// The database, whichever backend it is.
 #[derive(Clone)]
 pub enum Db {
     /// Embedded SQLite.
-    Sqlite(SqlitePool),
+    Sqlite(SqliteDb),
     /// PostgreSQL.
     Postgres(PgPool),
 }
@@ -152,8 +163,8 @@ impl From<ConnectionError> for StoreError {
 macro_rules! with_conn {
     ($db:expr, $conn:ident => $body:expr) => {
         match $db {
-            $crate::store::Db::Sqlite(pool) => {
-                let mut pooled = pool.get().await.map_err($crate::store::StoreError::from)?;
+            $crate::store::Db::Sqlite(sqlite) => {
+                let mut pooled = sqlite.pool.get().await.map_err($crate::store::StoreError::from)?;
                 let $conn = &mut *pooled;
                 $body
             }
@@ -185,7 +196,7 @@ impl Db {
                 });
                 let mgr = AsyncDieselConnectionManager::new_with_config(path.display().to_string(), cfg);
                 let pool = pool_builder(pool_size).build(mgr).await?;
-                Ok(Db::Sqlite(pool))
+                Ok(Db::Sqlite(SqliteDb { pool, counters: sqlite_counters::UserCounters::for_database(path) }))
             }
             DatabaseUrl::Postgres(url) => {
                 let mut cfg = ManagerConfig::<AsyncPgConnection>::default();
@@ -203,6 +214,15 @@ impl Db {
                 let pool = pool_builder(pool_size).build(mgr).await?;
                 Ok(Db::Postgres(pool))
             }
+        }
+    }
+
+    /// SQLite's per-user counters, which whatever changes a user's counters must forget
+    /// the user from (`None` on PostgreSQL).
+    pub fn sqlite_counters(&self) -> Option<&sqlite_counters::UserCounters> {
+        match self {
+            Db::Sqlite(sqlite) => Some(&sqlite.counters),
+            Db::Postgres(_) => None,
         }
     }
 

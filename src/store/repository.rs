@@ -286,10 +286,11 @@ pub(super) fn new_user_row(user: Uuid, now: NaiveDateTime) -> UserRow<'static> {
 
 /// Stores a batch of notifications and their outbox rows in one transaction (group
 /// commit), assigning each user's next sequence numbers in arrival order and keeping
-/// their unread count in step. The per-user counters are bumped by a statement that
-/// locks the user's row (`UPDATE … RETURNING` on SQLite, `INSERT … ON CONFLICT DO
-/// UPDATE … RETURNING` on PostgreSQL), so concurrent writers (other batches, other
-/// nodes) never take the same numbers, and a rolled-back batch leaves no gap.
+/// their unread count in step, so that a rolled-back batch leaves no gap. On PostgreSQL
+/// the per-user counters are bumped by an upsert that locks the user's row (`INSERT … ON
+/// CONFLICT DO UPDATE … RETURNING`), so concurrent writers (other batches, other nodes)
+/// never take the same numbers; on SQLite the writer thread numbers alone, from counters
+/// it keeps (`counters`, see [`super::sqlite_counters`]).
 ///
 /// This is the SQLite half, blocking, on the writer thread's own connection (see
 /// `actors::sqlite_writer`): diesel-async cannot send SQLite a multi-row insert, and each
@@ -300,10 +301,11 @@ pub fn store_batch_sqlite(
     conn: &mut diesel::sqlite::SqliteConnection,
     batch: Vec<StoreItem>,
     log_restart: &mut super::sqlite_checkpoint::LogRestart,
+    counters: &super::sqlite_counters::UserCounters,
 ) -> Result<Vec<StoredNotification>, StoreError> {
     let Some(Prepared { batch, per_user, now }) = Prepared::new(batch) else { return Ok(Vec::new()) };
     log_restart.before_write(conn);
-    let (numbered, metadata) = super::sqlite_batch::store(conn, &per_user, now, batch)?;
+    let (numbered, metadata) = super::sqlite_batch::store(conn, counters, &per_user, now, batch)?;
     let mut stored = numbered.into_stored();
     for (s, text) in stored.iter_mut().zip(metadata) {
         s.metadata_json = Some(text);
@@ -431,6 +433,53 @@ impl Prepared {
     }
 }
 
+/// The user's last sequence number and unread count as stored, `None` for a user never
+/// seen: their row's checkpoint and their highest stored sequence number, read in one
+/// statement (see [`super::sqlite_counters`] for how they combine).
+macro_rules! stored_counters {
+    ($conn:expr, $uid:expr) => {
+        users::table
+            .find($uid)
+            .select((
+                users::last_sequence_number,
+                users::unread_count,
+                notifications::table
+                    .filter(notifications::user_id.eq(users::id))
+                    .select(diesel::dsl::max(notifications::sequence_number))
+                    .single_value(),
+            ))
+            .first::<(i64, i64, Option<i64>)>($conn)
+            .await
+            .optional()
+            .map(|row| row.map(|(c, u, highest)| super::sqlite_counters::effective(c, u, highest)))
+    };
+}
+
+/// Moves the user's checkpoint (their row's counters) to their last sequence number with
+/// nothing unread, and forgets them from SQLite's writer; first of the transactions that
+/// mark all read or erase, so that it holds the user's row (PostgreSQL) or the database
+/// (SQLite) until they end. Numbers are then never reused, even once the notifications
+/// that held them are gone.
+macro_rules! settle_counters {
+    ($db:expr, $conn:expr, $uid:expr, $user:expr) => {{
+        diesel::update(users::table.find($uid)).set(users::unread_count.eq(0)).execute($conn).await?;
+        if let Some(counters) = $db.sqlite_counters() {
+            counters.forget($user);
+        }
+        let highest: Option<i64> = notifications::table
+            .filter(notifications::user_id.eq($uid))
+            .select(diesel::dsl::max(notifications::sequence_number))
+            .first($conn)
+            .await?;
+        if let Some(highest) = highest {
+            diesel::update(users::table.find($uid).filter(users::last_sequence_number.lt(highest)))
+                .set(users::last_sequence_number.eq(highest))
+                .execute($conn)
+                .await?;
+        }
+    }};
+}
+
 /// Filters of the inbox list.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
@@ -455,9 +504,7 @@ pub async fn list_notifications(db: &Db, user: Uuid, q: &ListQuery) -> Result<(V
     let uid = user.to_string();
     with_conn!(db, conn => {
         let unread_total = if q.unread_only && q.notification_type.is_none() {
-            let n: Option<i64> =
-                users::table.find(&uid).select(users::unread_count).first(conn).await.optional()?;
-            Some(n.unwrap_or(0))
+            Some(stored_counters!(conn, &uid)?.map_or(0, |(_, unread)| unread))
         } else {
             None
         };
@@ -517,13 +564,7 @@ pub async fn notifications_after(
 pub async fn user_counters(db: &Db, user: Uuid) -> Result<(i64, i64), StoreError> {
     let uid = user.to_string();
     with_conn!(db, conn => {
-        let n: Option<(i64, i64)> = users::table
-            .find(&uid)
-            .select((users::last_sequence_number, users::unread_count))
-            .first(conn)
-            .await
-            .optional()?;
-        Ok(n.unwrap_or((0, 0)))
+        Ok(stored_counters!(conn, &uid)?.unwrap_or((0, 0)))
     })
 }
 
@@ -552,28 +593,30 @@ pub async fn mark_read(db: &Db, user: Uuid, id: Uuid) -> Result<Option<i64>, Sto
                 if exists == 0 {
                     return Ok(None);
                 }
-                let unread: i64 = users::table.find(&uid).select(users::unread_count).first(conn).await?;
-                return Ok(Some(unread));
+                return Ok(Some(stored_counters!(conn, &uid)?.map_or(0, |(_, unread)| unread)));
             }
-            let unread: i64 = diesel::update(users::table.find(&uid))
+            diesel::update(users::table.find(&uid))
                 .set(users::unread_count.eq(users::unread_count - 1))
-                .returning(users::unread_count)
-                .get_result(conn)
+                .execute(conn)
                 .await?;
-            Ok(Some(unread))
+            if let Some(counters) = db.sqlite_counters() {
+                counters.forget(&user);
+            }
+            Ok(Some(stored_counters!(conn, &uid)?.map_or(0, |(_, unread)| unread)))
         })
         .await
     })
 }
 
 /// Marks all the user's unread notifications read; returns how many. The user's row
-/// is locked first, so a batch being stored for them lands either wholly before (and
-/// is marked read) or wholly after (and stays unread, counted).
+/// (PostgreSQL) or the database (SQLite) is locked first, so a batch being stored for
+/// them lands either wholly before (and is marked read) or wholly after (and stays
+/// unread, counted).
 pub async fn mark_all_read(db: &Db, user: Uuid) -> Result<usize, StoreError> {
     let uid = user.to_string();
     with_conn!(db, conn => {
         conn.transaction::<_, StoreError, _>(async |conn| {
-            diesel::update(users::table.find(&uid)).set(users::unread_count.eq(0)).execute(conn).await?;
+            settle_counters!(db, conn, &uid, &user);
             let n = diesel::update(
                 notifications::table.filter(notifications::user_id.eq(&uid)).filter(notifications::read.eq(false)),
             )
@@ -587,12 +630,12 @@ pub async fn mark_all_read(db: &Db, user: Uuid) -> Result<usize, StoreError> {
 }
 
 /// Erases the user's notification history (deliveries go with it). Sequence numbers
-/// are not reused: the per-user counter stays.
+/// are not reused: the user's row keeps the last one.
 pub async fn delete_notifications(db: &Db, user: Uuid) -> Result<usize, StoreError> {
     let uid = user.to_string();
     with_conn!(db, conn => {
         conn.transaction::<_, StoreError, _>(async |conn| {
-            diesel::update(users::table.find(&uid)).set(users::unread_count.eq(0)).execute(conn).await?;
+            settle_counters!(db, conn, &uid, &user);
             let n = diesel::delete(notifications::table.filter(notifications::user_id.eq(&uid)))
                 .execute(conn)
                 .await?;

@@ -2,19 +2,16 @@
 //! [`repository::store_batch_sqlite`](super::repository::store_batch_sqlite)).
 
 use super::repository::{
-    new_user_row, number_batch, uuid_text, DeliveryRow, NewRow, NumberedBatch, StoreItem, INSERT_DELIVERIES,
-    NOTIFICATIONS_COLUMNS,
+    number_batch, DeliveryRow, NewRow, NumberedBatch, StoreItem, INSERT_DELIVERIES, NOTIFICATIONS_COLUMNS,
 };
-use super::schema::users;
+use super::sqlite_counters::UserCounters;
 use crate::domain::NotificationContent;
-use crate::id_maps::IdMap;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
 use diesel::result::Error;
 use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text, Timestamp};
 use diesel::sqlite::{Sqlite, SqliteConnection};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -29,39 +26,19 @@ static_query_id!(InsertDelivery);
 /// journal: the seventh migration dropped it.)
 const ON_CONFLICT: &str = "OR FAIL";
 
-/// Bumps each user's counters, numbers the batch and inserts it with its outbox rows,
-/// in one `IMMEDIATE` transaction. Answers with each row's metadata as written (JSON
-/// text, one per run of rows that share it), for their toasts.
+/// Numbers the batch from the writer's counters (see [`super::sqlite_counters`]) and
+/// inserts it with its outbox rows, in one `IMMEDIATE` transaction. Answers with each
+/// row's metadata as written (JSON text, one per run of rows that share it), for their
+/// toasts.
 pub(super) fn store(
     conn: &mut SqliteConnection,
+    counters: &UserCounters,
     per_user: &[(Uuid, i64)],
     now: NaiveDateTime,
     batch: Vec<StoreItem>,
 ) -> QueryResult<(NumberedBatch, Vec<Arc<str>>)> {
-    conn.immediate_transaction(|conn| {
-        let mut starts: IdMap<Uuid, (i64, i64)> = crate::id_maps::map_with_capacity(per_user.len());
-        // One statement per distinct count (a broadcast: one in all) rather than two per
-        // user: statements, not rows, are what a batch of many recipients costs.
-        let mut by_count: BTreeMap<i64, Vec<String>> = BTreeMap::new();
-        for (user, count) in per_user {
-            by_count.entry(*count).or_default().push(uuid_text(user));
-        }
-        for (count, ids) in by_count {
-            // SQLite binds at most 32766 parameters per statement.
-            for chunk in ids.chunks(MAX_BUMP) {
-                let missing = bump(conn, chunk, count, &mut starts)?;
-                if !missing.is_empty() {
-                    for id in &missing {
-                        let user = Uuid::parse_str(id).map_err(|e| Error::DeserializationError(Box::new(e)))?;
-                        diesel::insert_into(users::table)
-                            .values(&new_user_row(user, now))
-                            .on_conflict_do_nothing()
-                            .execute(conn)?;
-                    }
-                    bump(conn, &missing, count, &mut starts)?;
-                }
-            }
-        }
+    let stored = conn.immediate_transaction(|conn| {
+        let starts = counters.reserve(conn, per_user, now)?;
         let numbered = number_batch(batch, starts, now)?;
         // An event's rows share their content (a broadcast's thousands): its metadata and
         // time are written once for all of them (escaping the metadata was a few per
@@ -103,7 +80,12 @@ pub(super) fn store(
         }
         let row_metadata = prepared.iter().map(|&(_, c)| texts[c].clone()).collect();
         Ok((numbered, row_metadata))
-    })
+    });
+    if stored.is_err() {
+        // Rolled back: the numbers it took were not used.
+        counters.forget_all(per_user.iter().map(|(user, _)| user));
+    }
+    stored
 }
 
 /// A row to insert, with the texts bound for it.
@@ -313,77 +295,3 @@ impl QueryFragment<Sqlite> for InsertDelivery<'_> {
 }
 
 impl<Conn> RunQueryDsl<Conn> for InsertDelivery<'_> {}
-
-/// `UPDATE users … WHERE id IN (…)` with room for `SLOTS` ids (the last id repeated to
-/// fill it, which `IN` ignores), a statement of its own static id: a few shapes serve
-/// every batch and stay prepared, where diesel's `eq_any` is prepared anew each time
-/// (3 % of the hub's CPU went to parsing it).
-struct BumpCounters<'a, const SLOTS: usize> {
-    ids: &'a [String],
-    count: i64,
-}
-
-impl<const SLOTS: usize> QueryId for BumpCounters<'_, SLOTS> {
-    type QueryId = BumpCounters<'static, SLOTS>;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
-impl<const SLOTS: usize> Query for BumpCounters<'_, SLOTS> {
-    type SqlType = (Text, BigInt, BigInt);
-}
-
-impl<const SLOTS: usize> QueryFragment<Sqlite> for BumpCounters<'_, SLOTS> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
-        let Some(last) = self.ids.last() else { return Err(Error::QueryBuilderError("no ids to bump".into())) };
-        out.push_sql("UPDATE ");
-        out.push_sql(ON_CONFLICT);
-        out.push_sql(" users SET last_sequence_number = last_sequence_number + ");
-        out.push_bind_param::<BigInt, _>(&self.count)?;
-        out.push_sql(", unread_count = unread_count + ");
-        out.push_bind_param::<BigInt, _>(&self.count)?;
-        out.push_sql(" WHERE id IN (");
-        for slot in 0..SLOTS {
-            if slot > 0 {
-                out.push_sql(", ");
-            }
-            out.push_bind_param::<Text, _>(self.ids.get(slot).unwrap_or(last))?;
-        }
-        out.push_sql(") RETURNING id, last_sequence_number, unread_count");
-        Ok(())
-    }
-}
-
-impl<Conn, const SLOTS: usize> RunQueryDsl<Conn> for BumpCounters<'_, SLOTS> {}
-
-/// Most ids one bump statement takes.
-const MAX_BUMP: usize = 4096;
-
-fn run_bump(conn: &mut SqliteConnection, ids: &[String], count: i64) -> QueryResult<Vec<(String, i64, i64)>> {
-    match ids.len() {
-        0 => Ok(Vec::new()),
-        1..=8 => BumpCounters::<8> { ids, count }.load(conn),
-        9..=32 => BumpCounters::<32> { ids, count }.load(conn),
-        33..=128 => BumpCounters::<128> { ids, count }.load(conn),
-        129..=512 => BumpCounters::<512> { ids, count }.load(conn),
-        513..=1024 => BumpCounters::<1024> { ids, count }.load(conn),
-        _ => BumpCounters::<MAX_BUMP> { ids, count }.load(conn),
-    }
-}
-
-/// Adds `count` to the sequence and unread counters of `ids` (at most [`MAX_BUMP`]),
-/// recording where each user's new numbers start; returns the ids that have no row yet.
-fn bump(
-    conn: &mut SqliteConnection,
-    ids: &[String],
-    count: i64,
-    starts: &mut IdMap<Uuid, (i64, i64)>,
-) -> QueryResult<Vec<String>> {
-    let bumped = run_bump(conn, ids, count)?;
-    let mut found = crate::id_maps::set_with_capacity(bumped.len());
-    for (id, last, unread) in bumped {
-        let user = Uuid::parse_str(&id).map_err(|e| Error::DeserializationError(Box::new(e)))?;
-        starts.insert(user, (last - count + 1, unread - count + 1));
-        found.insert(id);
-    }
-    Ok(ids.iter().filter(|id| !found.contains(*id)).cloned().collect())
-}

@@ -298,6 +298,55 @@ crate::on_both_backends! {
         assert_eq!(titles, ["next", "first"]);
     }
 
+    async fn counters_hold_through_reads_an_erasure_and_restarts(app) {
+        // SQLite's writer numbers from counters it keeps in memory; a user's row holds
+        // them as of the last read or erasure. Each step checks the numbers a toast
+        // carries, and each restart that the row alone gives them back.
+        async fn put(app: &TestApp, user: Uuid, n: usize) -> Vec<(i64, i64)> {
+            let items = (0..n)
+                .map(|i| StoreItem {
+                    notification: new_notification(user, NotificationType::SignalGenerated, &format!("n{i}")),
+                    deliveries: Vec::new(),
+                    toast: true,
+                })
+                .collect();
+            let stored = app.state.store.store_notifications(items).await.expect("store");
+            stored.iter().map(|s| (s.sequence_number, s.unread_count)).collect()
+        }
+        async fn unread(app: &TestApp, token: &str) -> serde_json::Value {
+            let res = app.get("/api/v1/notifications?unread_only=true&limit=100", token).await;
+            let body: serde_json::Value = res.json().await.unwrap();
+            body["pagination"]["total_count"].clone()
+        }
+        let user = Uuid::new_v4();
+        let token = app.token(user, Role::User);
+        assert_eq!(put(&app, user, 3).await, [(1, 1), (2, 2), (3, 3)]);
+        let first: serde_json::Value = app.get("/api/v1/notifications?limit=100", &token).await.json().await.unwrap();
+        let oldest = first["data"][2]["id"].as_str().unwrap().to_string();
+        assert_eq!(app.patch(&format!("/api/v1/notifications/{oldest}/read"), &token).await.status(), 200);
+        assert_eq!(put(&app, user, 1).await, [(4, 3)]);
+        assert_eq!(unread(&app, &token).await, 3);
+
+        let backend = app.backend;
+        let (env, dir) = app.stop().await;
+        let app = spawn_with_env(backend, env, dir).await;
+        assert_eq!(unread(&app, &token).await, 3);
+        assert_eq!(put(&app, user, 1).await, [(5, 4)]);
+        assert_eq!(app.post("/api/v1/notifications/read-all", &token, &json!({})).await.status(), 200);
+        assert_eq!(unread(&app, &token).await, 0);
+        assert_eq!(put(&app, user, 2).await, [(6, 1), (7, 2)]);
+
+        let (env, dir) = app.stop().await;
+        let app = spawn_with_env(backend, env, dir).await;
+        assert_eq!(unread(&app, &token).await, 2);
+        assert_eq!(app.delete("/api/v1/notifications", &token).await.status(), 200);
+        let (env, dir) = app.stop().await;
+        let app = spawn_with_env(backend, env, dir).await;
+        // Erased: nothing unread, and the numbers go on from where they were.
+        assert_eq!(unread(&app, &token).await, 0);
+        assert_eq!(put(&app, user, 1).await, [(8, 1)]);
+    }
+
     async fn data_survives_a_restart(app) {
         let user = Uuid::new_v4();
         let token = app.token(user, Role::User);

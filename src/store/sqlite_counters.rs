@@ -1,0 +1,248 @@
+//! Each user's sequence and unread counters on SQLite, kept by the writer thread in
+//! memory instead of bumped in the user's row by every batch.
+//!
+//! Bumping the rows (`UPDATE users … RETURNING` per batch) was ~22 % of the writer's
+//! instructions per stored broadcast delivery and ~14k instructions per user of a small
+//! batch, and each user it bumped was one more page written to the log at commit (a
+//! batch of user-targeted messages dirtied about three pages per notification, one of
+//! them its owner's row; README, Storage). SQLite has one process and one writer (the
+//! writer thread), so that thread can number alone.
+//!
+//! What a user's row then holds is a checkpoint of the counters: `last_sequence_number`
+//! (C) and `unread_count` (U), as of the last change of `read` or the last erasure.
+//! Every number after C went to a notification stored unread, and marking one read
+//! takes one off U, whichever it is. So, with the user's highest stored sequence number
+//! (one seek in the `(user_id, sequence_number)` index):
+//!
+//! - last sequence number = max(C, highest stored),
+//! - unread count = U + (last − C).
+//!
+//! ([`effective`]). PostgreSQL, where several nodes number at once, keeps C and U exact
+//! in the batch's own upsert; there the same reading gives C and U unchanged, so every
+//! reader reads both backends alike. Erasing a user's notifications moves C up to the
+//! last number first, so that numbers are never reused.
+//!
+//! Whatever changes C or U (a mark read, a mark all read, an erasure) forgets the user
+//! here ([`UserCounters::forget`]) inside its transaction, after its first write, while
+//! it holds SQLite's write lock: the writer numbers only inside its own (`IMMEDIATE`)
+//! transactions, so it never sees a forgotten user between the change and its commit,
+//! and reads the user afresh in its next batch. The writer records a batch's counters
+//! before its commit, likewise under the lock, and forgets them if the commit fails.
+
+use super::repository::new_user_row;
+use super::schema::users;
+use crate::id_maps::IdMap;
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::result::Error;
+use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel::sqlite::{Sqlite, SqliteConnection};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use uuid::Uuid;
+
+/// A user's last sequence number and unread count from their row's checkpoint (C, U)
+/// and their highest stored sequence number (see the module's introduction).
+pub fn effective(checkpoint_last: i64, checkpoint_unread: i64, highest_stored: Option<i64>) -> (i64, i64) {
+    let last = checkpoint_last.max(highest_stored.unwrap_or(0));
+    (last, checkpoint_unread + (last - checkpoint_last))
+}
+
+/// Users the writer remembers at most; past this it starts afresh (reading each user
+/// again costs one `SELECT` among a batch's).
+const MAX_KNOWN: usize = 100_000;
+
+/// The counters the writer thread numbers from, shared with whatever forgets them.
+#[derive(Default)]
+pub struct UserCounters {
+    known: Mutex<IdMap<Uuid, Counters>>,
+}
+
+/// A user's last sequence number and unread count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counters {
+    last: i64,
+    unread: i64,
+}
+
+impl std::fmt::Debug for UserCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserCounters").field("known", &self.known().len()).finish()
+    }
+}
+
+impl UserCounters {
+    /// The counters of the database file at `path`, one per file in the process: two
+    /// stores opened on one file (one process holds it, see `startup`; tests open a
+    /// second) number from the same counters, each inside its own write transaction.
+    pub fn for_database(path: &Path) -> Arc<UserCounters> {
+        static OPEN: Mutex<Vec<(PathBuf, Weak<UserCounters>)>> = Mutex::new(Vec::new());
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let mut open = OPEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        open.retain(|(_, counters)| counters.strong_count() > 0);
+        if let Some(counters) = open.iter().find(|(p, _)| *p == path).and_then(|(_, c)| c.upgrade()) {
+            return counters;
+        }
+        let counters = Arc::new(UserCounters::default());
+        open.push((path, Arc::downgrade(&counters)));
+        counters
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, IdMap<Uuid, Counters>> {
+        // A panic while holding it left the map whole (inserts and removals only).
+        self.known.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Drops what is known of `user`: called, holding SQLite's write lock, by whatever
+    /// changes the user's row or erases their notifications.
+    pub fn forget(&self, user: &Uuid) {
+        self.known().remove(user);
+    }
+
+    /// Drops what is known of these users (a batch whose transaction failed).
+    pub(super) fn forget_all<'a>(&self, users: impl IntoIterator<Item = &'a Uuid>) {
+        let mut known = self.known();
+        for user in users {
+            known.remove(user);
+        }
+    }
+
+    /// Numbers a batch that stores `count` notifications for each of `per_user`:
+    /// answers where each user's new sequence numbers and unread counts start, and
+    /// records where they end. Users not known yet are read from the database (and
+    /// their rows created if they have none). Runs inside the writer's transaction.
+    pub(super) fn reserve(
+        &self,
+        conn: &mut SqliteConnection,
+        per_user: &[(Uuid, i64)],
+        now: NaiveDateTime,
+    ) -> QueryResult<IdMap<Uuid, (i64, i64)>> {
+        let mut missing = Vec::new();
+        {
+            let known = self.known();
+            for (user, _) in per_user {
+                if !known.contains_key(user) {
+                    missing.push(*user);
+                }
+            }
+        }
+        let loaded = if missing.is_empty() { Vec::new() } else { load(conn, &missing, now)? };
+        let mut known = self.known();
+        if known.len() + loaded.len() > MAX_KNOWN {
+            known.clear();
+        }
+        known.extend(loaded);
+        let mut starts = crate::id_maps::map_with_capacity(per_user.len());
+        for (user, count) in per_user {
+            // Read just above, or known before: the writer alone adds.
+            let counters = known.entry(*user).or_insert(Counters { last: 0, unread: 0 });
+            starts.insert(*user, (counters.last + 1, counters.unread + 1));
+            counters.last += count;
+            counters.unread += count;
+        }
+        Ok(starts)
+    }
+}
+
+/// Reads the counters of `users` (their rows' checkpoints and highest stored numbers),
+/// creating the rows of users who have none.
+fn load(conn: &mut SqliteConnection, users: &[Uuid], now: NaiveDateTime) -> QueryResult<Vec<(Uuid, Counters)>> {
+    let ids: Vec<String> = users.iter().map(super::repository::uuid_text).collect();
+    let mut found = Vec::with_capacity(users.len());
+    let mut seen = crate::id_maps::set_with_capacity(users.len());
+    for chunk in ids.chunks(MAX_READ) {
+        for (id, c, u, highest) in run_read(conn, chunk)? {
+            let user = Uuid::parse_str(&id).map_err(|e| Error::DeserializationError(Box::new(e)))?;
+            let (last, unread) = effective(c, u, highest);
+            seen.insert(user);
+            found.push((user, Counters { last, unread }));
+        }
+    }
+    for user in users {
+        if !seen.contains(user) {
+            diesel::insert_into(users::table)
+                .values(&new_user_row(*user, now))
+                .on_conflict_do_nothing()
+                .execute(conn)?;
+            found.push((*user, Counters { last: 0, unread: 0 }));
+        }
+    }
+    Ok(found)
+}
+
+/// `SELECT id, C, U, highest stored number FROM users WHERE id IN (…)` with room for
+/// `SLOTS` ids (the last repeated to fill it, which `IN` ignores): a few shapes serve
+/// every batch and stay prepared.
+struct ReadCounters<'a, const SLOTS: usize> {
+    ids: &'a [String],
+}
+
+impl<const SLOTS: usize> QueryId for ReadCounters<'_, SLOTS> {
+    type QueryId = ReadCounters<'static, SLOTS>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl<const SLOTS: usize> Query for ReadCounters<'_, SLOTS> {
+    type SqlType = (Text, BigInt, BigInt, Nullable<BigInt>);
+}
+
+impl<const SLOTS: usize> QueryFragment<Sqlite> for ReadCounters<'_, SLOTS> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        let Some(last) = self.ids.last() else { return Err(Error::QueryBuilderError("no ids to read".into())) };
+        out.push_sql(
+            "SELECT id, last_sequence_number, unread_count, \
+             (SELECT max(sequence_number) FROM notifications WHERE notifications.user_id = users.id) \
+             FROM users WHERE id IN (",
+        );
+        for slot in 0..SLOTS {
+            if slot > 0 {
+                out.push_sql(", ");
+            }
+            out.push_bind_param::<Text, _>(self.ids.get(slot).unwrap_or(last))?;
+        }
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+impl<Conn, const SLOTS: usize> RunQueryDsl<Conn> for ReadCounters<'_, SLOTS> {}
+
+/// Most ids one read takes (SQLite binds at most 32766 parameters per statement).
+const MAX_READ: usize = 4096;
+
+type ReadRow = (String, i64, i64, Option<i64>);
+
+fn run_read(conn: &mut SqliteConnection, ids: &[String]) -> QueryResult<Vec<ReadRow>> {
+    match ids.len() {
+        0 => Ok(Vec::new()),
+        1..=8 => ReadCounters::<8> { ids }.load(conn),
+        9..=32 => ReadCounters::<32> { ids }.load(conn),
+        33..=128 => ReadCounters::<128> { ids }.load(conn),
+        129..=512 => ReadCounters::<512> { ids }.load(conn),
+        513..=1024 => ReadCounters::<1024> { ids }.load(conn),
+        _ => ReadCounters::<MAX_READ> { ids }.load(conn),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_with_nothing_stored_after_it_reads_as_itself() {
+        assert_eq!(effective(7, 3, Some(7)), (7, 3));
+        assert_eq!(effective(7, 3, Some(5)), (7, 3));
+        // Erased history: nothing stored, the checkpoint keeps the numbers.
+        assert_eq!(effective(7, 0, None), (7, 0));
+        assert_eq!(effective(0, 0, None), (0, 0));
+    }
+
+    #[test]
+    fn numbers_stored_after_the_checkpoint_count_as_unread() {
+        assert_eq!(effective(7, 3, Some(10)), (10, 6));
+        assert_eq!(effective(0, 0, Some(4)), (4, 4));
+        // Marked read since: U went below zero by as many.
+        assert_eq!(effective(7, -2, Some(10)), (10, 1));
+    }
+}
