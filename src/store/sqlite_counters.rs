@@ -54,9 +54,16 @@ pub fn effective(checkpoint_last: i64, checkpoint_unread: i64, highest_stored: O
 const MAX_KNOWN: usize = 100_000;
 
 /// The counters the writer thread numbers from, shared with whatever forgets them.
-#[derive(Default)]
 pub struct UserCounters {
     known: Mutex<IdMap<Uuid, Counters>>,
+    /// Users remembered at most ([`MAX_KNOWN`]; fewer in tests).
+    capacity: usize,
+}
+
+impl Default for UserCounters {
+    fn default() -> Self {
+        Self { known: Mutex::default(), capacity: MAX_KNOWN }
+    }
 }
 
 /// A user's last sequence number and unread count.
@@ -129,14 +136,21 @@ impl UserCounters {
         }
         let loaded = if missing.is_empty() { Vec::new() } else { load(conn, &missing, now)? };
         let mut known = self.known();
-        if known.len() + loaded.len() > MAX_KNOWN {
+        if known.len() + loaded.len() > self.capacity {
+            // Start afresh, but for this batch's users (read again, they would cost as
+            // much as the ones just read).
+            let kept: Vec<_> = per_user.iter().filter_map(|(user, _)| Some((*user, *known.get(user)?))).collect();
             known.clear();
+            known.extend(kept);
         }
         known.extend(loaded);
         let mut starts = crate::id_maps::map_with_capacity(per_user.len());
         for (user, count) in per_user {
-            // Read just above, or known before: the writer alone adds.
-            let counters = known.entry(*user).or_insert(Counters { last: 0, unread: 0 });
+            // Read just above, or known before: the writer alone adds, and nothing forgets
+            // while it holds the write lock.
+            let counters = known
+                .get_mut(user)
+                .ok_or_else(|| Error::QueryBuilderError("a user of the batch has no counters".into()))?;
             starts.insert(*user, (counters.last + 1, counters.unread + 1));
             counters.last += count;
             counters.unread += count;
@@ -228,6 +242,73 @@ fn run_read(conn: &mut SqliteConnection, ids: &[String]) -> QueryResult<Vec<Read
 #[cfg(test)]
 mod tests {
     use super::*;
+    use diesel::Connection;
+
+    fn database(dir: &tempfile::TempDir) -> SqliteConnection {
+        let path = dir.path().join("c.db");
+        crate::store::run_migrations_blocking(&crate::config::DatabaseUrl::Sqlite(path.clone())).unwrap();
+        SqliteConnection::establish(path.to_str().unwrap()).unwrap()
+    }
+
+    fn now() -> NaiveDateTime {
+        chrono::Utc::now().naive_utc()
+    }
+
+    #[test]
+    fn users_are_numbered_on_from_what_the_batches_before_took() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = database(&dir);
+        let counters = UserCounters::default();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let first = counters.reserve(&mut conn, &[(a, 2)], now()).unwrap();
+        assert_eq!(first[&a], (1, 1));
+        let second = counters.reserve(&mut conn, &[(b, 1), (a, 3)], now()).unwrap();
+        assert_eq!((second[&a], second[&b]), ((3, 3), (1, 1)));
+        // First sight wrote the rows, as a checkpoint of nothing.
+        let rows: i64 = users::table.count().get_result(&mut conn).unwrap();
+        assert_eq!(rows, 2);
+    }
+
+    #[test]
+    fn a_forgotten_user_is_read_again_from_their_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = database(&dir);
+        let counters = UserCounters::default();
+        let user = Uuid::new_v4();
+        counters.reserve(&mut conn, &[(user, 2)], now()).unwrap();
+        // As a mark all read leaves it: checkpoint at 5, nothing unread.
+        diesel::update(users::table)
+            .set((users::last_sequence_number.eq(5), users::unread_count.eq(0)))
+            .execute(&mut conn)
+            .unwrap();
+        assert_eq!(counters.reserve(&mut conn, &[(user, 1)], now()).unwrap()[&user], (3, 3), "still remembered");
+        counters.forget(&user);
+        assert_eq!(counters.reserve(&mut conn, &[(user, 1)], now()).unwrap()[&user], (6, 1));
+    }
+
+    #[test]
+    fn starting_afresh_at_capacity_keeps_the_batchs_own_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = database(&dir);
+        let counters = UserCounters { known: Mutex::default(), capacity: 2 };
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        counters.reserve(&mut conn, &[(a, 4), (b, 1)], now()).unwrap();
+        // Full: reading c drops what is known, but a (whose row says nothing yet) is kept.
+        let starts = counters.reserve(&mut conn, &[(a, 1), (c, 1)], now()).unwrap();
+        assert_eq!((starts[&a], starts[&c]), ((5, 5), (1, 1)));
+        assert_eq!(counters.known().len(), 2);
+    }
+
+    #[test]
+    fn stores_on_one_file_share_their_counters() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shared.db");
+        std::fs::write(&path, b"").unwrap();
+        let one = UserCounters::for_database(&path);
+        let other = UserCounters::for_database(&dir.path().join(".").join("shared.db"));
+        assert!(Arc::ptr_eq(&one, &other));
+        assert!(!Arc::ptr_eq(&one, &UserCounters::for_database(&dir.path().join("another.db"))));
+    }
 
     #[test]
     fn a_checkpoint_with_nothing_stored_after_it_reads_as_itself() {
