@@ -3,6 +3,7 @@
 
 pub mod delivery;
 pub mod events;
+pub mod json_text;
 pub mod notification;
 pub mod pii;
 pub mod preferences;

@@ -262,6 +262,20 @@ fn frame_capacity(n: &Notification) -> usize {
     256 + n.title.len() + n.message.len() + super::validation::serialised_len_estimate(&n.metadata)
 }
 
+/// `t` as a JSON string, as chrono's serde writes it.
+fn push_time(out: &mut String, t: &DateTime<Utc>) {
+    let mut buf = [0u8; super::time_text::MAX_LEN];
+    match super::time_text::write(&t.naive_utc(), super::time_text::Style::Rfc3339, &mut buf) {
+        Some(n) => {
+            out.push('"');
+            // Only ASCII digits and separators were written.
+            out.push_str(std::str::from_utf8(&buf[..n]).unwrap_or_default());
+            out.push('"');
+        }
+        None => super::json_text::push_str(out, &super::time_text::rfc3339(t)),
+    }
+}
+
 /// The toast frame of a notification's content, serialised once for all the rows that
 /// share it (a broadcast's recipients): only the id, owner, sequence number and unread
 /// count are written per recipient.
@@ -276,56 +290,33 @@ impl ToastTemplate {
     /// The template of `source`, sent at `timestamp`. `metadata_json`: the metadata
     /// already serialised (as the store wrote it), written as is.
     pub fn new(source: &NotificationContent, metadata_json: Option<&str>, timestamp: DateTime<Utc>) -> Self {
-        // Field for field the tail of `Notification`'s own serialisation, in two parts
-        // joined around the metadata, which is serialised only when not at hand: it
-        // was the larger part of a toast's serialisation, done a second time here.
-        #[derive(Serialize)]
-        struct Head<'b> {
-            notification_type: NotificationType,
-            priority: Priority,
-            title: &'b str,
-            message: &'b str,
+        // Field for field the tail of `Notification`'s own serialisation, written by hand
+        // (see `json_text`); the metadata is serialised only when not at hand: it was the
+        // larger part of a toast's serialisation, done a second time here.
+        use super::json_text::{push_str, push_value};
+        let metadata_len =
+            metadata_json.map_or_else(|| super::validation::serialised_len_estimate(&source.metadata), str::len);
+        let mut content = String::with_capacity(160 + source.title.len() + source.message.len() + metadata_len);
+        content.push_str(r#""notification_type":""#);
+        content.push_str(source.notification_type.as_str());
+        content.push_str(r#"","priority":""#);
+        content.push_str(source.priority.as_str());
+        content.push_str(r#"","title":"#);
+        push_str(&mut content, &source.title);
+        content.push_str(r#","message":"#);
+        push_str(&mut content, &source.message);
+        content.push_str(r#","metadata":"#);
+        match metadata_json {
+            Some(text) => content.push_str(text),
+            None => push_value(&mut content, &source.metadata),
         }
-        #[derive(Serialize)]
-        struct Tail {
-            read: bool,
-            #[serde(serialize_with = "super::time_text::serialize")]
-            created_at: DateTime<Utc>,
-        }
-        let serialised;
-        let metadata = match metadata_json {
-            Some(text) => text,
-            None => {
-                let capacity = super::validation::serialised_len_estimate(&source.metadata);
-                serialised = super::validation::to_json_sized(&source.metadata, capacity).unwrap_or_default();
-                &serialised
-            }
-        };
-        let head = Head {
-            notification_type: source.notification_type,
-            priority: source.priority,
-            title: &source.title,
-            message: &source.message,
-        };
-        let head =
-            super::validation::to_json_sized(&head, 96 + source.title.len() + source.message.len()).unwrap_or_default();
         // A new notification is unread.
-        let tail = Tail { read: false, created_at: source.created_at };
-        let tail = super::validation::to_json_sized(&tail, 64).unwrap_or_default();
-        // `{"notification_type":…,"message":"…"}` and `{"read":…,"created_at":"…"}`
-        // without their outer braces but the last.
-        let pieces = [
-            head.strip_prefix('{').and_then(|h| h.strip_suffix('}')).unwrap_or_default(),
-            r#","metadata":"#,
-            metadata,
-            ",",
-            tail.strip_prefix('{').unwrap_or_default(),
-        ];
-        let mut content = String::with_capacity(pieces.iter().map(|p| p.len()).sum());
-        for p in pieces {
-            content.push_str(p);
-        }
-        Self { content, timestamp: format!("\"{}\"", super::time_text::rfc3339(&timestamp)) }
+        content.push_str(r#","read":false,"created_at":"#);
+        push_time(&mut content, &source.created_at);
+        content.push('}');
+        let mut stamp = String::with_capacity(super::time_text::MAX_LEN + 2);
+        push_time(&mut stamp, &timestamp);
+        Self { content, timestamp: stamp }
     }
 
     /// The frame of notification `id` of `user_id`, numbered `sequence_number`, with
@@ -532,8 +523,12 @@ mod tests {
             assert_eq!(v, json!(t.as_str()));
             assert_eq!(t.as_str().parse::<NotificationType>().unwrap(), *t);
         }
-        assert_eq!(serde_json::to_value(Priority::Critical).unwrap(), json!("critical"));
-        assert_eq!(serde_json::to_value(Channel::Sms).unwrap(), json!("sms"));
+        for p in Priority::ALL {
+            assert_eq!(serde_json::to_value(p).unwrap(), json!(p.as_str()));
+        }
+        for c in Channel::ALL {
+            assert_eq!(serde_json::to_value(c).unwrap(), json!(c.as_str()));
+        }
         assert!("SMS".parse::<Channel>().is_err());
         assert!("fax".parse::<Channel>().unwrap_err().contains("toast, email, sms, push"));
     }

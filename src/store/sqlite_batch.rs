@@ -50,8 +50,7 @@ pub(super) fn store(
             if !last_content.is_some_and(|c| Arc::ptr_eq(c, &row.content)) {
                 let metadata = &row.content.metadata;
                 let capacity = crate::domain::validation::serialised_len_estimate(metadata);
-                let text = crate::domain::validation::to_json_sized(metadata, capacity)
-                    .map_err(|e| Error::SerializationError(Box::new(e)))?;
+                let text = crate::domain::json_text::value_to_string(metadata, capacity);
                 texts.push(Arc::from(text));
                 times.push(crate::domain::time_text::sqlite(&row.content.created_at.naive_utc()));
                 last_content = Some(&row.content);
