@@ -262,20 +262,6 @@ fn frame_capacity(n: &Notification) -> usize {
     256 + n.title.len() + n.message.len() + super::validation::serialised_len_estimate(&n.metadata)
 }
 
-/// `t` as a JSON string, as chrono's serde writes it.
-fn push_time(out: &mut String, t: &DateTime<Utc>) {
-    let mut buf = [0u8; super::time_text::MAX_LEN];
-    match super::time_text::write(&t.naive_utc(), super::time_text::Style::Rfc3339, &mut buf) {
-        Some(n) => {
-            out.push('"');
-            // Only ASCII digits and separators were written.
-            out.push_str(std::str::from_utf8(&buf[..n]).unwrap_or_default());
-            out.push('"');
-        }
-        None => super::json_text::push_str(out, &super::time_text::rfc3339(t)),
-    }
-}
-
 /// The toast frame of a notification's content, serialised once for all the rows that
 /// share it (a broadcast's recipients): only the id, owner, sequence number and unread
 /// count are written per recipient.
@@ -312,10 +298,10 @@ impl ToastTemplate {
         }
         // A new notification is unread.
         content.push_str(r#","read":false,"created_at":"#);
-        push_time(&mut content, &source.created_at);
+        super::time_text::push_json(&mut content, &source.created_at);
         content.push('}');
         let mut stamp = String::with_capacity(super::time_text::MAX_LEN + 2);
-        push_time(&mut stamp, &timestamp);
+        super::time_text::push_json(&mut stamp, &timestamp);
         Self { content, timestamp: stamp }
     }
 

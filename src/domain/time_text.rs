@@ -78,6 +78,20 @@ pub fn rfc3339(t: &DateTime<Utc>) -> String {
     }
 }
 
+/// Writes `t` as a JSON string, quotes included, as chrono's serde writes it.
+pub fn push_json(out: &mut String, t: &DateTime<Utc>) {
+    let mut buf = [0u8; MAX_LEN];
+    match write(&t.naive_utc(), Style::Rfc3339, &mut buf) {
+        Some(n) => {
+            out.push('"');
+            // Only ASCII digits and separators were written.
+            out.push_str(std::str::from_utf8(&buf[..n]).unwrap_or_default());
+            out.push('"');
+        }
+        None => super::json_text::push_str(out, &rfc3339(t)),
+    }
+}
+
 /// `t` as diesel writes a SQLite `TIMESTAMP`.
 pub fn sqlite(t: &NaiveDateTime) -> String {
     let mut buf = [0u8; MAX_LEN];
@@ -134,6 +148,9 @@ mod tests {
             assert_eq!(rfc3339(&t), chrono_rfc3339(&t), "{t:?}");
             let via_serde = serde_json::to_string(&Wrapped(t)).unwrap();
             assert_eq!(via_serde, format!("\"{}\"", chrono_rfc3339(&t)));
+            let mut pushed = String::new();
+            push_json(&mut pushed, &t);
+            assert_eq!(pushed, via_serde);
         }
     }
 
@@ -157,6 +174,9 @@ mod tests {
             assert_eq!(rfc3339(&t), chrono_rfc3339(&t));
             assert_eq!(sqlite(&naive), naive.format("%F %T%.f").to_string());
             assert_eq!(serde_json::to_string(&Wrapped(t)).unwrap(), format!("\"{}\"", chrono_rfc3339(&t)));
+            let mut pushed = String::new();
+            push_json(&mut pushed, &t);
+            assert_eq!(pushed, format!("\"{}\"", chrono_rfc3339(&t)));
         }
     }
 

@@ -73,12 +73,6 @@ struct Counters {
     unread: i64,
 }
 
-impl std::fmt::Debug for UserCounters {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UserCounters").field("known", &self.known().len()).finish()
-    }
-}
-
 impl UserCounters {
     /// The counters of the database file at `path`, one per file in the process: two
     /// stores opened on one file (one process holds it, see `startup`; tests open a
