@@ -347,6 +347,86 @@ crate::on_both_backends! {
         assert_eq!(put(&app, user, 1).await, [(8, 1)]);
     }
 
+    async fn the_unread_count_agrees_with_the_rows_after_reads_race_the_writer(app) {
+        // Batches stored while the user marks notifications read, one by one and all at
+        // once: each mark takes the user from SQLite's writer, which reads them afresh.
+        // Afterwards the count every reader reports is the count of unread rows.
+        let user = Uuid::new_v4();
+        let token = app.token(user, Role::User);
+        // Each writer stores its i-th batch once the reader has finished its i-th round,
+        // so batches and marks interleave whatever the timing.
+        let (round_done, rounds) = tokio::sync::watch::channel(0usize);
+        let mut writers = Vec::new();
+        for w in 0..6 {
+            let store = app.state.store.clone();
+            let mut rounds = rounds.clone();
+            writers.push(actix_web::rt::spawn(async move {
+                for i in 0..12 {
+                    rounds.wait_for(|r| *r >= i).await.expect("the reader is there");
+                    let batch = (0..1 + (w + i) % 3)
+                        .map(|k| StoreItem {
+                            notification: new_notification(user, NotificationType::SignalGenerated, &format!("w{w}-{i}-{k}")),
+                            deliveries: Vec::new(),
+                            toast: true,
+                        })
+                        .collect();
+                    store.store_notifications(batch).await.expect("store");
+                }
+            }));
+        }
+        let mut marked = 0;
+        for round in 0..40 {
+            let body: serde_json::Value =
+                app.get("/api/v1/notifications?unread_only=true&limit=5", &token).await.json().await.unwrap();
+            if round % 13 == 12 {
+                assert_eq!(app.post("/api/v1/notifications/read-all", &token, &json!({})).await.status(), 200);
+            } else {
+                for n in body["data"].as_array().unwrap().iter().take(2) {
+                    let id = n["id"].as_str().unwrap();
+                    assert_eq!(app.patch(&format!("/api/v1/notifications/{id}/read"), &token).await.status(), 200);
+                    marked += 1;
+                }
+            }
+            round_done.send_replace(round + 1);
+        }
+        for w in writers {
+            w.await.unwrap();
+        }
+        assert!(marked > 0, "nothing was marked read while the writers ran");
+        let one = |title: &str| StoreItem {
+            notification: new_notification(user, NotificationType::SignalGenerated, title),
+            deliveries: Vec::new(),
+            toast: true,
+        };
+        // The writer knows the user now; a mark read must make it read them again.
+        app.state.store.store_notifications(vec![one("known")]).await.expect("store");
+        let body: serde_json::Value =
+            app.get("/api/v1/notifications?unread_only=true&limit=1", &token).await.json().await.unwrap();
+        let id = body["data"][0]["id"].as_str().unwrap();
+        assert_eq!(app.patch(&format!("/api/v1/notifications/{id}/read"), &token).await.status(), 200);
+
+        let mut unread_rows = 0;
+        let mut total = 0;
+        for offset in (0..400).step_by(100) {
+            let body: serde_json::Value =
+                app.get(&format!("/api/v1/notifications?limit=100&offset={offset}"), &token).await.json().await.unwrap();
+            for n in body["data"].as_array().unwrap() {
+                total += 1;
+                if n["read"] == false {
+                    unread_rows += 1;
+                }
+            }
+        }
+        let stored: usize = (0..6).map(|w| (0..12).map(|i| 1 + (w + i) % 3).sum::<usize>()).sum();
+        assert_eq!(total, stored + 1);
+        let body: serde_json::Value =
+            app.get("/api/v1/notifications?unread_only=true&limit=1", &token).await.json().await.unwrap();
+        assert_eq!(body["pagination"]["total_count"], unread_rows, "the reported count drifted from the rows");
+        // And the next toast counts on from there.
+        let next = app.state.store.store_notifications(vec![one("after")]).await.expect("store");
+        assert_eq!((next[0].sequence_number, next[0].unread_count), (total as i64 + 1, unread_rows as i64 + 1));
+    }
+
     async fn data_survives_a_restart(app) {
         let user = Uuid::new_v4();
         let token = app.token(user, Role::User);
