@@ -4,7 +4,7 @@
 use super::repository::{
     number_batch, DeliveryRow, NewRow, NumberedBatch, StoreItem, INSERT_DELIVERIES, NOTIFICATIONS_COLUMNS,
 };
-use super::sqlite_counters::UserCounters;
+use super::sqlite_counters::{Reserved, UserCounters};
 use crate::domain::NotificationContent;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -38,7 +38,7 @@ pub(super) fn store(
     batch: Vec<StoreItem>,
 ) -> QueryResult<(NumberedBatch, Vec<Arc<str>>)> {
     let stored = conn.immediate_transaction(|conn| {
-        let starts = counters.reserve(conn, per_user, now)?;
+        let Reserved { starts, after } = counters.reserve(conn, per_user, now)?;
         let numbered = number_batch(batch, starts, now)?;
         // An event's rows share their content (a broadcast's thousands): its metadata and
         // time are written once for all of them (escaping the metadata was a few per
@@ -78,10 +78,13 @@ pub(super) fn store(
             InsertDelivery(row).execute(conn)?;
         }
         let row_metadata = prepared.iter().map(|&(_, c)| texts[c].clone()).collect();
+        // Still holding the write lock: nothing can forget these users before this.
+        counters.record(after);
         Ok((numbered, row_metadata))
     });
     if stored.is_err() {
-        // Rolled back: the numbers it took were not used.
+        // Rolled back, perhaps by a commit that failed after the batch was recorded: the
+        // numbers it took were not used.
         counters.forget_all(per_user.iter().map(|(user, _)| user));
     }
     stored

@@ -68,7 +68,7 @@ impl Default for UserCounters {
 
 /// A user's last sequence number and unread count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Counters {
+pub(super) struct Counters {
     last: i64,
     unread: i64,
 }
@@ -110,47 +110,61 @@ impl UserCounters {
     }
 
     /// Numbers a batch that stores `count` notifications for each of `per_user`:
-    /// answers where each user's new sequence numbers and unread counts start, and
-    /// records where they end. Users not known yet are read from the database (and
-    /// their rows created if they have none). Runs inside the writer's transaction.
+    /// answers where each user's new sequence numbers and unread counts start, and where
+    /// they end, for [`record`](Self::record) once the batch is written. Users not known
+    /// yet are read from the database (and their rows created if they have none). Runs
+    /// inside the writer's transaction; remembers nothing itself, so that a batch that
+    /// fails leaves no trace here.
     pub(super) fn reserve(
         &self,
         conn: &mut SqliteConnection,
         per_user: &[(Uuid, i64)],
         now: NaiveDateTime,
-    ) -> QueryResult<IdMap<Uuid, (i64, i64)>> {
+    ) -> QueryResult<Reserved> {
+        let mut found = Vec::with_capacity(per_user.len());
         let mut missing = Vec::new();
         {
             let known = self.known();
-            for (user, _) in per_user {
-                if !known.contains_key(user) {
-                    missing.push(*user);
+            for (user, count) in per_user {
+                match known.get(user) {
+                    Some(counters) => found.push((*user, *counters, *count)),
+                    None => missing.push(*user),
                 }
             }
         }
-        let loaded = if missing.is_empty() { Vec::new() } else { load(conn, &missing, now)? };
-        let mut known = self.known();
-        if known.len() + loaded.len() > self.capacity {
-            // Start afresh, but for this batch's users (read again, they would cost as
-            // much as the ones just read).
-            let kept: Vec<_> = per_user.iter().filter_map(|(user, _)| Some((*user, *known.get(user)?))).collect();
-            known.clear();
-            known.extend(kept);
+        if !missing.is_empty() {
+            let counts: IdMap<Uuid, i64> = per_user.iter().copied().collect();
+            for (user, counters) in load(conn, &missing, now)? {
+                found.push((user, counters, counts.get(&user).copied().unwrap_or(0)));
+            }
         }
-        known.extend(loaded);
-        let mut starts = crate::id_maps::map_with_capacity(per_user.len());
-        for (user, count) in per_user {
-            // Read just above, or known before: the writer alone adds, and nothing forgets
-            // while it holds the write lock.
-            let counters = known
-                .get_mut(user)
-                .ok_or_else(|| Error::QueryBuilderError("a user of the batch has no counters".into()))?;
-            starts.insert(*user, (counters.last + 1, counters.unread + 1));
-            counters.last += count;
-            counters.unread += count;
+        let mut reserved =
+            Reserved { starts: crate::id_maps::map_with_capacity(found.len()), after: Vec::with_capacity(found.len()) };
+        for (user, counters, count) in found {
+            reserved.starts.insert(user, (counters.last + 1, counters.unread + 1));
+            reserved.after.push((user, Counters { last: counters.last + count, unread: counters.unread + count }));
         }
-        Ok(starts)
+        Ok(reserved)
     }
+
+    /// Remembers where a batch's users' counters end: called inside the batch's
+    /// transaction, after its rows are written (the commit may still fail, and then the
+    /// writer forgets them again).
+    pub(super) fn record(&self, after: Vec<(Uuid, Counters)>) {
+        let mut known = self.known();
+        if known.len() + after.len() > self.capacity {
+            known.clear();
+        }
+        known.extend(after);
+    }
+}
+
+/// A batch's numbers: where each user's start, and the counters once it is stored.
+pub(super) struct Reserved {
+    /// Each user's first new sequence number and unread count.
+    pub(super) starts: IdMap<Uuid, (i64, i64)>,
+    /// The counters to [`UserCounters::record`] once the batch is written.
+    pub(super) after: Vec<(Uuid, Counters)>,
 }
 
 /// Reads the counters of `users` (their rows' checkpoints and highest stored numbers),
@@ -248,16 +262,32 @@ mod tests {
         chrono::Utc::now().naive_utc()
     }
 
+    /// Numbers a batch and records it, as the writer does once its rows are written.
+    fn stored(
+        counters: &UserCounters,
+        conn: &mut SqliteConnection,
+        per_user: &[(Uuid, i64)],
+    ) -> IdMap<Uuid, (i64, i64)> {
+        let Reserved { starts, after } = counters.reserve(conn, per_user, now()).unwrap();
+        counters.record(after);
+        starts
+    }
+
     #[test]
     fn users_are_numbered_on_from_what_the_batches_before_took() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = database(&dir);
         let counters = UserCounters::default();
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-        let first = counters.reserve(&mut conn, &[(a, 2)], now()).unwrap();
+        let first = stored(&counters, &mut conn, &[(a, 2)]);
         assert_eq!(first[&a], (1, 1));
-        let second = counters.reserve(&mut conn, &[(b, 1), (a, 3)], now()).unwrap();
+        let second = stored(&counters, &mut conn, &[(b, 1), (a, 3)]);
         assert_eq!((second[&a], second[&b]), ((3, 3), (1, 1)));
+        // A batch that fails between its numbers and its end leaves nothing behind.
+        let failed = counters.reserve(&mut conn, &[(a, 5)], now()).unwrap();
+        assert_eq!(failed.starts[&a], (6, 6));
+        drop(failed);
+        assert_eq!(stored(&counters, &mut conn, &[(a, 1)])[&a], (6, 6));
         // First sight wrote the rows, as a checkpoint of nothing.
         let rows: i64 = users::table.count().get_result(&mut conn).unwrap();
         assert_eq!(rows, 2);
@@ -269,28 +299,30 @@ mod tests {
         let mut conn = database(&dir);
         let counters = UserCounters::default();
         let user = Uuid::new_v4();
-        counters.reserve(&mut conn, &[(user, 2)], now()).unwrap();
+        stored(&counters, &mut conn, &[(user, 2)]);
         // As a mark all read leaves it: checkpoint at 5, nothing unread.
         diesel::update(users::table)
             .set((users::last_sequence_number.eq(5), users::unread_count.eq(0)))
             .execute(&mut conn)
             .unwrap();
-        assert_eq!(counters.reserve(&mut conn, &[(user, 1)], now()).unwrap()[&user], (3, 3), "still remembered");
+        assert_eq!(stored(&counters, &mut conn, &[(user, 1)])[&user], (3, 3), "still remembered");
         counters.forget(&user);
-        assert_eq!(counters.reserve(&mut conn, &[(user, 1)], now()).unwrap()[&user], (6, 1));
+        assert_eq!(stored(&counters, &mut conn, &[(user, 1)])[&user], (6, 1));
     }
 
     #[test]
-    fn starting_afresh_at_capacity_keeps_the_batchs_own_users() {
+    fn past_capacity_it_starts_afresh_with_the_last_batch() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = database(&dir);
         let counters = UserCounters { known: Mutex::default(), capacity: 2 };
         let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-        counters.reserve(&mut conn, &[(a, 4), (b, 1)], now()).unwrap();
-        // Full: reading c drops what is known, but a (whose row says nothing yet) is kept.
-        let starts = counters.reserve(&mut conn, &[(a, 1), (c, 1)], now()).unwrap();
+        stored(&counters, &mut conn, &[(a, 4), (b, 1)]);
+        // Full: the next batch's users are all that is remembered after it.
+        let starts = stored(&counters, &mut conn, &[(a, 1), (c, 1)]);
         assert_eq!((starts[&a], starts[&c]), ((5, 5), (1, 1)));
         assert_eq!(counters.known().len(), 2);
+        assert!(!counters.known().contains_key(&b));
+        assert_eq!(counters.known()[&a], Counters { last: 5, unread: 5 });
     }
 
     #[test]
