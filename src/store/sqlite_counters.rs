@@ -27,7 +27,8 @@
 //! it holds SQLite's write lock: the writer numbers only inside its own (`IMMEDIATE`)
 //! transactions, so it never sees a forgotten user between the change and its commit,
 //! and reads the user afresh in its next batch. The writer records a batch's counters
-//! before its commit, likewise under the lock, and forgets them if the commit fails.
+//! once its rows are written, before its commit and likewise under the lock, and forgets
+//! them if the commit fails.
 
 use super::repository::new_user_row;
 use super::schema::users;
