@@ -199,6 +199,19 @@ if any(load(t, s) for t in ("notifyhub", "nchan") for _, s, _ in rows):
     for label, s, k in rows:
         ours, theirs = get(load('notifyhub', s), k), get(load('nchan', s), k)
         print(f"| {label:<36} | {str(ours):>22} | {str(theirs):>22} | {ratio(ours, theirs):>6} |")
+# Where the hub's CPU went, by thread: user + kernel µs per message (per delivery, per
+# publish), from /proc/PID/task over the same window as the figures above.
+split = {s: load('notifyhub', s).get("server_threads", {}) for s in ("user", "broadcast", "ingest")}
+names = sorted({n for d in split.values() for n in d})
+if names:
+    print(f"\n| {'notifyhub thread: user + kernel µs':<36} | {'user (per message)':>22} | {'broadcast (per deliv.)':>22} | {'ingest (per publish)':>22} |")
+    print(f"|{'-'*38}|{'-'*24}|{'-'*24}|{'-'*24}|")
+    for n in names:
+        cells = []
+        for s in ("user", "broadcast", "ingest"):
+            t = split[s].get(n)
+            cells.append(f"{t['user_us_per_message']} + {t['system_us_per_message']}" if t else "—")
+        print(f"| {n:<36} | {cells[0]:>22} | {cells[1]:>22} | {cells[2]:>22} |")
 # The hub on PostgreSQL beside the hub on SQLite, when this invocation ran both.
 if any(load('notifyhub-pg', s) for s in ("user", "broadcast", "rate", "ingest")):
     pg_rows = [

@@ -110,6 +110,48 @@ fn servers_stats(pids: &[u32]) -> Option<(u64, u64)> {
     pids.iter().try_fold((0, 0), |(t, r), pid| proc_stats(*pid).map(|(t1, r1)| (t + t1, r + r1)))
 }
 
+/// User and system CPU ticks of the servers' threads, added up by thread name (one worker
+/// thread, the SQLite writer, the checkpoints, tokio's pool…), so a run shows which thread
+/// its CPU went to and whether to the kernel.
+fn thread_ticks(pids: &[u32]) -> std::collections::BTreeMap<String, (u64, u64)> {
+    let mut out = std::collections::BTreeMap::new();
+    for pid in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+        for task in tasks.flatten() {
+            let path = task.path();
+            let Ok(stat) = std::fs::read_to_string(path.join("stat")) else { continue };
+            // The name sits between the first '(' and the last ')'.
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+            let name = stat.get(open + 1..close).unwrap_or_default().to_string();
+            let fields: Vec<u64> = stat[close + 1..].split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
+            let (Some(user), Some(sys)) = (fields.get(11), fields.get(12)) else { continue };
+            let entry = out.entry(name).or_insert((0, 0));
+            entry.0 += user;
+            entry.1 += sys;
+        }
+    }
+    out
+}
+
+/// Per thread name, the user and system CPU µs per message between two readings of
+/// [`thread_ticks`] (threads that used none left out).
+fn threads_per_message(
+    before: &std::collections::BTreeMap<String, (u64, u64)>,
+    after: &std::collections::BTreeMap<String, (u64, u64)>,
+    per: u64,
+) -> Value {
+    let us = |ticks: u64| (ticks as f64 / TICKS_PER_SEC * 1e6 / per.max(1) as f64 * 10.0).round() / 10.0;
+    let mut out = serde_json::Map::new();
+    for (name, (user, sys)) in after {
+        let (user0, sys0) = before.get(name).copied().unwrap_or((0, 0));
+        let (user, sys) = (user.saturating_sub(user0), sys.saturating_sub(sys0));
+        if user + sys > 0 {
+            out.insert(name.clone(), json!({"user_us_per_message": us(user), "system_us_per_message": us(sys)}));
+        }
+    }
+    Value::Object(out)
+}
+
 /// The fields of /proc/PID/stat after the command name (state is 0, ppid 1, utime 11).
 fn stat_fields(pid: u32) -> Option<Vec<u64>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -391,6 +433,7 @@ async fn run(args: Args) -> Result<(), String> {
         out["server_rss_kib"] = json!(r1);
     }
     let start_stats = servers_stats(&args.server_pid);
+    let start_threads = thread_ticks(&args.server_pid);
     let start_db = args.database_pid.and_then(tree_ticks);
     let started = Instant::now();
     let (sent, expected) = match args.scenario {
@@ -477,6 +520,7 @@ async fn run(args: Args) -> Result<(), String> {
     wait_received(&rec, expected, Duration::from_secs(60)).await;
     let elapsed = started.elapsed().as_secs_f64();
     let end_stats = servers_stats(&args.server_pid);
+    let end_threads = thread_ticks(&args.server_pid);
     let end_db = args.database_pid.and_then(tree_ticks);
     let received = rec.received.load(Ordering::Relaxed);
     out["sent"] = json!(sent);
@@ -498,6 +542,9 @@ async fn run(args: Args) -> Result<(), String> {
     }
     if let (Some(t0), Some(t1)) = (start_db, end_db) {
         cpu("database", t0, t1);
+    }
+    if start_stats.is_some() && end_stats.is_some() {
+        out["server_threads"] = threads_per_message(&start_threads, &end_threads, per);
     }
     let mut lat = rec.latencies_us.lock().map(|l| l.clone()).unwrap_or_default();
     lat.sort_unstable();
@@ -538,6 +585,35 @@ mod tests {
         child.wait().unwrap();
         assert!(children() >= before + burnt, "a reaped child's CPU still counts");
         assert_eq!(tree_ticks(u32::MAX), None, "no such process");
+    }
+
+    #[test]
+    fn a_busy_thread_shows_under_its_own_name() {
+        let me = std::process::id();
+        let mine = |t: &std::collections::BTreeMap<String, (u64, u64)>| t.get("loadgen-busy").map_or(0, |(u, s)| u + s);
+        let before = thread_ticks(&[me]);
+        let (spun, read) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+        let busy = std::thread::Builder::new()
+            .name("loadgen-busy".into())
+            .spawn(move || {
+                // Spins until /proc shows a few ticks of its own, then stays alive (an
+                // ended thread leaves /proc) until the reading is taken.
+                while mine(&thread_ticks(&[std::process::id()])) < 3 {
+                    std::hint::spin_loop();
+                }
+                spun.0.send(()).unwrap();
+                read.1.recv().unwrap();
+            })
+            .unwrap();
+        spun.1.recv().unwrap();
+        let after = thread_ticks(&[me]);
+        read.0.send(()).unwrap();
+        busy.join().unwrap();
+        assert_eq!(mine(&before), 0);
+        let split = threads_per_message(&before, &after, 1);
+        let busy = &split["loadgen-busy"];
+        let us = busy["user_us_per_message"].as_f64().unwrap() + busy["system_us_per_message"].as_f64().unwrap();
+        assert!(us >= 30_000.0, "three ticks or more, for one message: {split}");
     }
 
     #[test]
