@@ -118,14 +118,10 @@ fn thread_ticks(pids: &[u32]) -> std::collections::BTreeMap<String, (u64, u64)> 
     for pid in pids {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
         for task in tasks.flatten() {
-            let path = task.path();
-            let Ok(stat) = std::fs::read_to_string(path.join("stat")) else { continue };
-            // The name sits between the first '(' and the last ')'.
-            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
-            let name = stat.get(open + 1..close).unwrap_or_default().to_string();
-            let fields: Vec<u64> = stat[close + 1..].split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+            let Some((name, fields)) = parse_stat(&stat) else { continue };
             let (Some(user), Some(sys)) = (fields.get(11), fields.get(12)) else { continue };
-            let entry = out.entry(name).or_insert((0, 0));
+            let entry = out.entry(name.to_string()).or_insert((0, 0));
             entry.0 += user;
             entry.1 += sys;
         }
@@ -155,9 +151,16 @@ fn threads_per_message(
 /// The fields of /proc/PID/stat after the command name (state is 0, ppid 1, utime 11).
 fn stat_fields(pid: u32) -> Option<Vec<u64>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.rsplit_once(')')?.1;
+    parse_stat(&stat).map(|(_, fields)| fields)
+}
+
+/// A stat line's command name (between the first '(' and the last ')', as it may hold
+/// either) and the fields after it.
+fn parse_stat(stat: &str) -> Option<(&str, Vec<u64>)> {
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
     // The state letter parses as 0; only numeric fields are read.
-    Some(after.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect())
+    let fields = stat.get(close + 1..)?.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
+    Some((stat.get(open + 1..close)?, fields))
 }
 
 /// CPU ticks of a process and of all its children: the live ones' own time, the reaped
