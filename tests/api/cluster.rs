@@ -3,8 +3,8 @@
 
 use crate::bridge::{exit_event, info_event, risk_event};
 use crate::helpers::{
-    fresh_pg_database, metric, spawn_with_clock, test_env, until_metric, Backend, HubProcess, TestApp, WsClient,
-    JWT_SECRET, SERVICE_TOKEN,
+    fresh_pg_database, metric, spawn_with_clock, test_env, until_metric, Backend, ChaosProxy, HubProcess, TestApp,
+    WsClient, JWT_SECRET, SERVICE_TOKEN,
 };
 use notifyhub::auth::JwtKeys;
 use notifyhub::auth::Role;
@@ -423,6 +423,38 @@ async fn throttles_hold_across_nodes() {
     assert_eq!(a.event(risk_event(user, "portfolio_heat", 9.0), 202).await["accepted_count"], 1);
     let body: Value = b.event(risk_event(user, "portfolio_heat", 9.5), 200).await;
     assert_eq!(body["reason"], "risk_warning_throttled");
+}
+
+#[actix_web::test]
+async fn a_node_cut_off_from_the_database_catches_up_on_what_it_missed_once_back() {
+    // Node B reaches PostgreSQL through a proxy; cutting it drops B's listener (and its
+    // pool) while A goes on storing for a user whose tab is on B. No NOTIFY can reach B
+    // then: only B's catch-up after its listener reconnects can bring those toasts.
+    let Some(url) = fresh_pg_database().await else { return };
+    let proxy = ChaosProxy::start(&url).await;
+    let a = node_on(&url).await;
+    let b = node_on(&proxy.url).await;
+    let user = Uuid::new_v4();
+    let mut tab = b.ws(user, None).await;
+    tab.until_ready().await;
+    a.event(info_event(user, "heard"), 202).await;
+    assert_eq!(tab.next_toast().await["sequence_number"], 1);
+
+    proxy.cut();
+    for i in 1..=3 {
+        a.event(info_event(user, &format!("missed {i}")), 202).await;
+    }
+    proxy.restore();
+    for i in 1..=3 {
+        let toast = tab.next_toast().await;
+        assert_eq!(
+            (toast["sequence_number"].as_i64(), toast["notification"]["title"].as_str()),
+            (Some(i + 1), Some(format!("missed {i}").as_str()))
+        );
+    }
+    // And B hears A again: the next toast crosses as it is stored.
+    a.event(info_event(user, "heard again"), 202).await;
+    assert_eq!(tab.next_toast().await["sequence_number"], 5);
 }
 
 #[actix_web::test]

@@ -9,8 +9,10 @@ use notifyhub::startup::Application;
 use notifyhub::state::AppState;
 use notifyhub::store::repository::StoreItem;
 use std::collections::HashMap;
-use std::sync::{Arc, Once};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
 use uuid::Uuid;
 
 /// The JWT secret every test hub uses.
@@ -301,7 +303,7 @@ pub struct HubProcess {
     /// Its port on 127.0.0.1.
     pub port: u16,
     /// What it logged so far.
-    pub logs: Arc<std::sync::Mutex<String>>,
+    pub logs: Arc<Mutex<String>>,
     /// Reads its stdout into `logs` until the pipe closes.
     reader: std::thread::JoinHandle<()>,
 }
@@ -330,7 +332,7 @@ impl HubProcess {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
         let mut child = cmd.spawn().unwrap();
-        let logs = Arc::new(std::sync::Mutex::new(String::new()));
+        let logs = Arc::new(Mutex::new(String::new()));
         let mut stdout = child.stdout.take().unwrap();
         let sink = logs.clone();
         let reader = std::thread::spawn(move || {
@@ -578,4 +580,56 @@ pub async fn notification_rows(app: &TestApp, ids: Vec<String>) -> HashMap<Strin
 /// `t` as the REST API writes times: RFC 3339, microseconds.
 pub fn rfc3339_micros(t: chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// Forwards a local port to PostgreSQL until cut; while cut, every connection is dropped.
+pub struct ChaosProxy {
+    /// The database's URL through the proxy.
+    pub url: String,
+    open: Arc<AtomicBool>,
+    links: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl ChaosProxy {
+    /// A proxy to the database at `url` (a URL of [`fresh_pg_database`]).
+    pub async fn start(url: &str) -> Self {
+        let (target, db_name) =
+            url.strip_prefix("postgres://postgres@").and_then(|r| r.split_once('/')).expect("a test database URL");
+        let (target, db_name) = (target.to_string(), db_name.to_string());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = Arc::new(AtomicBool::new(true));
+        let links: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (o, l) = (open.clone(), links.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                if !o.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let target = target.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                l.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Self { url: format!("postgres://postgres@127.0.0.1:{port}/{db_name}"), open, links }
+    }
+
+    /// Drops every connection through the proxy, and refuses new ones until restored.
+    pub fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
 }

@@ -2,58 +2,11 @@
 //! the private PostgreSQL) and restored.
 
 use crate::bridge::{info_event, signal_event};
-use crate::helpers::{assert_error, fresh_pg_database, spawn_with_env, test_env, Backend, SERVICE_TOKEN};
+use crate::helpers::{assert_error, fresh_pg_database, spawn_with_env, test_env, Backend, ChaosProxy, SERVICE_TOKEN};
 use notifyhub::auth::Role;
 use serde_json::Value;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use tokio::net::{TcpListener, TcpStream};
+use std::sync::Arc;
 use uuid::Uuid;
-
-/// Forwards a local port to PostgreSQL until cut; while cut, every connection is dropped.
-struct ChaosProxy {
-    port: u16,
-    open: Arc<AtomicBool>,
-    links: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
-}
-
-impl ChaosProxy {
-    async fn start(target: String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let open = Arc::new(AtomicBool::new(true));
-        let links: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
-        let (o, l) = (open.clone(), links.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { return };
-                if !o.load(Ordering::SeqCst) {
-                    drop(inbound);
-                    continue;
-                }
-                let target = target.clone();
-                let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                l.lock().unwrap().push(task.abort_handle());
-            }
-        });
-        Self { port, open, links }
-    }
-
-    fn cut(&self) {
-        self.open.store(false, Ordering::SeqCst);
-        for link in self.links.lock().unwrap().drain(..) {
-            link.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.open.store(true, Ordering::SeqCst);
-    }
-}
 
 async fn metric(app: &crate::helpers::TestApp, line: &str) -> bool {
     let text = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap().text().await.unwrap();
@@ -73,15 +26,10 @@ async fn until_metric(app: &crate::helpers::TestApp, line: &str) {
 async fn a_database_outage_answers_503_keeps_sockets_and_tells_admins_when_back() {
     let Some(real_url) = fresh_pg_database().await else { return };
     // Start the hub on an actix system of its own thread, talking to PostgreSQL through the proxy.
-    let (host_port, db_name) = {
-        let rest = real_url.strip_prefix("postgres://postgres@").unwrap();
-        let (hp, db) = rest.split_once('/').unwrap();
-        (hp.to_string(), db.to_string())
-    };
-    let proxy = ChaosProxy::start(host_port).await;
+    let proxy = ChaosProxy::start(&real_url).await;
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let mut env = test_env(Backend::Sqlite, dir.path()).await.unwrap();
-    env.insert("DATABASE_URL".into(), format!("postgres://postgres@127.0.0.1:{}/{db_name}", proxy.port));
+    env.insert("DATABASE_URL".into(), proxy.url.clone());
     env.insert("NOTIFYHUB_DB_POOL_SIZE".into(), "4".into());
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
