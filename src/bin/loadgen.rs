@@ -185,6 +185,9 @@ fn children_ticks(pid: u32, own: &[u64]) -> Option<u64> {
 
 const TICKS_PER_SEC: f64 = 100.0;
 
+/// How long the deliveries of a run may take to arrive after its last publish.
+const DELIVERY_WAIT: Duration = Duration::from_secs(60);
+
 struct Recorder {
     latencies_us: Mutex<Vec<u64>>,
     received: AtomicU64,
@@ -265,39 +268,113 @@ fn bind_address_no_port(socket: &tokio::net::TcpSocket) {
 /// A client socket from 127.0.0.x, x chosen by the socket's index (past ~28k sockets
 /// one source address runs out of ports), with small buffers (tungstenite's defaults
 /// cost over 100 KiB a socket).
-async fn open_socket(url: String, index: usize) -> Option<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>> {
-    let parsed = reqwest::Url::parse(&url).ok()?;
-    let host = parsed.host_str()?.to_string();
-    let port = parsed.port_or_known_default()?;
-    let server: std::net::SocketAddr = format!("{host}:{port}").parse().ok()?;
-    let socket = tokio::net::TcpSocket::new_v4().ok()?;
+async fn open_socket(
+    url: String,
+    index: usize,
+) -> Result<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, String> {
+    let parsed = reqwest::Url::parse(&url).map_err(|e| format!("bad URL: {e}"))?;
+    let (host, port) = (parsed.host_str().unwrap_or_default().to_string(), parsed.port_or_known_default());
+    let server: std::net::SocketAddr = format!("{host}:{}", port.unwrap_or(0))
+        .parse()
+        .map_err(|_| format!("{host}: give the server as an IPv4 address and port"))?;
+    let socket = tokio::net::TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
     if server.ip().is_loopback() {
         let source = std::net::Ipv4Addr::new(127, 0, 0, 1 + (index / SOCKETS_PER_SOURCE) as u8);
         // The port is then chosen at connect, for this server: bound at once, it would have
         // to be free towards every server, and load generators run side by side (one per
         // node, scripts/hold.sh) would share one range of ports per source address.
         bind_address_no_port(&socket);
-        socket.bind((source, 0).into()).ok()?;
+        socket.bind((source, 0).into()).map_err(|e| format!("bind {source}: {e}"))?;
     }
-    let stream = socket.connect(server).await.ok()?;
+    let stream = socket.connect(server).await.map_err(|e| format!("connect to {server}: {e}"))?;
     let _ = stream.set_nodelay(true);
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0)
         .max_write_buffer_size(1 << 20);
-    tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await.ok().map(|(ws, _)| ws)
+    match tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(answer)) => {
+            let body = answer.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+            Err(format!("the upgrade was refused: HTTP {} {}", answer.status(), snippet(&body)))
+        }
+        Err(e) => Err(format!("WebSocket handshake: {e}")),
+    }
 }
 
-async fn connect_all(args: &Args, users: &[String], keys: &JwtKeys, rec: Arc<Recorder>) -> usize {
-    let mut connected = 0;
+/// The start of a server's answer, on one line, for an error message.
+fn snippet(text: &str) -> String {
+    let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line,
+    }
+}
+
+/// What went wrong first, and how often: connects or publishes that failed.
+#[derive(Default)]
+struct Failures {
+    count: AtomicU64,
+    first: Mutex<Option<String>>,
+}
+
+impl Failures {
+    fn record(&self, why: String) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut first) = self.first.lock() {
+            first.get_or_insert(why);
+        }
+    }
+
+    fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn first(&self) -> String {
+        self.first.lock().ok().and_then(|f| f.clone()).unwrap_or_default()
+    }
+}
+
+/// Sends a publish; true when the server took it, else the reason goes to `failures`.
+async fn publish(request: reqwest::RequestBuilder, failures: &Failures) -> bool {
+    match request.send().await {
+        Ok(r) if r.status().is_success() => true,
+        Ok(r) => {
+            let status = r.status();
+            let body = r.text().await.unwrap_or_default();
+            failures.record(format!("HTTP {status} {}", snippet(&body)));
+            false
+        }
+        Err(e) => {
+            failures.record(e.to_string());
+            false
+        }
+    }
+}
+
+/// Connects a socket for each user; returns the users whose socket is ready, in order.
+async fn connect_all(
+    args: &Args,
+    users: &[String],
+    keys: &JwtKeys,
+    rec: Arc<Recorder>,
+    failures: Arc<Failures>,
+) -> Vec<String> {
+    let mut connected = Vec::new();
     for (c, chunk) in users.chunks(200).enumerate() {
         let mut tasks = Vec::new();
         for (k, user) in chunk.iter().enumerate() {
             let index = c * 200 + k;
             let url = ws_url(args, user, keys, index);
-            let (rec, target) = (rec.clone(), args.target);
+            let (rec, target, failures) = (rec.clone(), args.target, failures.clone());
             tasks.push(tokio::task::spawn_local(async move {
-                let Some(ws) = open_socket(url, index).await else { return false };
+                let ws = match open_socket(url, index).await {
+                    Ok(ws) => ws,
+                    Err(why) => {
+                        failures.record(why);
+                        return false;
+                    }
+                };
                 let (mut tx, mut rx) = ws.split();
                 let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
                 let mut ready_tx = Some(ready_tx);
@@ -328,12 +405,16 @@ async fn connect_all(args: &Args, users: &[String], keys: &JwtKeys, rec: Arc<Rec
                         rec.ended.fetch_add(1, Ordering::Relaxed);
                     }
                 });
-                ready_rx.await.is_ok()
+                let ready = ready_rx.await.is_ok();
+                if !ready {
+                    failures.record("the socket closed before its ready message".into());
+                }
+                ready
             }));
         }
-        for t in tasks {
+        for (t, user) in tasks.into_iter().zip(chunk) {
             if t.await.unwrap_or(false) {
-                connected += 1;
+                connected.push(user.clone());
             }
         }
     }
@@ -421,11 +502,30 @@ async fn run(args: Args) -> Result<(), String> {
         reqwest::Client::builder().pool_max_idle_per_host(args.in_flight).build().map_err(|e| e.to_string())?;
     let pad = payload(args.size);
     let before_connect = servers_stats(&args.server_pid);
-    let connected =
-        if args.scenario == Scenario::Ingest { 0 } else { connect_all(&args, &users, &keys, rec.clone()).await };
-    if args.scenario != Scenario::Ingest && connected < args.clients {
-        eprintln!("warning: {connected} of {} clients connected", args.clients);
-    }
+    let connect_failures = Arc::new(Failures::default());
+    let (users, connected) = if args.scenario == Scenario::Ingest {
+        (users, 0)
+    } else {
+        let ready = connect_all(&args, &users, &keys, rec.clone(), connect_failures.clone()).await;
+        let n = ready.len();
+        if n == 0 && args.clients > 0 {
+            return Err(format!(
+                "none of the {} clients connected; the first: {}",
+                args.clients,
+                connect_failures.first()
+            ));
+        }
+        if n < args.clients {
+            eprintln!(
+                "warning: {n} of {} clients connected; the first failure: {}",
+                args.clients,
+                connect_failures.first()
+            );
+        }
+        // Messages go to the users whose socket is open, so that each one is awaited.
+        (ready, n)
+    };
+    let failures = Arc::new(Failures::default());
     let after_connect = servers_stats(&args.server_pid);
     let mut out = json!({"target": format!("{:?}", args.target).to_lowercase(), "scenario": format!("{:?}", args.scenario).to_lowercase(),
                          "clients": connected, "message_bytes": args.size});
@@ -454,7 +554,8 @@ async fn run(args: Args) -> Result<(), String> {
             let next = Arc::new(AtomicU64::new(0));
             let mut workers = Vec::new();
             for _ in 0..args.in_flight {
-                let (client, next, users, pad) = (client.clone(), next.clone(), users.clone(), pad.clone());
+                let (client, next, users, pad, failures) =
+                    (client.clone(), next.clone(), users.clone(), pad.clone(), failures.clone());
                 let args2 = args.clone();
                 workers.push(tokio::task::spawn_local(async move {
                     let mut ok = 0u64;
@@ -465,10 +566,8 @@ async fn run(args: Args) -> Result<(), String> {
                         }
                         let to =
                             if users.is_empty() { Uuid::new_v4().to_string() } else { users[i % users.len()].clone() };
-                        if let Ok(r) = publish_request(&client, &args2, &[to], false, &pad).send().await {
-                            if r.status().is_success() {
-                                ok += 1;
-                            }
+                        if publish(publish_request(&client, &args2, &[to], false, &pad), &failures).await {
+                            ok += 1;
                         }
                     }
                     ok
@@ -485,13 +584,9 @@ async fn run(args: Args) -> Result<(), String> {
             let mut i = 0;
             while i < args.messages {
                 let batch: Vec<_> = (0..4.min(args.messages - i))
-                    .map(|_| publish_request(&client, &args, &users, true, &pad).send())
+                    .map(|_| publish(publish_request(&client, &args, &users, true, &pad), &failures))
                     .collect();
-                for r in futures_util::future::join_all(batch).await {
-                    if r.is_ok_and(|r| r.status().is_success()) {
-                        ok += 1;
-                    }
-                }
+                ok += futures_util::future::join_all(batch).await.into_iter().filter(|&took| took).count() as u64;
                 i += 4;
             }
             (ok, ok * connected as u64)
@@ -506,9 +601,9 @@ async fn run(args: Args) -> Result<(), String> {
             for i in 0..total as usize {
                 tick.tick().await;
                 let req = publish_request(&client, &args, &[users[i % users.len()].clone()], false, &pad);
-                let ok = ok.clone();
+                let (ok, failures) = (ok.clone(), failures.clone());
                 pending.push(tokio::task::spawn_local(async move {
-                    if req.send().await.is_ok_and(|r| r.status().is_success()) {
+                    if publish(req, &failures).await {
                         ok.fetch_add(1, Ordering::Relaxed);
                     }
                 }));
@@ -520,13 +615,28 @@ async fn run(args: Args) -> Result<(), String> {
             (n, n)
         }
     };
-    wait_received(&rec, expected, Duration::from_secs(60)).await;
+    let failed = failures.count();
+    if sent == 0 && failed > 0 {
+        return Err(format!("every publish failed ({failed}); the first: {}", failures.first()));
+    }
+    if failed > 0 {
+        eprintln!("warning: {failed} publishes failed; the first: {}", failures.first());
+    }
+    wait_received(&rec, expected, DELIVERY_WAIT).await;
     let elapsed = started.elapsed().as_secs_f64();
     let end_stats = servers_stats(&args.server_pid);
     let end_threads = thread_ticks(&args.server_pid);
     let end_db = args.database_pid.and_then(tree_ticks);
     let received = rec.received.load(Ordering::Relaxed);
+    if received < expected {
+        eprintln!(
+            "warning: {} of {expected} deliveries did not arrive within {} s of the last publish",
+            expected - received,
+            DELIVERY_WAIT.as_secs()
+        );
+    }
     out["sent"] = json!(sent);
+    out["failed"] = json!(failed);
     out["delivered"] = json!(received);
     out["seconds"] = json!((elapsed * 1000.0).round() / 1000.0);
     if sent > 0 {

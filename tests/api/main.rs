@@ -9,6 +9,7 @@ mod channels;
 mod cli;
 mod cluster;
 mod crash;
+mod loadgen;
 mod notifications;
 mod ops;
 mod outage;
