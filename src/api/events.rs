@@ -189,13 +189,22 @@ pub async fn post_event(
             }
         }
     }
-    // Dispatch and record the answer in a task of its own: a caller that hangs up
-    // half-way must not leave a throttle taken and nothing stored.
-    let state2 = state.clone();
-    // The task keeps the request's id and span, so its log lines still carry them.
-    let work = async move { dispatch_and_record(&state2, event, key).await }.instrument(tracing::Span::current());
-    let task = actix_web::rt::spawn(crate::error::REQUEST_ID.scope(crate::error::current_request_id(), work));
-    let outcome = task.await.map_err(|_| ApiError::internal())??;
+    // A caller that hangs up half-way drops this future. An event with a throttle or an
+    // idempotency key takes steps that must all run (a throttle taken with nothing stored
+    // would hold the next warning back for an hour; a key left in progress would refuse
+    // the caller's retries), so it runs in a task of its own. Any other event leaves
+    // nothing half-done: once queued it is stored whole, and the channels' 1 s poll makes
+    // up for a wake-up lost with the future. A task costs ~2,600 instructions, ~2 % of a
+    // user-targeted message (callgrind).
+    let outcome = if key.is_none() && event.kind.throttle().is_none() {
+        dispatch_and_record(&state, event, None).await?
+    } else {
+        let state2 = state.clone();
+        // The task keeps the request's id and span, so its log lines still carry them.
+        let work = async move { dispatch_and_record(&state2, event, key).await }.instrument(tracing::Span::current());
+        let task = actix_web::rt::spawn(crate::error::REQUEST_ID.scope(crate::error::current_request_id(), work));
+        task.await.map_err(|_| ApiError::internal())??
+    };
     Ok(HttpResponse::build(status(&outcome))
         .content_type(actix_web::http::header::ContentType::json())
         .body(answer_text(&outcome)))
