@@ -47,9 +47,13 @@ const MAX_PIPELINED_MESSAGES: usize = 16;
 /// Write buffer capacity at which we reallocate it after flushing.
 const WRITE_BUFFER_RETENTION_LIMIT: usize = 1024 * 128;
 
+/// notifyhub: the largest write buffer a plain HTTP connection keeps between answers
+/// (upstream keeps up to WRITE_BUFFER_RETENTION_LIMIT).
+const KEPT_WRITE_BUFFER: usize = 1024 * 8;
+
 bitflags! {
     #[derive(Debug, Clone, Copy)]
-    pub struct Flags: u8 {
+    pub struct Flags: u16 {
         /// Set when stream is read for first time.
         const STARTED          = 0b0000_0001;
 
@@ -78,6 +82,10 @@ bitflags! {
         /// after the current response finishes. [`LINGER`](Self::LINGER) remains separate and is
         /// used only to close cleanly after a response to an unread request payload.
         const DRAINING         = 0b1000_0000;
+
+        /// notifyhub: set once an upgrade's response (a WebSocket's 101) is sent: such a
+        /// connection is idle between frames most of its life, and keeps no buffers then.
+        const UPGRADED         = 0b1_0000_0000;
     }
 }
 
@@ -368,6 +376,7 @@ where
             write_buf,
             h1_write_buffer_size,
             write_buf_needs_reset,
+            flags,
             ..
         } = self.project();
         let mut io = Pin::new(io.as_mut().unwrap());
@@ -402,8 +411,17 @@ where
         }
 
         // All bytes have been accepted by the I/O stream, so the buffer can be reused or released.
-        // notifyhub: nor a write buffer once everything is written.
-        *write_buf = BytesMut::new();
+        // notifyhub: an upgraded connection keeps no write buffer once everything is
+        // written; a plain HTTP connection keeps one of up to KEPT_WRITE_BUFFER for its next
+        // answer (reserving it again for each answer cost about a thousand instructions).
+        if *write_buf_needs_reset
+            || flags.contains(Flags::UPGRADED)
+            || write_buf.capacity() > KEPT_WRITE_BUFFER
+        {
+            *write_buf = BytesMut::new();
+        } else {
+            write_buf.clear();
+        }
         *write_buf_needs_reset = false;
 
         // flush the I/O and check if get blocked
@@ -513,6 +531,9 @@ where
             res.head_mut().set_connection_type(ConnectionType::Close);
         }
 
+        if is_upgrade {
+            self.as_mut().project().flags.insert(Flags::UPGRADED);
+        }
         let size = self.as_mut().send_response_inner(res, &body)?;
         match size {
             BodySize::None | BodySize::Sized(0) => {
@@ -563,6 +584,9 @@ where
             res.head_mut().set_connection_type(ConnectionType::Close);
         }
 
+        if is_upgrade {
+            self.as_mut().project().flags.insert(Flags::UPGRADED);
+        }
         let size = self.as_mut().send_response_inner(res, &body)?;
         match size {
             BodySize::None | BodySize::Sized(0) => {
@@ -1257,9 +1281,10 @@ where
                 }
 
                 Poll::Pending => {
-                    // notifyhub: an idle connection (a WebSocket between frames) keeps
-                    // no read buffer; the next read allocates one again.
-                    if this.read_buf.is_empty() {
+                    // notifyhub: an idle upgraded connection (a WebSocket between frames)
+                    // keeps no read buffer; the next read allocates one again. A plain
+                    // HTTP connection keeps its own for the next request, as upstream.
+                    if this.read_buf.is_empty() && this.flags.contains(Flags::UPGRADED) {
                         *this.read_buf = BytesMut::new();
                     }
                     return Ok(false);
