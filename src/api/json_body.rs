@@ -31,6 +31,12 @@ impl<T> JsonBody<T> {
 }
 
 fn is_json(req: &HttpRequest) -> bool {
+    // What callers send nearly always, recognised without parsing it into a `Mime` (an
+    // allocation on every bridge event).
+    let plain = req.headers().get(header::CONTENT_TYPE).map(|v| v.as_bytes());
+    if plain.is_some_and(|v| v.eq_ignore_ascii_case(b"application/json")) {
+        return true;
+    }
     matches!(req.mime_type(), Ok(Some(m)) if m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON))
 }
 

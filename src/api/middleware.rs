@@ -26,7 +26,8 @@ pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let id = incoming_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let id = incoming_id(&req)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).to_owned());
     let started = Instant::now();
     // A standard method clones without allocating; the path is only read when the span
     // is enabled (`RUST_LOG` at `info`, the default, or finer).

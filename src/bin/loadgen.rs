@@ -346,7 +346,15 @@ async fn publish(request: reqwest::RequestBuilder, failures: &Failures) -> bool 
             false
         }
         Err(e) => {
-            failures.record(e.to_string());
+            // reqwest's own text names the URL only; its causes say what happened.
+            let mut why = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                why.push_str(": ");
+                why.push_str(&c.to_string());
+                cause = c.source();
+            }
+            failures.record(why);
             false
         }
     }

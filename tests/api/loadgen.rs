@@ -101,5 +101,9 @@ fn a_run_that_cannot_work_says_why_and_fails() {
         loadgen(&["--url", &format!("http://127.0.0.1:{closed}"), "--scenario", "idle", "--clients", "3"]);
     assert!(!status.success());
     assert!(stderr.contains("none of the 3 clients connected") && stderr.contains("refused"), "{stderr}");
+    let (status, _, stderr) =
+        loadgen(&["--url", &format!("http://127.0.0.1:{closed}"), "--scenario", "ingest", "--messages", "3"]);
+    assert!(!status.success());
+    assert!(stderr.contains("every publish failed (3)") && stderr.contains("refused"), "{stderr}");
     hub.terminate();
 }

@@ -152,9 +152,16 @@ crate::on_both_backends! {
         let res = app.client.post(&url).bearer_auth(&token).header("content-type", "application/json")
             .body(huge).send().await.unwrap();
         assert_error(res, 413, "PAYLOAD_TOO_LARGE").await;
-        let res = app.client.post(&url).bearer_auth(&token).header("content-type", "text/plain")
-            .body("{}").send().await.unwrap();
-        assert_error(res, 415, "UNSUPPORTED_MEDIA_TYPE").await;
+        for refused in ["text/plain", "application/jsonx", "application/json-seq"] {
+            let res = app.client.post(&url).bearer_auth(&token).header("content-type", refused)
+                .body("{}").send().await.unwrap();
+            assert_error(res, 415, "UNSUPPORTED_MEDIA_TYPE").await;
+        }
+        for taken in ["APPLICATION/JSON", "application/json; charset=utf-8", "application/merge-patch+json"] {
+            let res = app.client.post(&url).bearer_auth(&token).header("content-type", taken)
+                .body("{}").send().await.unwrap();
+            assert_eq!(res.status(), 200, "{taken}");
+        }
     }
 
     async fn erasing_preferences_restores_the_defaults(app) {

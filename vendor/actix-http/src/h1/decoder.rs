@@ -258,6 +258,12 @@ impl MessageType for Request {
     }
 
     fn decode(src: &mut BytesMut) -> Result<Option<(Self, PayloadType)>, ParseError> {
+        // notifyhub: the dispatcher tries to decode a request each time it is polled, most
+        // often with nothing read since the last one; that needs no 3 KiB header table
+        // zeroed first (an empty head is incomplete, as httparse would say).
+        if src.is_empty() {
+            return Ok(None);
+        }
         let mut headers: [HeaderIndex; MAX_HEADERS] = EMPTY_HEADER_INDEX_ARRAY;
 
         let (len, method, uri, ver, h_len) = {
