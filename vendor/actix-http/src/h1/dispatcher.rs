@@ -1259,13 +1259,36 @@ where
                 return Ok(false);
             }
 
-            // grow buffer if necessary.
-            let remaining = this.read_buf.capacity() - this.read_buf.len();
-            if remaining < LW_BUFFER_SIZE {
-                this.read_buf.reserve(HW_BUFFER_SIZE - remaining);
-            }
+            let polled = if this.read_buf.capacity() == 0 && this.flags.contains(Flags::UPGRADED) {
+                // notifyhub: an upgraded connection with no read buffer (released while
+                // idle) reads into the stack first: a WebSocket is polled for every frame
+                // written to it, and a buffer reserved for a read that finds nothing was a
+                // large allocation and its free each time. What comes is copied into a
+                // buffer reserved then.
+                let mut stack = [0u8; 512];
+                let mut first = tokio::io::ReadBuf::new(&mut stack);
+                match io.as_mut().poll_read(cx, &mut first) {
+                    Poll::Ready(Ok(())) => {
+                        let got = first.filled();
+                        if !got.is_empty() {
+                            this.read_buf.reserve(HW_BUFFER_SIZE);
+                            this.read_buf.extend_from_slice(got);
+                        }
+                        Poll::Ready(Ok(got.len()))
+                    }
+                    Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+                    Poll::Pending => Poll::Pending,
+                }
+            } else {
+                // grow buffer if necessary.
+                let remaining = this.read_buf.capacity() - this.read_buf.len();
+                if remaining < LW_BUFFER_SIZE {
+                    this.read_buf.reserve(HW_BUFFER_SIZE - remaining);
+                }
+                tokio_util::io::poll_read_buf(io.as_mut(), cx, this.read_buf)
+            };
 
-            match tokio_util::io::poll_read_buf(io.as_mut(), cx, this.read_buf) {
+            match polled {
                 Poll::Ready(Ok(n)) => {
                     // When draining a dropped request payload, keep FINISHED set so the
                     // disconnect/keep-alive decision can be made once the payload is fully drained.
