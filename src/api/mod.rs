@@ -36,7 +36,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 // First: the router tries routes in order, and the bridge's events are
                 // most of the traffic; behind the routes with path parameters, each
                 // event paid for their regexes.
-                .service(events::post_event)
+                .service(events::route())
                 .service(preferences::get_preferences)
                 .service(preferences::update_preferences)
                 .service(preferences::delete_preferences)

@@ -228,6 +228,12 @@ crate::on_both_backends! {
             let err = assert_error(res, 422, "VALIDATION_FAILED").await;
             assert_eq!(err["error"]["details"]["field"], field, "{body}");
         }
+        // Another method on the bridge's path is an unknown route, in the error format.
+        for method in [reqwest::Method::GET, reqwest::Method::PUT] {
+            let res = app.client.request(method.clone(), &url).bearer_auth(SERVICE_TOKEN).json(&info_event(user, "x")).send().await.unwrap();
+            let err = assert_error(res, 404, "NOT_FOUND").await;
+            assert_eq!(err["error"]["message"], format!("no route for {method} /api/v1/events"));
+        }
         assert_eq!(inbox_total(&app, user).await, 1, "only the accepted service-JWT event was stored");
     }
 
