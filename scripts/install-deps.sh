@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build and the tests need, when missing:
-# pkg-config and libssl-dev (web-push's ece links OpenSSL), PostgreSQL (tests run on it).
+# pkg-config and libssl-dev (web-push's ece links OpenSSL), make (the build compiles
+# jemalloc, the hub's allocator), PostgreSQL (tests run on it).
 # With --with-postgres (the test script), also PostgreSQL and aiosmtpd (a real SMTP server).
 # Usage: scripts/install-deps.sh [--with-postgres]
 set -euo pipefail
@@ -8,6 +9,7 @@ set -euo pipefail
 need=()
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
+command -v make >/dev/null 2>&1 || need+=(make)
 if [[ " $* " == *" --with-postgres "* ]]; then
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
   # The UI's end-to-end tests drive Debian's Chromium (browser downloads are impossible here).

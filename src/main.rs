@@ -6,6 +6,13 @@ use notifyhub::config::{ConfigError, Settings, Source};
 use std::process::ExitCode;
 use uuid::Uuid;
 
+/// jemalloc: its per-thread caches serve the hub's hand-offs between threads (a request
+/// thread builds a batch, the writer frees it) and its 1–4 KiB buffers, which glibc's
+/// malloc took through its slow path with a consolidation each time: 12 % fewer
+/// instructions per user-targeted message, ~15 % more ingest (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(name = "notifyhub", version, about = "Real-time notification hub for trading dashboards")]
 struct Cli {
@@ -117,17 +124,11 @@ fn serve() -> ExitCode {
         Ok(s) => s,
         Err(e) => return config_failure(e),
     };
-    // Before any thread exists: arenas are handed out as threads first allocate.
-    let malloc_arenas = notifyhub::sys::cap_malloc_arenas(settings.workers);
     notifyhub::telemetry::init("info", std::io::stdout);
     let fd_limit = notifyhub::sys::raise_fd_limit();
     tracing::info!(fd_limit, "open-file limit (each socket takes one)");
     for weak in settings.weak_secrets() {
         tracing::warn!("{weak}");
-    }
-    match malloc_arenas {
-        Some(n) => tracing::info!(malloc_arenas = n, "malloc arenas capped at one per worker"),
-        None => tracing::info!("malloc arenas left to MALLOC_ARENA_MAX or the allocator's default"),
     }
     let system = actix_web::rt::System::new();
     let result = system.block_on(async move {
