@@ -203,8 +203,8 @@ pub async fn post_event(
     // would hold the next warning back for an hour; a key left in progress would refuse
     // the caller's retries), so it runs in a task of its own. Any other event leaves
     // nothing half-done: once queued it is stored whole, and the channels' 1 s poll makes
-    // up for a wake-up lost with the future. A task costs ~2,600 instructions, ~2 % of a
-    // user-targeted message (callgrind).
+    // up for a wake-up lost with the future. A task (with its request-id scope, span and
+    // join handle) cost ~5,000 instructions, ~4 % of a user-targeted message (callgrind).
     let outcome = if key.is_none() && event.kind.throttle().is_none() {
         dispatch_and_record(&state, event, None).await?
     } else {

@@ -46,6 +46,16 @@ fn invalid_settings_stop_with_one_line_and_exit_code_2() {
 }
 
 #[test]
+fn the_allocator_is_jemalloc_tuned_by_the_documented_variable() {
+    // README (Configuration) names `_RJEM_MALLOC_CONF`; jemalloc reads it at start and,
+    // with `stats_print`, reports itself at exit.
+    let out = bin().arg("--version").env("_RJEM_MALLOC_CONF", "stats_print:true").output().unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Begin jemalloc statistics"), "{stderr}");
+}
+
+#[test]
 fn token_prints_a_jwt_signed_with_the_configured_secret() {
     let dir = tempfile::tempdir().unwrap();
     let user = uuid::Uuid::new_v4();
