@@ -1276,8 +1276,7 @@ where
                         }
                         Poll::Ready(Ok(got.len()))
                     }
-                    Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
-                    Poll::Pending => Poll::Pending,
+                    other => other.map_ok(|()| 0),
                 }
             } else {
                 // grow buffer if necessary.
@@ -1305,8 +1304,9 @@ where
 
                 Poll::Pending => {
                     // notifyhub: an idle upgraded connection (a WebSocket between frames)
-                    // keeps no read buffer; the next read allocates one again. A plain
-                    // HTTP connection keeps its own for the next request, as upstream.
+                    // keeps no read buffer; the next read that brings something reserves
+                    // one again. A plain HTTP connection keeps its own for the next
+                    // request, as upstream.
                     if this.read_buf.is_empty() && this.flags.contains(Flags::UPGRADED) {
                         *this.read_buf = BytesMut::new();
                     }
