@@ -3,8 +3,8 @@
 //! It answers as actix-web's `web::Json` with our `JsonConfig` did (415 without a JSON
 //! content type, 413 past [`MAX_BODY_BYTES`], 400 for malformed JSON, 422 naming the
 //! field; see [`super::api_json_error`]), but reads the body where it already lies:
-//! `web::Json` copied every body into a fresh 8 KiB buffer, an allocation glibc serves
-//! outside its per-thread cache, on every bridge event. A body that arrives in one
+//! `web::Json` copied every body into a fresh 8 KiB buffer, an allocation and a copy on
+//! every bridge event. A body that arrives in one
 //! chunk (all of them, at our sizes) is parsed in place; a longer one is gathered into a
 //! buffer of its announced length.
 
