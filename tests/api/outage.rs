@@ -2,25 +2,13 @@
 //! the private PostgreSQL) and restored.
 
 use crate::bridge::{info_event, signal_event};
-use crate::helpers::{assert_error, fresh_pg_database, spawn_with_env, test_env, Backend, ChaosProxy, SERVICE_TOKEN};
+use crate::helpers::{
+    assert_error, fresh_pg_database, spawn_with_env, test_env, until_metric, Backend, ChaosProxy, SERVICE_TOKEN,
+};
 use notifyhub::auth::Role;
 use serde_json::Value;
 use std::sync::Arc;
 use uuid::Uuid;
-
-async fn metric(app: &crate::helpers::TestApp, line: &str) -> bool {
-    let text = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap().text().await.unwrap();
-    text.lines().any(|l| l == line)
-}
-
-/// Waits (polling the hub's own gauge) until `line` shows in /metrics.
-async fn until_metric(app: &crate::helpers::TestApp, line: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !metric(app, line).await {
-        assert!(std::time::Instant::now() < deadline, "{line} never showed");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_answers_503_keeps_sockets_and_tells_admins_when_back() {
@@ -72,10 +60,10 @@ async fn a_database_outage_answers_503_keeps_sockets_and_tells_admins_when_back(
     assert_eq!(ready["error"]["details"]["checks"]["database"]["status"], "down");
     let why = ready["error"]["details"]["checks"]["database"]["error"].as_str().unwrap();
     assert!(why == "unreachable (the hub's log has the cause)" || why == "timed out after 3 s", "{why}");
-    until_metric(&app, "notifyhub_database_up 0").await;
+    until_metric(&app.client, &app.address, "notifyhub_database_up", 0).await;
 
     proxy.restore();
-    until_metric(&app, "notifyhub_database_up 1").await;
+    until_metric(&app.client, &app.address, "notifyhub_database_up", 1).await;
     // The admins hear about it once the database is back.
     let toast = admin_tab.next_toast().await;
     assert_eq!(toast["notification"]["notification_type"], "system_error");
