@@ -132,8 +132,8 @@ impl RequestQueue {
     /// Whole requests from the front, up to [`MAX_BATCH`] notifications (at least one
     /// request): their notifications, and how many of them each requester gets back.
     pub(super) fn take_batch(&mut self) -> Option<(Vec<StoreItem>, Waiters)> {
-        let mut items = Vec::new();
-        let mut waiters = Vec::new();
+        let mut items = Vec::with_capacity(self.notifications.min(MAX_BATCH));
+        let mut waiters = Vec::with_capacity(self.requests.len().min(MAX_BATCH));
         while let Some(front) = self.requests.front() {
             if !waiters.is_empty() && items.len() + front.items.len() > MAX_BATCH {
                 break;

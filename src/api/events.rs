@@ -24,7 +24,7 @@ fn idempotency_key(req: &HttpRequest, caller: &ServiceCaller) -> Result<Option<S
         .filter(|k| !k.is_empty() && k.len() <= 255)
         .ok_or_else(|| ApiError::bad_request("Idempotency-Key must be 1 to 255 visible ASCII characters"))?;
     // Keys are per caller: two services may use the same key without clashing.
-    Ok(Some(format!("{}:{key}", caller.name)))
+    Ok(Some(format!("{caller}:{key}")))
 }
 
 /// What identifies a request for its `Idempotency-Key`: the SHA-256 of its JSON, keys
@@ -52,11 +52,16 @@ fn answer_text(outcome: &Outcome) -> String {
         out.push_str(key);
         out.push_str(itoa::Buffer::new().format(n));
     };
-    let mut out = String::with_capacity(128);
+    // Sized once: reserving the listed recipients after a first allocation moved it
+    // (a realloc per event).
+    let listed_bytes = match outcome {
+        Outcome::Accepted { notifications, .. } if notifications.len() <= LIST_LIMIT => notifications.len() * 160,
+        _ => 0,
+    };
+    let mut out = String::with_capacity(128 + listed_bytes);
     match outcome {
         Outcome::Accepted { notifications, filtered_count, throttled_count } => {
             let listed = notifications.len() <= LIST_LIMIT;
-            out.reserve(if listed { notifications.len() * 160 } else { 0 });
             count(&mut out, r#"{"status":"accepted","accepted_count":"#, notifications.len());
             count(&mut out, r#","filtered_count":"#, *filtered_count);
             count(&mut out, r#","throttled_count":"#, *throttled_count);

@@ -164,7 +164,8 @@ pub fn route(
         Priority::Critical => &prefs.channel_preferences.critical_channels,
     };
     let quiet = priority != Priority::Critical && in_quiet_hours(&prefs.quiet_hours, at);
-    let mut routing = Routing::default();
+    // One allocation of the right size (pushes onto an empty vector took the growth path).
+    let mut routing = Routing { deliver: Vec::with_capacity(wanted.len()), suppressed: Vec::new() };
     for &channel in wanted {
         let (enabled, reachable) = match channel {
             Channel::Toast => (true, true),

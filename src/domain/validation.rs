@@ -473,7 +473,9 @@ fn serialised_len(value: &serde_json::Value) -> usize {
 /// About the bytes `value` takes serialised, from lengths alone (no escapes counted):
 /// the capacity to serialise it into, so that its buffer is not grown step by step.
 pub fn serialised_len_estimate(value: &serde_json::Value) -> usize {
-    len_from_lengths(value, 1, 12)
+    // 20 bytes a number: an i64 or u64 at its longest. At 12, a microsecond timestamp
+    // (16 digits) overran the estimate and moved the buffer once more per event.
+    len_from_lengths(value, 1, 20)
 }
 
 /// JSON text of `value` written into a buffer of `capacity` bytes to start with
