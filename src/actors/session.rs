@@ -572,7 +572,6 @@ impl Fanout for Sessions {
                     Some(f) => f.clone(),
                     None => frames.frame(
                         &stored.content,
-                        stored.metadata_json.as_deref(),
                         (stored.id, stored.user_id, stored.sequence_number),
                         stored.unread_count,
                     ),

@@ -225,7 +225,7 @@ mod tests {
                         priority: Priority::Info,
                         title: format!("t{i}"),
                         message: "m".into(),
-                        metadata: serde_json::json!({}),
+                        metadata: Default::default(),
                         created_at: chrono::Utc::now(),
                     }),
                 },

@@ -41,7 +41,7 @@ pub async fn send_test(
                 priority: Priority::Info,
                 title: "Test notification".into(),
                 message: "Toasts reach this dashboard.".into(),
-                metadata: json!({"test": true}),
+                metadata: crate::domain::metadata::Metadata::from_value(&json!({"test": true})),
             }),
             audience: Audience::Users(vec![user.user_id]),
         };

@@ -1,9 +1,10 @@
 //! Events posted to the HTTP bridge: parsing with a clear refusal per field, and the
 //! notification each one becomes (title, message, metadata, priority).
 
+use super::metadata::Metadata;
 use super::notification::{NotificationType, Priority};
 use super::rules::{signal_priority, RiskType};
-use super::validation::{validate_message, validate_metadata, validate_title, FieldError};
+use super::validation::{validate_message, validate_title, FieldError};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
@@ -41,7 +42,8 @@ struct RawEvent {
     priority: Option<String>,
     title: Option<String>,
     message: Option<String>,
-    metadata: Option<Value>,
+    /// Read as text (see [`Metadata`]).
+    metadata: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// A signal the generator approved.
@@ -147,8 +149,9 @@ pub enum Throttle {
 }
 
 /// A metadata string usable in a throttle key: trimmed, non-empty, at most 64 characters.
-fn metadata_text(metadata: &Value, name: &str) -> Option<String> {
-    let text = metadata.get(name)?.as_str()?.trim();
+fn metadata_text(metadata: &Metadata, name: &str) -> Option<String> {
+    let text = metadata.string(name)?;
+    let text = text.trim();
     (!text.is_empty() && text.chars().count() <= 64).then(|| text.to_string())
 }
 
@@ -173,7 +176,7 @@ pub struct Content {
     /// Body.
     pub message: String,
     /// Details.
-    pub metadata: Value,
+    pub metadata: Metadata,
 }
 
 impl Content {
@@ -327,10 +330,9 @@ impl Event {
                     .map_err(|e| field("priority", e))?;
                 let title = raw.title.take().ok_or_else(|| field("title", "is required"))?;
                 let message = raw.message.take().unwrap_or_default();
-                let metadata = raw.metadata.take().unwrap_or_else(|| json!({}));
                 validate_title(&title)?;
                 validate_message(&message)?;
-                validate_metadata(&metadata)?;
+                let metadata = raw.metadata.take().map(Metadata::from_posted).transpose()?.unwrap_or_default();
                 EventKind::Generic(Content {
                     notification_type,
                     priority,
@@ -531,7 +533,7 @@ impl EventKind {
                     priority: signal_priority(s.confidence),
                     title: format!("New Signal: {symbol} {pattern}"),
                     message,
-                    metadata: Value::Object(meta),
+                    metadata: Metadata::from_value(&Value::Object(meta)),
                 }
             }
             EventKind::Risk(r) => {
@@ -555,12 +557,12 @@ impl EventKind {
                         percent(limit)
                     ),
                     message: truncate(&message, 1000),
-                    metadata: json!({
+                    metadata: Metadata::from_value(&json!({
                         "risk_type": r.risk_type.as_str(),
                         "current": r.current,
                         "limit": limit,
                         "affected_campaigns": r.affected_campaigns,
-                    }),
+                    })),
                 }
             }
             EventKind::Exit(x) => {
@@ -578,12 +580,12 @@ impl EventKind {
                         ),
                         1000,
                     ),
-                    metadata: json!({
+                    metadata: Metadata::from_value(&json!({
                         "campaign_id": x.campaign_id,
                         "symbol": symbol,
                         "reason": x.reason.trim(),
                         "positions_closed": x.positions_closed,
-                    }),
+                    })),
                 }
             }
             EventKind::SystemError(e) => {
@@ -600,7 +602,7 @@ impl EventKind {
                     priority: Priority::Critical,
                     title: truncate(&format!("System error: {}", e.error_type.trim()), 200),
                     message: truncate(e.message.trim(), 1000),
-                    metadata: Value::Object(meta),
+                    metadata: Metadata::from_value(&Value::Object(meta)),
                 }
             }
             EventKind::Generic(c) | EventKind::Test(c) => c.clone(),
@@ -630,8 +632,8 @@ mod tests {
         assert_eq!(c.priority, Priority::Warning);
         assert_eq!(c.title, "New Signal: AAPL Spring");
         assert_eq!(c.message, "Spring pattern detected on AAPL with 87% confidence — entry 152.35, stop 148.1, 3.2R");
-        assert_eq!(c.metadata["entry_price"], "152.35");
-        assert_eq!(c.metadata["confidence"], 87.0);
+        assert_eq!(c.metadata.value()["entry_price"], "152.35");
+        assert_eq!(c.metadata.value()["confidence"], 87.0);
         assert_eq!(Event::parse(signal(90.0)).unwrap().kind.content().priority, Priority::Critical);
     }
 
@@ -657,7 +659,7 @@ mod tests {
         assert_eq!(s.audience, Audience::Admins);
         let c = s.kind.content();
         assert_eq!(c.priority, Priority::Critical);
-        assert_eq!(c.metadata["stack_trace"].as_str().unwrap().chars().count(), 4000);
+        assert_eq!(c.metadata.value()["stack_trace"].as_str().unwrap().chars().count(), 4000);
         assert_eq!(s.kind.throttle(), Some(Throttle::SystemError { key: "system_error:db_down".into() }));
     }
 

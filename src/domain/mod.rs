@@ -4,6 +4,7 @@
 pub mod delivery;
 pub mod events;
 pub mod json_text;
+pub mod metadata;
 pub mod notification;
 pub mod pii;
 pub mod preferences;

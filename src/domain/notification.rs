@@ -156,7 +156,7 @@ pub struct NotificationContent {
     /// Body.
     pub message: String,
     /// Details.
-    pub metadata: serde_json::Value,
+    pub metadata: super::metadata::Metadata,
     /// Creation time (UTC).
     pub created_at: DateTime<Utc>,
 }
@@ -190,7 +190,7 @@ fn notification_of(id: Uuid, user_id: Uuid, sequence_number: i64, content: &Noti
         priority: content.priority,
         title: content.title.clone(),
         message: content.message.clone(),
-        metadata: content.metadata.clone(),
+        metadata: content.metadata.value(),
         read: false,
         created_at: content.created_at,
     }
@@ -212,9 +212,6 @@ pub struct StoredNotification {
     /// Its `notification_toast` frame when already serialised (PostgreSQL writes it
     /// for the other nodes), so the local tabs get the same bytes without a second pass.
     pub toast_frame: Option<String>,
-    /// Its metadata as the store wrote it (SQLite's JSON text, shared by a broadcast's
-    /// rows), so the toast need not serialise it again.
-    pub metadata_json: Option<Arc<str>>,
 }
 
 impl StoredNotification {
@@ -273,16 +270,13 @@ pub struct ToastTemplate {
 }
 
 impl ToastTemplate {
-    /// The template of `source`, sent at `timestamp`. `metadata_json`: the metadata
-    /// already serialised (as the store wrote it), written as is.
-    pub fn new(source: &NotificationContent, metadata_json: Option<&str>, timestamp: DateTime<Utc>) -> Self {
+    /// The template of `source`, sent at `timestamp`.
+    pub fn new(source: &NotificationContent, timestamp: DateTime<Utc>) -> Self {
         // Field for field the tail of `Notification`'s own serialisation, written by hand
-        // (see `json_text`); the metadata is serialised only when not at hand: it was the
-        // larger part of a toast's serialisation, done a second time here.
-        use super::json_text::{push_str, push_value};
-        let metadata_len =
-            metadata_json.map_or_else(|| super::validation::serialised_len_estimate(&source.metadata), str::len);
-        let mut content = String::with_capacity(160 + source.title.len() + source.message.len() + metadata_len);
+        // (see `json_text`); the metadata is JSON text already.
+        use super::json_text::push_str;
+        let metadata = source.metadata.as_str();
+        let mut content = String::with_capacity(160 + source.title.len() + source.message.len() + metadata.len());
         content.push_str(r#""notification_type":""#);
         content.push_str(source.notification_type.as_str());
         content.push_str(r#"","priority":""#);
@@ -292,10 +286,7 @@ impl ToastTemplate {
         content.push_str(r#","message":"#);
         push_str(&mut content, &source.message);
         content.push_str(r#","metadata":"#);
-        match metadata_json {
-            Some(text) => content.push_str(text),
-            None => push_value(&mut content, &source.metadata),
-        }
+        content.push_str(metadata);
         // A new notification is unread.
         content.push_str(r#","read":false,"created_at":"#);
         super::time_text::push_json(&mut content, &source.created_at);
@@ -353,11 +344,10 @@ impl ToastFrames {
     }
 
     /// The frame of notification `id` of `user_id`, numbered `sequence_number`, saying
-    /// `content`. `metadata_json`: the metadata as the store wrote it, when at hand.
+    /// `content`.
     pub fn frame(
         &mut self,
         content: &Arc<NotificationContent>,
-        metadata_json: Option<&str>,
         (id, user_id, sequence_number): (Uuid, Uuid, i64),
         unread_count: i64,
     ) -> String {
@@ -365,8 +355,7 @@ impl ToastFrames {
             self.last = None;
         }
         let timestamp = self.timestamp;
-        let (_, template) =
-            self.last.get_or_insert_with(|| (content.clone(), ToastTemplate::new(content, metadata_json, timestamp)));
+        let (_, template) = self.last.get_or_insert_with(|| (content.clone(), ToastTemplate::new(content, timestamp)));
         template.frame(id, user_id, sequence_number, unread_count)
     }
 }
@@ -391,6 +380,7 @@ pub enum ServerMessage {
 
 #[cfg(test)]
 mod tests {
+    use super::super::metadata::Metadata;
     use super::*;
     use serde_json::json;
 
@@ -427,7 +417,9 @@ mod tests {
             priority: Priority::Critical,
             title: "Exit \"C-1\" \u{1F6A8}".into(),
             message: "tab\there, back\\slash, control \u{1}".into(),
-            metadata: json!({"campaign_id": "C-1", "positions": [1, 2.5, null, true], "n": {"é": "ü"}}),
+            metadata: Metadata::from_value(
+                &json!({"campaign_id": "C-1", "positions": [1, 2.5, null, true], "n": {"é": "ü"}}),
+            ),
             created_at: Utc::now(),
         };
         let content = Arc::new(content);
@@ -436,18 +428,21 @@ mod tests {
         let second =
             NewNotification { id: Uuid::now_v7(), user_id: Uuid::new_v4(), content: content.clone() }.into_stored(1);
         let at = Utc::now();
-        let template = ToastTemplate::new(&content, None, at);
-        let stored_text = serde_json::to_string(&content.metadata).unwrap();
-        let from_text = ToastTemplate::new(&content, Some(&stored_text), at);
+        let template = ToastTemplate::new(&content, at);
         for (n, unread) in [(&first, 3), (&second, 1)] {
             let expected = NotificationToast::frame(n, unread, at);
             assert_eq!(template.frame(n.id, n.user_id, n.sequence_number, unread), expected);
-            assert_eq!(from_text.frame(n.id, n.user_id, n.sequence_number, unread), expected);
         }
-        // The text is written as it is given, not serialised again.
-        let marked =
-            ToastTemplate::new(&content, Some(r#"{"from":"the store"}"#), at).frame(first.id, first.user_id, 7, 3);
-        assert!(marked.contains(r#""metadata":{"from":"the store"},"read":false"#), "{marked}");
+        // Posted metadata goes out as posted (compact, keys in their order).
+        let posted = NotificationContent {
+            metadata: Metadata::from_posted(
+                serde_json::value::RawValue::from_string(r#"{ "z": 1, "a": "x y" }"#.into()).unwrap(),
+            )
+            .unwrap(),
+            ..(*content).clone()
+        };
+        let marked = ToastTemplate::new(&posted, at).frame(first.id, first.user_id, 7, 3);
+        assert!(marked.contains(r#""metadata":{"z":1,"a":"x y"},"read":false"#), "{marked}");
     }
 
     #[test]
@@ -458,7 +453,7 @@ mod tests {
                 priority: Priority::Info,
                 title: title.into(),
                 message: format!("{title} \"quoted\""),
-                metadata: json!({"title": title}),
+                metadata: Metadata::from_value(&json!({"title": title})),
                 created_at: Utc::now(),
             })
         };
@@ -468,7 +463,7 @@ mod tests {
         for (i, c) in [&a, &a, &b, &a, &b].into_iter().enumerate() {
             let n = NewNotification { id: Uuid::now_v7(), user_id: Uuid::new_v4(), content: c.clone() }
                 .into_stored(i as i64);
-            let frame = frames.frame(c, None, (n.id, n.user_id, n.sequence_number), 2);
+            let frame = frames.frame(c, (n.id, n.user_id, n.sequence_number), 2);
             assert_eq!(frame, NotificationToast::frame(&n, 2, at), "row {i}");
         }
     }
@@ -480,7 +475,7 @@ mod tests {
             priority: Priority::Warning,
             title: "Drawdown".into(),
             message: "near the limit".into(),
-            metadata: json!({"current": 0.18}),
+            metadata: Metadata::from_value(&json!({"current": 0.18})),
             created_at: Utc::now(),
         });
         let (id, user) = (Uuid::now_v7(), Uuid::new_v4());
@@ -491,7 +486,6 @@ mod tests {
             content: content.clone(),
             unread_count: 2,
             toast_frame: None,
-            metadata_json: None,
         };
         assert_eq!(stored.notification(), NewNotification { id, user_id: user, content }.into_stored(4));
         let n = stored.notification();
@@ -527,7 +521,7 @@ mod tests {
             priority: Priority::Warning,
             title: "New Signal: AAPL Spring".into(),
             message: "Spring pattern detected on AAPL with 87% confidence".into(),
-            metadata: json!({"symbol": "AAPL", "confidence": 87}),
+            metadata: Metadata::from_value(&json!({"symbol": "AAPL", "confidence": 87})),
             created_at: created,
         };
         let n = NewNotification { id: Uuid::nil(), user_id: Uuid::nil(), content: Arc::new(content) }.into_stored(7);

@@ -133,7 +133,7 @@ pub mod limits {
     pub const TITLE_MAX_CHARS: usize = 200;
     /// Longest accepted notification message, in characters.
     pub const MESSAGE_MAX_CHARS: usize = 1000;
-    /// Largest accepted metadata object, serialised, in bytes.
+    /// Largest accepted metadata object, as compact JSON text, in bytes.
     pub const METADATA_MAX_BYTES: usize = 16 * 1024;
     /// Lowest allowed confidence threshold.
     pub const THRESHOLD_MIN: i64 = 70;
@@ -454,28 +454,22 @@ pub fn validate_message(message: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
-/// Bytes `value` takes serialised, counted without building the text.
-fn serialised_len(value: &serde_json::Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    serde_json::to_writer(&mut count, value).map_or(usize::MAX, |()| count.0)
-}
-
 /// About the bytes `value` takes serialised, from lengths alone (no escapes counted):
 /// the capacity to serialise it into, so that its buffer is not grown step by step.
 pub fn serialised_len_estimate(value: &serde_json::Value) -> usize {
-    // 20 bytes a number: an i64 or u64 at its longest. At 12, a microsecond timestamp
-    // (16 digits) overran the estimate and moved the buffer once more per event.
-    len_from_lengths(value, 1, 20)
+    use serde_json::Value;
+    match value {
+        Value::Null | Value::Bool(_) => 5,
+        // An i64 or u64 at its longest. At 12, a microsecond timestamp (16 digits)
+        // overran the estimate and moved the buffer once more per event.
+        Value::Number(_) => 20,
+        Value::String(s) => s.len() + 2,
+        // Brackets, and a comma after every element.
+        Value::Array(items) => 2 + items.iter().map(|v| serialised_len_estimate(v) + 1).sum::<usize>(),
+        Value::Object(map) => {
+            2 + map.iter().map(|(k, v)| k.len() + 2 + 1 + serialised_len_estimate(v) + 1).sum::<usize>()
+        }
+    }
 }
 
 /// JSON text of `value` written into a buffer of `capacity` bytes to start with
@@ -485,49 +479,6 @@ pub fn to_json_sized<T: serde::Serialize + ?Sized>(value: &T, capacity: usize) -
     serde_json::to_writer(&mut out, value)?;
     // serde_json writes UTF-8 only.
     Ok(String::from_utf8(out).unwrap_or_default())
-}
-
-/// At least the bytes `value` takes serialised, from lengths alone (no string is
-/// scanned): each character escaped as `\u00XX` at worst, and numbers at their longest
-/// (an f64's shortest round-trip form, sign and exponent included, or an i64/u64).
-fn serialised_len_bound(value: &serde_json::Value) -> usize {
-    len_from_lengths(value, 6, 24)
-}
-
-/// The serialised length of `value` counting `per_byte` bytes for each byte of its
-/// strings (quotes aside) and `number` for each number.
-fn len_from_lengths(value: &serde_json::Value, per_byte: usize, number: usize) -> usize {
-    use serde_json::Value;
-    let string = |s: &str| per_byte * s.len() + 2;
-    let walk = |v: &Value| len_from_lengths(v, per_byte, number);
-    match value {
-        Value::Null | Value::Bool(_) => 5,
-        Value::Number(_) => number,
-        Value::String(s) => string(s),
-        // Brackets, and a comma after every element.
-        Value::Array(items) => 2 + items.iter().map(|v| walk(v) + 1).sum::<usize>(),
-        Value::Object(map) => 2 + map.iter().map(|(k, v)| string(k) + 1 + walk(v) + 1).sum::<usize>(),
-    }
-}
-
-/// Checks metadata: a JSON object of at most 16 KiB once serialised.
-pub fn validate_metadata(metadata: &serde_json::Value) -> Result<(), FieldError> {
-    if !metadata.is_object() {
-        return Err(FieldError::new("metadata", "must be a JSON object"));
-    }
-    // Counting means serialising (escapes and all); most metadata is far below the limit
-    // even at its longest possible form, and is spared that.
-    if serialised_len_bound(metadata) <= limits::METADATA_MAX_BYTES {
-        return Ok(());
-    }
-    let size = serialised_len(metadata);
-    if size > limits::METADATA_MAX_BYTES {
-        return Err(FieldError::new(
-            "metadata",
-            format!("must be at most {} bytes serialised (got {size})", limits::METADATA_MAX_BYTES),
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -678,7 +629,7 @@ mod tests {
     }
 
     #[test]
-    fn title_message_and_metadata_limits() {
+    fn title_and_message_limits() {
         assert!(validate_title(&"t".repeat(200)).is_ok());
         assert_eq!(validate_title(&"t".repeat(201)).unwrap_err().field, "title");
         assert!(validate_title("   ").is_err());
@@ -686,15 +637,20 @@ mod tests {
         assert!(validate_title(&"é".repeat(200)).is_ok());
         assert!(validate_message(&"m".repeat(1000)).is_ok());
         assert_eq!(validate_message(&"m".repeat(1001)).unwrap_err().field, "message");
-        assert!(validate_metadata(&serde_json::json!({"a": 1})).is_ok());
-        assert!(validate_metadata(&serde_json::json!([1])).is_err());
-        let big = serde_json::json!({ "k": "x".repeat(16 * 1024) });
-        assert_eq!(validate_metadata(&big).unwrap_err().field, "metadata");
-        let fits = serde_json::json!({ "k": "x".repeat(16 * 1024 - 8) });
-        assert!(validate_metadata(&fits).is_ok());
-        let escaped = serde_json::json!({ "q\"": ["é\n\u{1}", 1.5, null, {"t": true}] });
-        assert_eq!(serialised_len(&escaped), serde_json::to_vec(&escaped).unwrap().len());
-        assert!(serialised_len_bound(&escaped) >= serialised_len(&escaped));
+    }
+
+    #[test]
+    fn the_estimate_covers_text_without_escapes_and_integers_at_their_longest() {
+        use serde_json::json;
+        for v in [
+            json!({}),
+            json!({"sent_at_us": 1_765_161_234_567_890u64, "pad": "x".repeat(300)}),
+            json!({"min": i64::MIN, "max": u64::MAX, "t": true, "n": null, "list": [1, "two", [], {}]}),
+            json!({"é": "ü€𝄞", "nested": {"deeper": [[[], {}], [null, -7, 123_456_789]]}}),
+        ] {
+            let exact = serde_json::to_string(&v).unwrap().len();
+            assert!(serialised_len_estimate(&v) >= exact, "{v}: {} < {exact}", serialised_len_estimate(&v));
+        }
     }
 
     #[test]
@@ -702,27 +658,5 @@ mod tests {
         assert!(UserId::parse("not-a-uuid").is_err());
         let id = Uuid::new_v4();
         assert_eq!(UserId::parse(&id.to_string()).unwrap().0, id);
-    }
-
-    #[test]
-    fn the_length_bound_is_never_below_the_serialised_length() {
-        use serde_json::json;
-        let values = [
-            json!({}),
-            json!({"a": null, "b": true, "c": false, "d": []}),
-            json!({"f": -1.7976931348623157e308, "g": 5e-324, "h": -9223372036854775808i64, "u": 18446744073709551615u64}),
-            json!({"ctl": "\u{0}\u{1}\u{1f}\"\\\n", "\u{7}key": vec!["\u{1}"; 40]}),
-            json!({"é": "ü€𝄞", "nested": {"deeper": [[[], {}], [null, 0.1, 1e300]]}}),
-        ];
-        for v in values {
-            let exact = serde_json::to_vec(&v).unwrap().len();
-            assert!(serialised_len_bound(&v) >= exact, "{v}: bound {} < {exact}", serialised_len_bound(&v));
-        }
-        // Past the bound, the count decides: plain text that fits is accepted.
-        let fits = json!({"s": "a".repeat(limits::METADATA_MAX_BYTES - 100)});
-        assert!(serialised_len_bound(&fits) > limits::METADATA_MAX_BYTES);
-        assert!(validate_metadata(&fits).is_ok());
-        let too_big = json!({"s": "\u{1}".repeat(limits::METADATA_MAX_BYTES / 6 + 1)});
-        assert_eq!(validate_metadata(&too_big).unwrap_err().field, "metadata");
     }
 }

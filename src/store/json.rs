@@ -22,15 +22,15 @@ pub struct JsonDoc;
 #[diesel(sql_type = JsonDoc)]
 pub struct Json(pub serde_json::Value);
 
-/// A JSON value bound to a [`JsonDoc`] parameter without being moved into a [`Json`]
-/// (a batch's rows share their metadata).
+/// JSON text, valid already, bound to a [`JsonDoc`] parameter as it is (a batch's rows
+/// share their metadata's text).
 #[derive(Debug, Clone, Copy)]
-pub struct JsonRef<'a>(pub &'a serde_json::Value);
+pub struct JsonTextRef<'a>(pub &'a str);
 
-impl ToSql<JsonDoc, Pg> for JsonRef<'_> {
+impl ToSql<JsonDoc, Pg> for JsonTextRef<'_> {
     fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
         out.write_all(&[JSONB_VERSION])?;
-        serde_json::to_writer(out, self.0)?;
+        out.write_all(self.0.as_bytes())?;
         Ok(IsNull::No)
     }
 }

@@ -8,7 +8,7 @@
 //! its time parsing and planning them.
 
 use super::json::JsonDoc;
-use super::json::JsonRef;
+use super::json::JsonTextRef;
 use super::repository::{uuid_text, DeliveryRow, NewRow, INSERT_DELIVERIES, NOTIFICATIONS_COLUMNS};
 use super::StoreError;
 use crate::id_maps::IdMap;
@@ -66,7 +66,7 @@ struct InsertNotifications<'a> {
     priorities: Vec<&'a str>,
     titles: Vec<&'a str>,
     messages: Vec<&'a str>,
-    metadata: Vec<JsonRef<'a>>,
+    metadata: Vec<JsonTextRef<'a>>,
     read: Vec<bool>,
     toast: Vec<bool>,
     created_at: Vec<NaiveDateTime>,
@@ -203,7 +203,7 @@ pub(super) async fn insert_notifications(mut conn: &AsyncPgConnection, rows: &[N
         priorities: text(|r| r.content.priority.as_str()),
         titles: text(|r| &r.content.title),
         messages: text(|r| &r.content.message),
-        metadata: rows.iter().map(|r| JsonRef(&r.content.metadata)).collect(),
+        metadata: rows.iter().map(|r| JsonTextRef(r.content.metadata.as_str())).collect(),
         read: vec![false; rows.len()],
         toast: rows.iter().map(|r| r.toast).collect(),
         created_at,

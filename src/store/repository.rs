@@ -177,7 +177,6 @@ impl NewRow {
             content: self.content,
             unread_count,
             toast_frame: None,
-            metadata_json: None,
         }
     }
 }
@@ -210,7 +209,7 @@ impl NumberedBatch {
             .clone()
             .map(|(row, unread)| {
                 let elsewhere = row.toast && remote_tabs.is_some_and(|r| r.elsewhere(&row.user_id));
-                elsewhere.then(|| toasts.frame(&row.content, None, (row.id, row.user_id, row.sequence_number), *unread))
+                elsewhere.then(|| toasts.frame(&row.content, (row.id, row.user_id, row.sequence_number), *unread))
             })
             .collect();
         let committed = rows.zip(&frames).map(|((row, unread), frame)| crate::cluster::CommittedRow {
@@ -305,12 +304,8 @@ pub fn store_batch_sqlite(
 ) -> Result<Vec<StoredNotification>, StoreError> {
     let Some(Prepared { batch, per_user, now }) = Prepared::new(batch) else { return Ok(Vec::new()) };
     log_restart.before_write(conn);
-    let (numbered, metadata) = super::sqlite_batch::store(conn, counters, &per_user, now, batch)?;
-    let mut stored = numbered.into_stored();
-    for (s, text) in stored.iter_mut().zip(metadata) {
-        s.metadata_json = Some(text);
-    }
-    Ok(stored)
+    let numbered = super::sqlite_batch::store(conn, counters, &per_user, now, batch)?;
+    Ok(numbered.into_stored())
 }
 
 /// The PostgreSQL half of the group commit (see [`store_batch_sqlite`]), which also

@@ -27,38 +27,33 @@ static_query_id!(InsertDelivery);
 const ON_CONFLICT: &str = "OR FAIL";
 
 /// Numbers the batch from the writer's counters (see [`super::sqlite_counters`]) and
-/// inserts it with its outbox rows, in one `IMMEDIATE` transaction. Answers with each
-/// row's metadata as written (JSON text, one per run of rows that share it), for their
-/// toasts.
+/// inserts it with its outbox rows, in one `IMMEDIATE` transaction.
 pub(super) fn store(
     conn: &mut SqliteConnection,
     counters: &UserCounters,
     per_user: &[(Uuid, i64)],
     now: NaiveDateTime,
     batch: Vec<StoreItem>,
-) -> QueryResult<(NumberedBatch, Vec<Arc<str>>)> {
+) -> QueryResult<NumberedBatch> {
     let stored = conn.immediate_transaction(|conn| {
         let Reserved { starts, after } = counters.reserve(conn, per_user, now)?;
         let numbered = number_batch(batch, starts, now)?;
-        // An event's rows share their content (a broadcast's thousands): its metadata and
-        // time are written once for all of them (escaping the metadata was a few per
-        // cent of each stored delivery).
-        let (mut texts, mut times): (Vec<Arc<str>>, Vec<String>) = (Vec::new(), Vec::new());
+        // An event's rows share their content (a broadcast's thousands): its time is
+        // written once for all of them.
+        let mut times: Vec<String> = Vec::new();
         let mut last_content: Option<&Arc<NotificationContent>> = None;
-        let mut prepared = Vec::with_capacity(numbered.notifications.len());
+        let mut rows = Vec::with_capacity(numbered.notifications.len());
         for row in &numbered.notifications {
             if !last_content.is_some_and(|c| Arc::ptr_eq(c, &row.content)) {
-                let metadata = &row.content.metadata;
-                let capacity = crate::domain::validation::serialised_len_estimate(metadata);
-                let text = crate::domain::json_text::value_to_string(metadata, capacity);
-                texts.push(Arc::from(text));
                 times.push(crate::domain::time_text::sqlite(&row.content.created_at.naive_utc()));
                 last_content = Some(&row.content);
             }
-            prepared.push((row, texts.len() - 1));
+            rows.push((row, times.len() - 1));
         }
-        let rows: Vec<RowBinds> =
-            prepared.iter().map(|&(row, c)| RowBinds { row, metadata: &texts[c], created_at: &times[c] }).collect();
+        let rows: Vec<RowBinds> = rows
+            .iter()
+            .map(|&(row, t)| RowBinds { row, metadata: row.content.metadata.as_str(), created_at: &times[t] })
+            .collect();
         // A run of an event's rows binds its content once per statement; the rows
         // between such runs go in statements of whole rows.
         let mut alone_from = 0;
@@ -77,10 +72,9 @@ pub(super) fn store(
         for row in &numbered.deliveries {
             InsertDelivery(row).execute(conn)?;
         }
-        let row_metadata = prepared.iter().map(|&(_, c)| texts[c].clone()).collect();
         // Still holding the write lock: nothing can forget these users before this.
         counters.record(after);
-        Ok((numbered, row_metadata))
+        Ok(numbered)
     });
     if stored.is_err() {
         // Rolled back, perhaps by a commit that failed after the batch was recorded: the
@@ -93,7 +87,7 @@ pub(super) fn store(
 /// A row to insert, with the texts bound for it.
 struct RowBinds<'a> {
     row: &'a NewRow,
-    /// The row's metadata serialised (what `JsonDoc` writes on SQLite: the JSON text).
+    /// The row's metadata (what `JsonDoc` writes on SQLite: the JSON text).
     metadata: &'a str,
     /// The row's time as diesel writes a SQLite `TIMESTAMP`, written without chrono's
     /// formatter (see `domain::time_text`).

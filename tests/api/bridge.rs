@@ -223,6 +223,8 @@ crate::on_both_backends! {
             (json!({"type": "notification", "user_id": user, "notification_type": "risk_warning", "priority": "loud", "title": "t"}), "priority"),
             (json!({"type": "notification", "user_id": user, "notification_type": "risk_warning", "priority": "info", "title": "t".repeat(201)}), "title"),
             (json!({"type": "emergency_exit", "user_id": user, "exit": exit_event(user)["exit"], "extra": true}), "extra"),
+            (json!({"type": "notification", "user_id": user, "notification_type": "risk_warning", "priority": "info", "title": "t", "metadata": [1]}), "metadata"),
+            (json!({"type": "notification", "user_id": user, "notification_type": "risk_warning", "priority": "info", "title": "t", "metadata": {"s": "x".repeat(16_400)}}), "metadata"),
         ] {
             let res = app.post_event(&body).await;
             let err = assert_error(res, 422, "VALIDATION_FAILED").await;
@@ -235,6 +237,40 @@ crate::on_both_backends! {
             assert_eq!(err["error"]["message"], format!("no route for {method} /api/v1/events"));
         }
         assert_eq!(inbox_total(&app, user).await, 1, "only the accepted service-JWT event was stored");
+    }
+
+    async fn posted_metadata_is_stored_and_toasted_as_its_compact_text(app) {
+        let user = Uuid::new_v4();
+        let mut ws = app.ws_as(user, Role::User, None).await;
+        ws.until_ready().await;
+        // Pretty printed, keys not in order, spaces inside a string and an escaped quote.
+        let body = format!(
+            "{{\"type\": \"notification\", \"user_id\": \"{user}\", \"notification_type\": \"signal_generated\",\n \
+             \"priority\": \"info\", \"title\": \"t\", \"metadata\": {{\n  \"z\": 1,\n  \"a\": \"x  \\\" y\",\n  \"n\": {{ \"k\": [ 1, 2 ] }}\n}}}}"
+        );
+        let url = format!("{}/api/v1/events", app.address);
+        let res = app.client.post(&url).bearer_auth(SERVICE_TOKEN).header("content-type", "application/json").body(body).send().await.unwrap();
+        assert_eq!(res.status(), 202);
+        let answer: Value = res.json().await.unwrap();
+        let expected = json!({"z": 1, "a": "x  \" y", "n": {"k": [1, 2]}});
+        let toast = ws.next_toast().await;
+        assert_eq!(toast["notification"]["metadata"], expected, "{toast}");
+        let page: Value = app.get("/api/v1/notifications", &app.token(user, Role::User)).await.json().await.unwrap();
+        assert_eq!(page["data"][0]["metadata"], expected, "{page}");
+        let id = answer["notifications"][0]["notification_id"].as_str().unwrap().to_string();
+        let rows = crate::helpers::notification_rows(&app, vec![id.clone()]).await;
+        assert_eq!(rows[&id].metadata, expected);
+        if app.backend == Backend::Sqlite {
+            // The text as posted, without the whitespace between tokens.
+            let text = app.state.store.call(move |db| async move {
+                use diesel_async::RunQueryDsl;
+                let sql = format!("(SELECT metadata FROM notifications WHERE id = '{id}')");
+                Ok(notifyhub::with_conn!(&db, conn => {
+                    diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(&sql)).get_result::<String>(conn).await?
+                }))
+            }).await.unwrap();
+            assert_eq!(text, r#"{"z":1,"a":"x  \" y","n":{"k":[1,2]}}"#);
+        }
     }
 
     async fn bodies_sent_in_chunks_are_read_whole_and_bounded(app) {

@@ -483,7 +483,7 @@ pub fn new_notification(user: Uuid, kind: NotificationType, title: &str) -> NewN
             priority: Priority::Info,
             title: title.to_string(),
             message: format!("{title} message"),
-            metadata: serde_json::json!({"source": "test"}),
+            metadata: notifyhub::domain::metadata::Metadata::from_value(&serde_json::json!({"source": "test"})),
             created_at: chrono::Utc::now(),
         }),
     }

@@ -4,6 +4,7 @@ use crate::helpers::{new_notification, spawn_with_env, TestApp};
 use notifyhub::actors::persistence::StoreHandle;
 use notifyhub::auth::Role;
 use notifyhub::config::{Settings, Source};
+use notifyhub::domain::metadata::Metadata;
 use notifyhub::domain::{NewNotification, NotificationType};
 use notifyhub::store::repository::StoreItem;
 use serde_json::json;
@@ -124,7 +125,7 @@ crate::on_both_backends! {
             .iter()
             .map(|(title, m)| {
                 let mut notification = new_notification(user, NotificationType::SignalGenerated, title);
-                std::sync::Arc::make_mut(&mut notification.content).metadata = m.clone();
+                std::sync::Arc::make_mut(&mut notification.content).metadata = Metadata::from_value(m);
                 StoreItem { notification, deliveries: Vec::new(), toast: true }
             })
             .collect();
@@ -149,7 +150,7 @@ crate::on_both_backends! {
         let batch = (0..87)
             .map(|i| {
                 let mut notification = new_notification(users[i % 3], NotificationType::SignalGenerated, &format!("row {i}"));
-                std::sync::Arc::make_mut(&mut notification.content).metadata = json!({"row": i, "shared": i / 10});
+                std::sync::Arc::make_mut(&mut notification.content).metadata = Metadata::from_value(&json!({"row": i, "shared": i / 10}));
                 StoreItem { notification, deliveries: Vec::new(), toast: i % 5 != 0 }
             })
             .collect();
@@ -185,7 +186,7 @@ crate::on_both_backends! {
         let shared = |title: &str, time: &str| {
             let mut n = new_notification(Uuid::nil(), NotificationType::EmergencyExit, title);
             let c = std::sync::Arc::make_mut(&mut n.content);
-            c.metadata = json!({"run": title, "quote": "\"é\""});
+            c.metadata = Metadata::from_value(&json!({"run": title, "quote": "\"é\""}));
             c.created_at = at(time);
             n.content
         };
@@ -516,27 +517,6 @@ fn sqlite_migration_seven_keeps_every_row_and_the_outbox_key() {
              VALUES ('n3', 'u1', 2, 'risk_warning', 'warning', 't', 'm', '{}', '2026-12-01 10:00:04')",
     );
     assert!(duplicate.is_err());
-}
-
-/// A SQLite batch hands back each row's metadata as it wrote it, one text for the rows
-/// of one event (which share their content), so their toasts need not serialise it again.
-#[actix_web::test]
-async fn a_sqlite_batch_hands_back_the_metadata_text_it_wrote() {
-    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite).await.unwrap();
-    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-    let mut own = new_notification(a, NotificationType::RiskWarning, "own");
-    std::sync::Arc::make_mut(&mut own.content).metadata = json!({"current": 0.18, "note": "quote \" and é"});
-    let to_a = new_notification(a, NotificationType::SignalGenerated, "shared");
-    let to_b = NewNotification { id: Uuid::new_v4(), user_id: b, content: to_a.content.clone() };
-    let batch = vec![to_a, to_b, own];
-    let pending = batch.into_iter().map(|notification| StoreItem { notification, deliveries: Vec::new(), toast: true });
-    let stored = app.state.store.store_notifications(pending.collect()).await.expect("store");
-    let texts: Vec<_> = stored.iter().map(|s| s.metadata_json.clone().expect("the stored text")).collect();
-    for (s, text) in stored.iter().zip(&texts) {
-        assert_eq!(**text, serde_json::to_string(&s.content.metadata).unwrap());
-    }
-    assert!(std::sync::Arc::ptr_eq(&texts[0], &texts[1]), "the rows of one event share one text");
-    assert!(!std::sync::Arc::ptr_eq(&texts[1], &texts[2]));
 }
 
 /// The rows of one event share their content. Stored with a time finer than the
