@@ -36,16 +36,35 @@ pub struct Profile {
     pub has_push: bool,
 }
 
+/// Profiles cached at most. Every recipient ever notified stays cached (an expired
+/// profile is reloaded, not removed), so a stream of events to ever new users, or ids a
+/// broken service makes up, would grow the cache without end: past this, expired
+/// profiles go, and if that is not enough, all of them.
+const MAX_PROFILES: usize = 100_000;
+
 /// Recipients' profiles, cached; invalidated when preferences or subscriptions change.
 pub struct ProfileCache {
     map: IdDashMap<Uuid, (Arc<Profile>, Instant)>,
     pii: PiiCipher,
+    /// Profiles kept at most ([`MAX_PROFILES`]; fewer in tests).
+    capacity: usize,
 }
 
 impl ProfileCache {
     /// An empty cache.
     pub fn new(pii: PiiCipher) -> Arc<Self> {
-        Arc::new(Self { map: IdDashMap::default(), pii })
+        Arc::new(Self { map: IdDashMap::default(), pii, capacity: MAX_PROFILES })
+    }
+
+    /// Caches `profile` for `id`, making room first when the cache is full.
+    fn remember(&self, id: Uuid, profile: Arc<Profile>) {
+        if self.map.len() >= self.capacity {
+            self.map.retain(|_, (_, at)| at.elapsed() < PROFILE_TTL);
+            if self.map.len() >= self.capacity {
+                self.map.clear();
+            }
+        }
+        self.map.insert(id, (profile, Instant::now()));
     }
 
     /// Forgets a user's profile (their preferences or subscriptions changed).
@@ -88,7 +107,7 @@ impl ProfileCache {
                 }
             };
             let profile = Arc::new(Profile { prefs, has_push: push.contains(&id) });
-            self.map.insert(id, (profile.clone(), Instant::now()));
+            self.remember(id, profile.clone());
             out.insert(id, profile);
         }
         Ok(out)
@@ -423,5 +442,53 @@ impl Handler<RaiseOwnError> for Dispatcher {
                 Err(e) => tracing::error!(error = %e, "could not raise own system error"),
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(capacity: usize) -> ProfileCache {
+        ProfileCache { map: IdDashMap::default(), pii: PiiCipher::new(&[7; 32]), capacity }
+    }
+
+    fn profile(user: Uuid) -> Arc<Profile> {
+        Arc::new(Profile { prefs: NotificationPreferences::defaults(user), has_push: false })
+    }
+
+    #[test]
+    fn a_full_cache_drops_its_expired_profiles_first() {
+        let cache = cache(3);
+        let (old, fresh) = (Uuid::new_v4(), Uuid::new_v4());
+        let long_ago = Instant::now().checked_sub(PROFILE_TTL * 2).expect("an instant that far back");
+        cache.map.insert(old, (profile(old), long_ago));
+        cache.remember(fresh, profile(fresh));
+        let another = Uuid::new_v4();
+        cache.remember(another, profile(another));
+        assert_eq!(cache.map.len(), 3, "not full yet: nothing goes");
+        let newest = Uuid::new_v4();
+        cache.remember(newest, profile(newest));
+        assert!(!cache.map.contains_key(&old), "the expired profile made room");
+        assert!([fresh, another, newest].iter().all(|u| cache.map.contains_key(u)));
+    }
+
+    #[test]
+    fn a_cache_full_of_fresh_profiles_starts_afresh() {
+        let cache = cache(3);
+        let users: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+        for u in &users {
+            cache.remember(*u, profile(*u));
+        }
+        let newest = Uuid::new_v4();
+        cache.remember(newest, profile(newest));
+        assert_eq!(cache.map.len(), 1);
+        assert!(cache.map.contains_key(&newest));
+        // However many users come, it never holds more than its capacity.
+        for _ in 0..100 {
+            let u = Uuid::new_v4();
+            cache.remember(u, profile(u));
+            assert!(cache.map.len() <= 3);
+        }
     }
 }
