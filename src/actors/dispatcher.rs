@@ -87,13 +87,7 @@ impl ProfileCache {
             return Ok(out);
         }
         let query_ids = missing.clone();
-        let (docs, push) = store
-            .call(move |db| async move {
-                let docs = bridge::preferences_of(&db, &query_ids).await?;
-                let push = bridge::users_with_push(&db, &query_ids).await?;
-                Ok((docs, push))
-            })
-            .await?;
+        let (docs, push) = store.call(move |db| async move { bridge::profiles_of(&db, &query_ids).await }).await?;
         let mut docs = docs;
         for id in missing {
             // One unreadable record (a wrong NOTIFYHUB_PII_KEY, a damaged row) must not

@@ -198,6 +198,61 @@ pub async fn admin_ids(db: &Db) -> Result<Vec<Uuid>, StoreError> {
     })
 }
 
+static_query_id!(ReadProfiles);
+
+/// Each of `ids` with its preferences document (NULL when never saved) and whether it has
+/// a push subscription: a fixed text and a static query id, so that the connection
+/// prepares it once (a `sql_query` is prepared anew for every execution).
+struct ReadProfiles<'a> {
+    ids: &'a [String],
+}
+
+impl diesel::query_builder::Query for ReadProfiles<'_> {
+    type SqlType = (Text, diesel::sql_types::Nullable<super::json::JsonDoc>, diesel::sql_types::Bool);
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for ReadProfiles<'_> {
+    fn walk_ast<'b>(&'b self, mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "SELECT ids.id, p.preferences, EXISTS (SELECT 1 FROM push_subscriptions s WHERE s.user_id = ids.id) \
+             FROM unnest(",
+        );
+        out.push_bind_param::<diesel::sql_types::Array<Text>, _>(&self.ids)?;
+        out.push_sql(") AS ids (id) LEFT JOIN notification_preferences p ON p.user_id = ids.id");
+        Ok(())
+    }
+}
+
+/// What the rules read of these users: their stored preferences documents (absent =
+/// defaults) and which of them have a push subscription. On PostgreSQL one statement
+/// answers both: a profile the cache lacks (a user's first event on this node) cost two
+/// round trips, each a statement for the database to run.
+pub async fn profiles_of(
+    db: &Db,
+    ids: &[Uuid],
+) -> Result<(HashMap<Uuid, serde_json::Value>, HashSet<Uuid>), StoreError> {
+    let pool = match db {
+        Db::Sqlite(_) => return Ok((preferences_of(db, ids).await?, users_with_push(db, ids).await?)),
+        Db::Postgres(pool) => pool,
+    };
+    let (mut docs, mut push) = (HashMap::new(), HashSet::new());
+    let mut conn = pool.get().await.map_err(StoreError::from)?;
+    for chunk in ids.chunks(1000) {
+        let keys: Vec<String> = chunk.iter().map(Uuid::to_string).collect();
+        let rows: Vec<(String, Option<Json>, bool)> = ReadProfiles { ids: &keys }.load(&mut *conn).await?;
+        for (id, preferences, has_push) in rows {
+            let Ok(id) = Uuid::parse_str(&id) else { continue };
+            if let Some(doc) = preferences {
+                docs.insert(id, doc.0);
+            }
+            if has_push {
+                push.insert(id);
+            }
+        }
+    }
+    Ok((docs, push))
+}
+
 /// The stored preferences documents of these users (absent = defaults).
 pub async fn preferences_of(db: &Db, ids: &[Uuid]) -> Result<HashMap<Uuid, serde_json::Value>, StoreError> {
     let mut out = HashMap::new();

@@ -757,6 +757,25 @@ crate::on_both_backends! {
     assert_eq!(outbox["data"].as_array().unwrap().len(), 30, "30 SMS in the hour, no more");
     }
 
+    async fn push_is_routed_only_to_recipients_with_a_subscription(app) {
+    let (with, without) = (Uuid::new_v4(), Uuid::new_v4());
+    let device = BrowserKeys::new().subscription("https://fcm.googleapis.com/fcm/send/device-a");
+    assert_eq!(app.post("/api/v1/push/subscriptions", &app.token(with, Role::User), &device).await.status(), 201);
+    for user in [with, without] {
+        set_prefs(&app, user, json!({"push_enabled": true})).await;
+    }
+    let mut event = exit_event(with);
+    event.as_object_mut().unwrap().remove("user_id");
+    event["user_ids"] = json!([with, without]);
+    let answer = app.event(event, 202).await;
+    let channels_of = |user: Uuid| {
+        let n = answer["notifications"].as_array().unwrap().iter().find(|n| n["user_id"] == user.to_string());
+        n.map(|n| n["channels"].clone())
+    };
+    assert_eq!(channels_of(with), Some(json!(["toast", "push"])), "{answer}");
+    assert_eq!(channels_of(without), Some(json!(["toast"])), "{answer}");
+    }
+
     async fn a_user_keeps_their_ten_newest_push_subscriptions(app) {
     let user = Uuid::new_v4();
     let token = app.token(user, Role::User);
