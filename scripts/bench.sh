@@ -210,7 +210,8 @@ if names:
         cells = []
         for s in ("user", "broadcast", "ingest"):
             t = split[s].get(n)
-            cells.append(f"{t['user_us_per_message']} + {t['system_us_per_message']}" if t else "—")
+            # Medians of halves can come out as 0.30000000000000004.
+            cells.append(f"{round(t['user_us_per_message'], 2)} + {round(t['system_us_per_message'], 2)}" if t else "—")
         print(f"| {n:<36} | {cells[0]:>22} | {cells[1]:>22} | {cells[2]:>22} |")
 # The hub on PostgreSQL beside the hub on SQLite, when this invocation ran both.
 if any(load('notifyhub-pg', s) for s in ("user", "broadcast", "rate", "ingest")):
