@@ -67,6 +67,7 @@ pub struct Metrics {
     slow_consumers: AtomicU64,
     store_batches: AtomicU64,
     replay_reads: AtomicU64,
+    profile_reads: AtomicU64,
     users_elsewhere: AtomicU64,
     cluster_alone: std::sync::atomic::AtomicBool,
 }
@@ -106,6 +107,11 @@ impl Metrics {
     /// Counts a page of notifications read back for a socket (joining, catching up).
     pub fn add_replay_read(&self) {
         self.replay_reads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a read of recipients' profiles the cache lacked.
+    pub fn add_profile_read(&self) {
+        self.profile_reads.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a socket cut off for not reading.
@@ -219,6 +225,12 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE notifyhub_ws_replay_reads_total counter");
         let _ = writeln!(out, "notifyhub_ws_replay_reads_total {}", self.replay_reads.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "# HELP notifyhub_profile_reads_total Database reads of recipients' profiles the cache lacked (one read serves the events that waited for it)."
+        );
+        let _ = writeln!(out, "# TYPE notifyhub_profile_reads_total counter");
+        let _ = writeln!(out, "notifyhub_profile_reads_total {}", self.profile_reads.load(Ordering::Relaxed));
         let _ = writeln!(
             out,
             "# HELP notifyhub_cluster_users_elsewhere Users with a tab on another node (their toasts' frames go in the NOTIFY)."

@@ -183,7 +183,7 @@ impl Application {
         let sessions = Sessions::new(store.clone(), metrics.clone(), cluster.then(|| node_id.clone()));
         store.set_fanout(sessions.clone()).await;
         let pii = PiiCipher::new(&settings.pii_key);
-        let profiles = ProfileCache::new(pii.clone());
+        let profiles = ProfileCache::new(pii.clone(), metrics.clone());
         let mut cluster_listener = None;
         if let (crate::config::DatabaseUrl::Postgres(url), Some(remote)) = (&settings.database_url, &remote_tabs) {
             let listener = crate::cluster::Listener {

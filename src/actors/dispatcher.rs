@@ -8,105 +8,19 @@
 //! arbiter), so many in flight share one group-commit batch.
 
 use super::persistence::StoreHandle;
+pub use super::profiles::{Profile, ProfileCache};
 use crate::clock::Clock;
-use crate::crypto::PiiCipher;
 use crate::domain::delivery::NewDelivery;
 use crate::domain::events::{Audience, ErrorPayload, Event, EventKind, Throttle};
 use crate::domain::rules::{self, route, signal_passes};
 use crate::domain::{Channel, NewNotification, NotificationPreferences};
-use crate::id_maps::{IdDashMap, IdMap};
 use crate::store::repository::StoreItem;
-use crate::store::{bridge, preferences_doc, StoreError};
+use crate::store::{bridge, StoreError};
 use actix::prelude::*;
 use serde::Serialize;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use uuid::Uuid;
-
-/// How long a cached profile is trusted without a reload (a safety net for changes
-/// made through another node; changes made here invalidate at once).
-const PROFILE_TTL: Duration = Duration::from_secs(60);
-
-/// What the rules need to know about a recipient.
-#[derive(Debug, Clone)]
-pub struct Profile {
-    /// Preferences (defaults when never saved).
-    pub prefs: NotificationPreferences,
-    /// Whether the user has a push subscription.
-    pub has_push: bool,
-}
-
-/// Profiles cached at most. Every recipient ever notified stays cached (an expired
-/// profile is reloaded, not removed), so a stream of events to ever new users, or ids a
-/// broken service makes up, would grow the cache without end: past this, expired
-/// profiles go, and if that is not enough, all of them.
-const MAX_PROFILES: usize = 100_000;
-
-/// Recipients' profiles, cached; invalidated when preferences or subscriptions change.
-pub struct ProfileCache {
-    map: IdDashMap<Uuid, (Arc<Profile>, Instant)>,
-    pii: PiiCipher,
-    /// Profiles kept at most ([`MAX_PROFILES`]; fewer in tests).
-    capacity: usize,
-}
-
-impl ProfileCache {
-    /// An empty cache.
-    pub fn new(pii: PiiCipher) -> Arc<Self> {
-        Arc::new(Self { map: IdDashMap::default(), pii, capacity: MAX_PROFILES })
-    }
-
-    /// Caches `profile` for `id`, making room first when the cache is full.
-    fn remember(&self, id: Uuid, profile: Arc<Profile>) {
-        if self.map.len() >= self.capacity {
-            self.map.retain(|_, (_, at)| at.elapsed() < PROFILE_TTL);
-            if self.map.len() >= self.capacity {
-                self.map.clear();
-            }
-        }
-        self.map.insert(id, (profile, Instant::now()));
-    }
-
-    /// Forgets a user's profile (their preferences or subscriptions changed).
-    pub fn invalidate(&self, user: Uuid) {
-        self.map.remove(&user);
-    }
-
-    async fn load(&self, store: &StoreHandle, ids: &[Uuid]) -> Result<IdMap<Uuid, Arc<Profile>>, StoreError> {
-        let mut out = crate::id_maps::map_with_capacity(ids.len());
-        let mut missing = Vec::new();
-        for id in ids {
-            match self.map.get(id) {
-                Some(e) if e.1.elapsed() < PROFILE_TTL => {
-                    out.insert(*id, e.0.clone());
-                }
-                _ => missing.push(*id),
-            }
-        }
-        if missing.is_empty() {
-            return Ok(out);
-        }
-        let query_ids = missing.clone();
-        let (docs, push) = store.call(move |db| async move { bridge::profiles_of(&db, &query_ids).await }).await?;
-        let mut docs = docs;
-        for id in missing {
-            // One unreadable record (a wrong NOTIFYHUB_PII_KEY, a damaged row) must not
-            // fail the event for every other recipient: that user gets the defaults,
-            // which reach no address (toast and inbox only), and the operator a log line.
-            let prefs = match preferences_doc::decode_or_default(docs.remove(&id), id, &self.pii) {
-                Ok(prefs) => prefs,
-                Err(e) => {
-                    tracing::error!(user_id = %id, error = %e, "unreadable preferences; this recipient gets the defaults");
-                    NotificationPreferences::defaults(id)
-                }
-            };
-            let profile = Arc::new(Profile { prefs, has_push: push.contains(&id) });
-            self.remember(id, profile.clone());
-            out.insert(id, profile);
-        }
-        Ok(out)
-    }
-}
 
 /// One notification the bridge reports back.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -436,53 +350,5 @@ impl Handler<RaiseOwnError> for Dispatcher {
                 Err(e) => tracing::error!(error = %e, "could not raise own system error"),
             }
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cache(capacity: usize) -> ProfileCache {
-        ProfileCache { map: IdDashMap::default(), pii: PiiCipher::new(&[7; 32]), capacity }
-    }
-
-    fn profile(user: Uuid) -> Arc<Profile> {
-        Arc::new(Profile { prefs: NotificationPreferences::defaults(user), has_push: false })
-    }
-
-    #[test]
-    fn a_full_cache_drops_its_expired_profiles_first() {
-        let cache = cache(3);
-        let (old, fresh) = (Uuid::new_v4(), Uuid::new_v4());
-        let long_ago = Instant::now().checked_sub(PROFILE_TTL * 2).expect("an instant that far back");
-        cache.map.insert(old, (profile(old), long_ago));
-        cache.remember(fresh, profile(fresh));
-        let another = Uuid::new_v4();
-        cache.remember(another, profile(another));
-        assert_eq!(cache.map.len(), 3, "not full yet: nothing goes");
-        let newest = Uuid::new_v4();
-        cache.remember(newest, profile(newest));
-        assert!(!cache.map.contains_key(&old), "the expired profile made room");
-        assert!([fresh, another, newest].iter().all(|u| cache.map.contains_key(u)));
-    }
-
-    #[test]
-    fn a_cache_full_of_fresh_profiles_starts_afresh() {
-        let cache = cache(3);
-        let users: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
-        for u in &users {
-            cache.remember(*u, profile(*u));
-        }
-        let newest = Uuid::new_v4();
-        cache.remember(newest, profile(newest));
-        assert_eq!(cache.map.len(), 1);
-        assert!(cache.map.contains_key(&newest));
-        // However many users come, it never holds more than its capacity.
-        for _ in 0..100 {
-            let u = Uuid::new_v4();
-            cache.remember(u, profile(u));
-            assert!(cache.map.len() <= 3);
-        }
     }
 }

@@ -4,6 +4,7 @@
 pub mod channel;
 pub mod dispatcher;
 pub mod persistence;
+pub mod profiles;
 pub mod session;
 mod sqlite_writer;
 pub mod ws;

@@ -273,6 +273,28 @@ crate::on_both_backends! {
         }
     }
 
+    async fn profiles_missed_together_are_read_together(app) {
+        let users: Vec<Uuid> = (0..8).map(|_| Uuid::new_v4()).collect();
+        // One has saved preferences and one a push subscription: each still gets its own.
+        let res = app.post("/api/v1/notifications/preferences", &app.token(users[0], Role::User), &json!({"min_confidence_threshold": 95})).await;
+        assert_eq!(res.status(), 200);
+        let device = crate::standins::BrowserKeys::new().subscription("https://fcm.googleapis.com/fcm/send/device-a");
+        assert_eq!(app.post("/api/v1/push/subscriptions", &app.token(users[1], Role::User), &device).await.status(), 201);
+        let reads = || crate::helpers::metric(&app.client, &app.address, "notifyhub_profile_reads_total");
+        let before = reads().await;
+        // Eight events' lookups at once, as concurrent events make them.
+        let (profiles, store) = (&app.state.profiles, &app.state.store);
+        let found = futures_util::future::join_all(users.iter().map(|u| profiles.load(store, std::slice::from_ref(u)))).await;
+        assert_eq!(reads().await - before, 1, "eight misses, one read");
+        let profile = |i: usize| found[i].as_ref().expect("read")[&users[i]].clone();
+        assert_eq!(profile(0).prefs.min_confidence_threshold.get(), 95);
+        assert_eq!((profile(1).has_push, profile(2).has_push), (true, false));
+        assert_eq!(profile(2).prefs.min_confidence_threshold.get(), 85, "never saved: the defaults");
+        // Cached now: no read at all.
+        profiles.load(store, &users).await.expect("cached");
+        assert_eq!(reads().await - before, 1);
+    }
+
     async fn bodies_sent_in_chunks_are_read_whole_and_bounded(app) {
         let user = Uuid::new_v4();
         let event = info_event(user, "in three chunks").to_string();
