@@ -47,6 +47,9 @@ pub struct ProfileCache {
     capacity: usize,
     reads: Arc<Mutex<Reads>>,
     metrics: Arc<Metrics>,
+    /// Moves at every invalidation: a read begun before one may have read what the
+    /// invalidation replaced, so what it found serves its events but is not cached.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// What one read found: the stored preferences documents, and who has a push subscription.
@@ -71,11 +74,19 @@ impl ProfileCache {
     }
 
     fn with_capacity(pii: PiiCipher, metrics: Arc<Metrics>, capacity: usize) -> Self {
-        Self { map: IdDashMap::default(), pii, capacity, reads: Arc::default(), metrics }
+        Self {
+            map: IdDashMap::default(),
+            pii,
+            capacity,
+            reads: Arc::default(),
+            metrics,
+            generation: Default::default(),
+        }
     }
 
     /// Forgets a user's profile (their preferences or subscriptions changed).
     pub fn invalidate(&self, user: Uuid) {
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.map.remove(&user);
     }
 
@@ -105,7 +116,9 @@ impl ProfileCache {
         if missing.is_empty() {
             return Ok(out);
         }
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
         let found = read_gathered(&self.reads, store, &self.metrics, missing.clone()).await?;
+        let current = self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation;
         let (docs, push) = &*found;
         for id in missing {
             // One unreadable record (a wrong NOTIFYHUB_PII_KEY, a damaged row) must not
@@ -119,7 +132,9 @@ impl ProfileCache {
                 }
             };
             let profile = Arc::new(Profile { prefs, has_push: push.contains(&id) });
-            self.remember(id, profile.clone());
+            if current {
+                self.remember(id, profile.clone());
+            }
             out.insert(id, profile);
         }
         Ok(out)

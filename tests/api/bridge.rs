@@ -293,6 +293,18 @@ crate::on_both_backends! {
         // Cached now: no read at all.
         profiles.load(store, &users).await.expect("cached");
         assert_eq!(reads().await - before, 1);
+        // A read under way when a profile changes serves its event but is not kept: it may
+        // hold what the change replaced.
+        let stranger = Uuid::new_v4();
+        let mut loading = std::pin::pin!(profiles.load(store, std::slice::from_ref(&stranger)));
+        assert!(futures_util::poll!(&mut loading).is_pending(), "the read is under way");
+        profiles.invalidate(users[3]);
+        assert!(loading.await.expect("read").contains_key(&stranger));
+        assert_eq!(reads().await - before, 2);
+        profiles.load(store, std::slice::from_ref(&stranger)).await.expect("read again");
+        assert_eq!(reads().await - before, 3, "read again: the first read was not kept");
+        profiles.load(store, std::slice::from_ref(&stranger)).await.expect("cached");
+        assert_eq!(reads().await - before, 3);
     }
 
     async fn bodies_sent_in_chunks_are_read_whole_and_bounded(app) {
