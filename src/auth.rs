@@ -220,7 +220,7 @@ pub enum ServiceCaller {
 
 impl std::fmt::Display for ServiceCaller {
     /// A stable name for logs and idempotency scoping (never the token itself): `token-0`,
-    /// `jwt-billing`. Written only when needed: a name built for every event was a
+    /// `jwt-<subject>`. Written only when needed: a name built for every event was a
     /// `format!` per request (callgrind).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
