@@ -170,12 +170,8 @@ pub(super) fn answer_batch(
             }
         }
         Err(e) => {
-            let msg = e.to_string();
-            let unavailable = matches!(e, StoreError::Unavailable(_));
             for (_, reply) in waiters {
-                let err =
-                    if unavailable { StoreError::Unavailable(msg.clone()) } else { StoreError::Corrupt(msg.clone()) };
-                let _ = reply.send(Err(err));
+                let _ = reply.send(Err(e.for_another_caller()));
             }
         }
     }

@@ -185,14 +185,8 @@ async fn read_while_waiting(reads: &Mutex<Reads>, store: &StoreHandle, metrics: 
                 }
             }
             Err(e) => {
-                let (msg, unavailable) = (e.to_string(), matches!(e, StoreError::Unavailable(_)));
                 for (_, reply) in waiting {
-                    let err = if unavailable {
-                        StoreError::Unavailable(msg.clone())
-                    } else {
-                        StoreError::Corrupt(msg.clone())
-                    };
-                    let _ = reply.send(Err(err));
+                    let _ = reply.send(Err(e.for_another_caller()));
                 }
             }
         }

@@ -115,6 +115,18 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// This error for one more of the callers a shared read or write failed for: still
+    /// retryable when it was, its message kept (a query's error cannot be copied).
+    pub fn for_another_caller(&self) -> StoreError {
+        match self {
+            StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+            StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
+            StoreError::Query(_) => StoreError::Corrupt(self.to_string()),
+        }
+    }
+}
+
 impl From<diesel::result::Error> for StoreError {
     fn from(e: diesel::result::Error) -> Self {
         use diesel::result::Error as E;
@@ -314,4 +326,19 @@ pub async fn run_migrations(url: &DatabaseUrl) -> Result<Vec<String>, StoreError
         })
         .map_err(|e| StoreError::Unavailable(format!("cannot start migration thread: {e}")))?;
     rx.await.map_err(|_| StoreError::Corrupt("migration thread died".into()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_handed_to_more_callers_stays_retryable_when_it_was() {
+        let down = StoreError::Unavailable("connection refused".into()).for_another_caller();
+        assert!(matches!(&down, StoreError::Unavailable(m) if m == "connection refused"), "{down:?}");
+        let bad = StoreError::Corrupt("user id x".into()).for_another_caller();
+        assert!(matches!(&bad, StoreError::Corrupt(m) if m == "user id x"), "{bad:?}");
+        let query = StoreError::Query(diesel::result::Error::NotFound).for_another_caller();
+        assert!(matches!(&query, StoreError::Corrupt(m) if m == "query failed: Record not found"), "{query:?}");
+    }
 }
