@@ -279,10 +279,6 @@ pub(super) fn number_batch(
     Ok(out)
 }
 
-pub(super) fn new_user_row(user: Uuid, now: NaiveDateTime) -> UserRow<'static> {
-    UserRow { id: uuid_text(&user), role: "user", last_sequence_number: 0, created_at: now, updated_at: now }
-}
-
 /// Stores a batch of notifications and their outbox rows in one transaction (group
 /// commit), assigning each user's next sequence numbers in arrival order and keeping
 /// their unread count in step, so that a rolled-back batch leaves no gap. On PostgreSQL

@@ -30,14 +30,12 @@
 //! once its rows are written, before its commit and likewise under the lock, and forgets
 //! them if the commit fails.
 
-use super::repository::new_user_row;
-use super::schema::users;
 use crate::id_maps::IdMap;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::result::Error;
-use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
 use diesel::sqlite::{Sqlite, SqliteConnection};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
@@ -182,17 +180,53 @@ fn load(conn: &mut SqliteConnection, users: &[Uuid], now: NaiveDateTime) -> Quer
             found.push((user, Counters { last, unread }));
         }
     }
-    for user in users {
-        if !seen.contains(user) {
-            diesel::insert_into(users::table)
-                .values(&new_user_row(*user, now))
-                .on_conflict_do_nothing()
-                .execute(conn)?;
-            found.push((*user, Counters { last: 0, unread: 0 }));
+    let new: Vec<&Uuid> = users.iter().filter(|u| !seen.contains(*u)).collect();
+    if !new.is_empty() {
+        // One statement of one text for all of them (a statement per user was a bind,
+        // a step and a reset each; a multi-row insert's text would change with its size).
+        let mut ids = String::with_capacity(2 + new.len() * 39);
+        ids.push('[');
+        for (i, user) in new.iter().enumerate() {
+            ids.push_str(if i == 0 { "\"" } else { ",\"" });
+            ids.push_str(&super::repository::uuid_text(user));
+            ids.push('"');
         }
+        ids.push(']');
+        InsertNewUsers { ids: &ids, now: &now }.execute(conn)?;
+        found.extend(new.into_iter().map(|user| (*user, Counters { last: 0, unread: 0 })));
     }
     Ok(found)
 }
+
+/// Creates the rows of the users in `ids` (a JSON array of their ids), as ordinary users
+/// at zero, leaving any that exist.
+struct InsertNewUsers<'a> {
+    ids: &'a str,
+    now: &'a NaiveDateTime,
+}
+
+impl QueryId for InsertNewUsers<'_> {
+    type QueryId = InsertNewUsers<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl QueryFragment<Sqlite> for InsertNewUsers<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        out.push_sql(
+            "INSERT OR IGNORE INTO users (id, role, last_sequence_number, unread_count, created_at, updated_at) \
+             SELECT value, 'user', 0, 0, ",
+        );
+        out.push_bind_param::<Timestamp, _>(self.now)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Timestamp, _>(self.now)?;
+        out.push_sql(" FROM json_each(");
+        out.push_bind_param::<Text, _>(self.ids)?;
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+impl<Conn> RunQueryDsl<Conn> for InsertNewUsers<'_> {}
 
 /// `SELECT id, C, U, highest stored number FROM users WHERE id IN (…)` with room for
 /// `SLOTS` ids (the last repeated to fill it, which `IN` ignores): a few shapes serve
@@ -251,6 +285,7 @@ fn run_read(conn: &mut SqliteConnection, ids: &[String]) -> QueryResult<Vec<Read
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::schema::users;
     use diesel::Connection;
 
     fn database(dir: &tempfile::TempDir) -> SqliteConnection {
