@@ -40,30 +40,46 @@ pub fn push_str_contents(out: &mut String, s: &str) {
 /// character below 0x20. Those are ASCII, so they never sit inside a multi-byte
 /// character and the slices around them stay on character boundaries.
 fn next_to_escape(bytes: &[u8], from: usize) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    first_flagged(
+        bytes,
+        from,
+        |x| below(x, 0x20) | below(x ^ (ONES * b'"' as u64), 1) | below(x ^ (ONES * b'\\' as u64), 1),
+        needs_escape,
+    )
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each byte of `x` below `n` (≤ 0x80), as the classic "has a byte below
+/// n" test flags it: a borrow runs upwards, so a byte may be flagged falsely only above one
+/// flagged truly, and bytes of 0x80 and up are never flagged.
+pub(crate) fn below(x: u64, n: u8) -> u64 {
+    x.wrapping_sub(ONES * n as u64) & !x & HIGHS
+}
+
+/// Where the first byte from `from` on that `is` is: eight bytes at a time, through
+/// `flags` (a word's flagged bytes, as [`below`] flags them, the lowest one true), then
+/// byte by byte for the tail.
+pub(crate) fn first_flagged(
+    bytes: &[u8],
+    from: usize,
+    flags: impl Fn(u64) -> u64,
+    is: impl Fn(u8) -> bool,
+) -> Option<usize> {
     let mut i = from;
     while i + 8 <= bytes.len() {
         let mut word = [0u8; 8];
         word.copy_from_slice(&bytes[i..i + 8]);
-        let x = u64::from_le_bytes(word);
-        // A byte's high bit set in `hits` where that byte is < 0x20, == '"' or == '\\'
-        // (the classic "has zero byte" test on x, x ^ '"' and x ^ '\\'; bytes of 0x80
-        // and up are excluded by `!x`).
-        let below = x.wrapping_sub(ONES * 0x20);
-        let quote = (x ^ (ONES * b'"' as u64)).wrapping_sub(ONES);
-        let backslash = (x ^ (ONES * b'\\' as u64)).wrapping_sub(ONES);
-        let hits = (below | quote | backslash) & !x & HIGHS;
+        let hits = flags(u64::from_le_bytes(word));
         if hits != 0 {
-            // A borrow runs upwards, so a byte may be flagged falsely only above one that
-            // is flagged truly: the lowest flagged byte is one to escape.
             let at = i + (hits.trailing_zeros() / 8) as usize;
-            debug_assert!(needs_escape(bytes[at]));
+            debug_assert!(is(bytes[at]));
             return Some(at);
         }
         i += 8;
     }
-    bytes[i..].iter().position(|&b| needs_escape(b)).map(|p| i + p)
+    bytes[i..].iter().position(|&b| is(b)).map(|p| i + p)
 }
 
 fn needs_escape(b: u8) -> bool {

@@ -112,22 +112,8 @@ fn compact(json: &str) -> Option<String> {
 
 /// Where the first byte of at most 0x20 (a space, or below) is.
 fn first_space_or_below(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let mut i = 0;
-    while i + 8 <= bytes.len() {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&bytes[i..i + 8]);
-        let x = u64::from_le_bytes(word);
-        // The "has a byte below n" test for n = 0x21; bytes of 0x80 and up are excluded by
-        // `!x`. A borrow runs upwards, so the lowest flagged byte is a true one.
-        let hits = x.wrapping_sub(ONES * 0x21) & !x & HIGHS;
-        if hits != 0 {
-            return Some(i + (hits.trailing_zeros() / 8) as usize);
-        }
-        i += 8;
-    }
-    bytes[i..].iter().position(|&b| b <= 0x20).map(|p| i + p)
+    use super::json_text::{below, first_flagged};
+    first_flagged(bytes, 0, |x| below(x, 0x21), |b| b <= 0x20)
 }
 
 #[cfg(test)]
